@@ -1,0 +1,1 @@
+//! The chat schema layer: typed operations over any backend.

@@ -1,0 +1,161 @@
+//! [`Database`]: runs closures as transactions, retrying on conflict.
+//!
+//! This is FoundationDB's `db.run(|tx| ...)` loop. The closure may run more
+//! than once, so it must not have side effects outside the transaction; when
+//! it returns an error the transaction is rolled back and nothing it wrote is
+//! kept.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rand::Rng;
+
+use crate::kv::{Backend, Transaction, TxMode};
+use crate::{Error, Result};
+
+/// How hard [`Database::run`] tries before giving up on a retryable error.
+#[derive(Debug, Clone)]
+pub struct RetryPolicy {
+    /// Attempts in all, the first included. Default 30.
+    pub max_attempts: u32,
+    /// Wait before the first retry; doubled each retry. Default 1 ms.
+    pub initial_backoff: Duration,
+    /// Ceiling of the wait between retries. Default 200 ms.
+    pub max_backoff: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        Self {
+            max_attempts: 30,
+            initial_backoff: Duration::from_millis(1),
+            max_backoff: Duration::from_millis(200),
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// The jittered wait before retry number `retry` (0-based): a uniform
+    /// draw from [backoff/2, backoff], so contending writers spread out.
+    fn backoff(&self, retry: u32) -> Duration {
+        let factor = 1u32.checked_shl(retry.min(20)).unwrap_or(u32::MAX);
+        let full = self
+            .initial_backoff
+            .saturating_mul(factor)
+            .min(self.max_backoff);
+        let half = full / 2;
+        let jitter = rand::thread_rng().gen_range(0..=half.as_micros() as u64);
+        half + Duration::from_micros(jitter)
+    }
+}
+
+/// A handle on the store. Cheap to clone; share one per process.
+///
+/// Every call blocks the calling thread on storage I/O: async code calls it
+/// from `tokio::task::spawn_blocking`.
+#[derive(Clone)]
+pub struct Database {
+    backend: Arc<dyn Backend>,
+    retry: RetryPolicy,
+}
+
+impl std::fmt::Debug for Database {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Database")
+            .field("backend", &self.backend.name())
+            .field("retry", &self.retry)
+            .finish()
+    }
+}
+
+impl Database {
+    /// Wraps a backend with the default retry policy.
+    pub fn new(backend: impl Backend) -> Self {
+        Self {
+            backend: Arc::new(backend),
+            retry: RetryPolicy::default(),
+        }
+    }
+
+    /// Replaces the retry policy.
+    pub fn with_retry(mut self, retry: RetryPolicy) -> Self {
+        self.retry = retry;
+        self
+    }
+
+    /// The backend's name, for logs.
+    pub fn backend_name(&self) -> &'static str {
+        self.backend.name()
+    }
+
+    /// Runs `f` in a read-write transaction and commits it, retrying the
+    /// whole closure on retryable errors (with jittered exponential backoff).
+    pub fn run<T, F>(&self, f: F) -> Result<T>
+    where
+        F: FnMut(&mut dyn Transaction) -> Result<T>,
+    {
+        self.run_mode(TxMode::Write, f)
+    }
+
+    /// Runs `f` in a read-only transaction (a consistent snapshot).
+    ///
+    /// Writes are still possible but may force a lock upgrade and a retry;
+    /// use [`Database::run`] for anything that writes.
+    pub fn read<T, F>(&self, f: F) -> Result<T>
+    where
+        F: FnMut(&mut dyn Transaction) -> Result<T>,
+    {
+        self.run_mode(TxMode::Read, f)
+    }
+
+    fn run_mode<T, F>(&self, mode: TxMode, mut f: F) -> Result<T>
+    where
+        F: FnMut(&mut dyn Transaction) -> Result<T>,
+    {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let outcome = self.attempt(mode, &mut f);
+            match outcome {
+                Ok(v) => return Ok(v),
+                Err(e) if e.is_retryable() => {
+                    if attempt >= self.retry.max_attempts {
+                        return Err(Error::RetriesExhausted {
+                            attempts: attempt,
+                            last: Box::new(e),
+                        });
+                    }
+                    tracing::debug!(attempt, error = %e, "retrying transaction");
+                    std::thread::sleep(self.retry.backoff(attempt - 1));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    fn attempt<T, F>(&self, mode: TxMode, f: &mut F) -> Result<T>
+    where
+        F: FnMut(&mut dyn Transaction) -> Result<T>,
+    {
+        let mut tx = self.backend.begin(mode)?;
+        let value = f(tx.as_mut())?;
+        tx.commit()?;
+        Ok(value)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_and_is_capped() {
+        let p = RetryPolicy::default();
+        for retry in 0..40 {
+            let b = p.backoff(retry);
+            assert!(b <= p.max_backoff, "retry {retry}: {b:?}");
+        }
+        assert!(p.backoff(0) <= Duration::from_millis(1));
+        assert!(p.backoff(10) >= Duration::from_millis(100));
+    }
+}

@@ -1,0 +1,182 @@
+//! Every key family of the store, in one place.
+//!
+//! Keys are FoundationDB tuples under the root `("parley", family, ...)`, so
+//! they sort the same on every backend and one family is one contiguous
+//! range. Values are serde types from [`crate::chat::model`] encoded with
+//! bincode 2. Changing a key layout or a value type in an incompatible way
+//! means bumping [`SCHEMA_VERSION`]; a store written by another version is
+//! refused at open ([`crate::chat::ChatStore::open`]).
+//!
+//! | family | key | value |
+//! |---|---|---|
+//! | `meta` | (name) | `u32`/`u64` (schema version, id counters) |
+//! | `user` | (user_id) | [`User`](crate::chat::model::User) |
+//! | `user_by_name` | (lowercase name) | `u64` user id |
+//! | `user_by_phone` | (phone) | `u64` user id |
+//! | `token` | (sha256 of token) | [`TokenRecord`](crate::chat::model::TokenRecord) |
+//! | `conv` | (conv_id) | [`Conversation`](crate::chat::model::Conversation) |
+//! | `dm` | (low user_id, high user_id) | `u64` conv id |
+//! | `member` | (conv_id, user_id) | [`Member`](crate::chat::model::Member) |
+//! | `member_log` | (conv_id, version) | [`MemberEvent`](crate::chat::model::MemberEvent) |
+//! | `user_conv` | (user_id, conv_id) | [`UserConv`](crate::chat::model::UserConv) |
+//! | `conv_meta` | (conv_id) | [`ConvMeta`](crate::chat::model::ConvMeta) |
+//! | `msg` | (conv_id, seq) | [`Message`](crate::chat::model::Message) |
+//! | `msg_dedup` | (conv_id, sender, client_msg_id) | `u64` seq |
+//! | `receipt` | (conv_id, user_id) | [`Receipt`](crate::chat::model::Receipt) |
+//! | `push_sub` | (user_id, sub_id) | [`PushSubscription`](crate::chat::model::PushSubscription) |
+//! | `last_seen` | (user_id) | `u64` unix millis |
+//! | `node_lease` | (node name) | [`NodeLease`](crate::chat::model::NodeLease) |
+
+use foundationdb_tuple::{Subspace, TuplePack};
+
+/// The schema version this build reads and writes.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// The tuple element every Parley key starts with.
+const ROOT: &str = "parley";
+
+/// One key family: a named subspace.
+#[derive(Debug, Clone, Copy)]
+pub struct Family {
+    /// The family's name, also its second tuple element.
+    pub name: &'static str,
+}
+
+impl Family {
+    fn subspace(&self) -> Subspace {
+        Subspace::from(&(ROOT, self.name))
+    }
+
+    /// The key of `t` in this family.
+    pub fn key<T: TuplePack>(&self, t: &T) -> Vec<u8> {
+        self.subspace().pack(t)
+    }
+
+    /// The range holding every key of this family that starts with `prefix`.
+    pub fn range<T: TuplePack>(&self, prefix: &T) -> (Vec<u8>, Vec<u8>) {
+        self.subspace().subspace(prefix).range()
+    }
+
+    /// The whole family.
+    pub fn all(&self) -> (Vec<u8>, Vec<u8>) {
+        self.subspace().range()
+    }
+
+    /// Decodes a key of this family back into its tuple.
+    pub fn unpack<'de, T: foundationdb_tuple::TupleUnpack<'de>>(
+        &self,
+        key: &'de [u8],
+    ) -> crate::Result<T> {
+        self.subspace()
+            .unpack(key)
+            .map_err(|e| crate::Error::Corrupt {
+                family: self.name,
+                reason: format!("bad key: {e}"),
+            })
+    }
+
+    /// The range of keys whose first element is a string starting with
+    /// `prefix` (used for name search). A packed string is `0x02`, its bytes,
+    /// `0x00`; every string with the prefix therefore sorts between the
+    /// prefix's bytes and the prefix's bytes followed by `0xff`.
+    pub fn string_prefix_range(&self, prefix: &str) -> (Vec<u8>, Vec<u8>) {
+        let mut begin = self.subspace().bytes().to_vec();
+        begin.push(0x02);
+        for b in prefix.bytes() {
+            begin.push(b);
+            if b == 0 {
+                begin.push(0xff);
+            }
+        }
+        let mut end = begin.clone();
+        end.push(0xff);
+        (begin, end)
+    }
+}
+
+macro_rules! families {
+    ($($(#[$doc:meta])* $const:ident = $name:literal;)*) => {
+        $( $(#[$doc])* pub const $const: Family = Family { name: $name }; )*
+        /// Every family, for tools that walk the whole schema.
+        pub const ALL: &[Family] = &[$($const),*];
+    };
+}
+
+families! {
+    /// Store-wide metadata: schema version and id counters.
+    META = "meta";
+    /// Users by id.
+    USER = "user";
+    /// Lowercased user name to user id: uniqueness and prefix search.
+    USER_BY_NAME = "user_by_name";
+    /// Phone number to user id: uniqueness.
+    USER_BY_PHONE = "user_by_phone";
+    /// Login tokens by the SHA-256 of the token (the token itself is never stored).
+    TOKEN = "token";
+    /// Conversations (direct and group) by id.
+    CONV = "conv";
+    /// The direct chat of a pair of users, keyed (low id, high id).
+    DM = "dm";
+    /// Current membership of a conversation, one row per user ever added.
+    MEMBER = "member";
+    /// Membership history: every join, leave and removal, by version.
+    MEMBER_LOG = "member_log";
+    /// A user's conversations: the chat list index.
+    USER_CONV = "user_conv";
+    /// Per-conversation sequencing and fencing state.
+    CONV_META = "conv_meta";
+    /// Messages by (conversation, sequence number).
+    MSG = "msg";
+    /// Idempotency index: (conversation, sender, client message id) to seq.
+    MSG_DEDUP = "msg_dedup";
+    /// Delivered and seen watermarks of each member.
+    RECEIPT = "receipt";
+    /// Push subscriptions of each user.
+    PUSH_SUB = "push_sub";
+    /// When each user was last seen online.
+    LAST_SEEN = "last_seen";
+    /// Cluster membership leases, by node name.
+    NODE_LEASE = "node_lease";
+}
+
+/// Names of the counters and markers in [`META`].
+pub mod meta {
+    /// The schema version the store was created with.
+    pub const SCHEMA_VERSION: &str = "schema_version";
+    /// The last user id handed out.
+    pub const LAST_USER_ID: &str = "last_user_id";
+    /// The last conversation id handed out.
+    pub const LAST_CONV_ID: &str = "last_conv_id";
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn families_are_disjoint_and_ordered_by_tuple() {
+        let a = MSG.key(&(7u64, 1u64));
+        let b = MSG.key(&(7u64, 2u64));
+        let c = MSG.key(&(7u64, 300u64));
+        assert!(a < b && b < c);
+        let (begin, end) = MSG.range(&(7u64,));
+        assert!(a >= begin && c < end);
+        let other = MSG.key(&(8u64, 0u64));
+        assert!(other >= end);
+        let (ub, ue) = USER.all();
+        assert!(!(a >= ub && a < ue));
+    }
+
+    #[test]
+    fn string_prefix_range_covers_exactly_the_prefix() {
+        let (b, e) = USER_BY_NAME.string_prefix_range("al");
+        for name in ["al", "alice", "alz", "al\u{0}x"] {
+            let k = USER_BY_NAME.key(&(name,));
+            assert!(k >= b && k < e, "{name}");
+        }
+        for name in ["a", "ak", "am", "bob"] {
+            let k = USER_BY_NAME.key(&(name,));
+            assert!(!(k >= b && k < e), "{name}");
+        }
+    }
+}

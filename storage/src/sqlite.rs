@@ -1,0 +1,218 @@
+//! The embedded backend: SQLite used as one ordered key-value table.
+//!
+//! `kv(k BLOB PRIMARY KEY, v BLOB) WITHOUT ROWID` compares keys with memcmp,
+//! which is exactly FoundationDB's byte order, so tuple-encoded keys sort the
+//! same on both backends. WAL mode lets readers run beside the single writer,
+//! and several processes may share one file: writers take the lock up front
+//! (`BEGIN IMMEDIATE`) and wait for it up to the busy timeout, which makes
+//! every read-write transaction serializable.
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use rusqlite::{params, Connection, OptionalExtension};
+
+use crate::kv::{Backend, BackendTransaction, KeyValue, RangeOptions, Transaction, TxMode};
+use crate::Result;
+
+/// How the embedded store is opened.
+#[derive(Debug, Clone)]
+pub struct SqliteOptions {
+    /// How long a transaction waits for another writer's lock before failing
+    /// with a retryable busy error. Default 5 s.
+    pub busy_timeout: Duration,
+    /// `synchronous=FULL` (fsync on every commit) instead of the default
+    /// `NORMAL`. NORMAL in WAL mode survives a process crash (`kill -9`) but
+    /// may lose the last commits on power loss; FULL survives both and is
+    /// slower. Default false.
+    pub fsync_every_commit: bool,
+    /// Idle connections kept for reuse. Default 16.
+    pub max_idle_connections: usize,
+}
+
+impl Default for SqliteOptions {
+    fn default() -> Self {
+        Self {
+            busy_timeout: Duration::from_secs(5),
+            fsync_every_commit: false,
+            max_idle_connections: 16,
+        }
+    }
+}
+
+/// The SQLite backend. One per process; connections are pooled.
+pub struct SqliteBackend {
+    path: PathBuf,
+    options: SqliteOptions,
+    idle: Mutex<Vec<Connection>>,
+}
+
+impl SqliteBackend {
+    /// Opens (creating if needed) the store file at `path`.
+    pub fn open(path: impl AsRef<Path>, options: SqliteOptions) -> Result<Self> {
+        let backend = Self {
+            path: path.as_ref().to_path_buf(),
+            options,
+            idle: Mutex::new(Vec::new()),
+        };
+        let conn = backend.connect()?;
+        conn.execute_batch(
+            "CREATE TABLE IF NOT EXISTS kv (k BLOB PRIMARY KEY NOT NULL, v BLOB NOT NULL) WITHOUT ROWID;",
+        )?;
+        backend.release(conn);
+        Ok(backend)
+    }
+
+    fn connect(&self) -> Result<Connection> {
+        let conn = Connection::open(&self.path)?;
+        conn.busy_timeout(self.options.busy_timeout)?;
+        // journal_mode returns a row, so it goes through query_row.
+        let _mode: String = conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))?;
+        let sync = if self.options.fsync_every_commit {
+            "FULL"
+        } else {
+            "NORMAL"
+        };
+        conn.execute_batch(&format!("PRAGMA synchronous={sync};"))?;
+        conn.set_prepared_statement_cache_capacity(32);
+        Ok(conn)
+    }
+
+    fn acquire(&self) -> Result<Connection> {
+        let pooled = self.idle.lock().ok().and_then(|mut idle| idle.pop());
+        match pooled {
+            Some(conn) => Ok(conn),
+            None => self.connect(),
+        }
+    }
+
+    fn release(&self, conn: Connection) {
+        if let Ok(mut idle) = self.idle.lock() {
+            if idle.len() < self.options.max_idle_connections {
+                idle.push(conn);
+            }
+        }
+    }
+}
+
+impl Backend for SqliteBackend {
+    fn name(&self) -> &'static str {
+        "sqlite"
+    }
+
+    fn begin(&self, mode: TxMode) -> Result<Box<dyn BackendTransaction + '_>> {
+        let conn = self.acquire()?;
+        let begin = match mode {
+            TxMode::Read => "BEGIN DEFERRED",
+            TxMode::Write => "BEGIN IMMEDIATE",
+        };
+        // A failed BEGIN leaves no transaction open: the connection is clean.
+        if let Err(e) = conn.execute_batch(begin) {
+            self.release(conn);
+            return Err(e.into());
+        }
+        Ok(Box::new(SqliteTransaction {
+            backend: self,
+            conn: Some(conn),
+        }))
+    }
+}
+
+/// An open SQLite transaction; rolled back on drop unless committed.
+struct SqliteTransaction<'a> {
+    backend: &'a SqliteBackend,
+    conn: Option<Connection>,
+}
+
+impl SqliteTransaction<'_> {
+    fn conn(&self) -> &Connection {
+        // Only `commit` and `drop` take the connection out, and both consume
+        // the transaction, so it is always there while methods can be called.
+        self.conn
+            .as_ref()
+            .unwrap_or_else(|| unreachable!("connection taken before the transaction ended"))
+    }
+}
+
+impl Transaction for SqliteTransaction<'_> {
+    fn get(&mut self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        let mut stmt = self.conn().prepare_cached("SELECT v FROM kv WHERE k = ?1")?;
+        Ok(stmt.query_row([key], |r| r.get(0)).optional()?)
+    }
+
+    fn get_range(
+        &mut self,
+        begin: &[u8],
+        end: &[u8],
+        opts: RangeOptions,
+    ) -> Result<Vec<KeyValue>> {
+        let sql = if opts.reverse {
+            "SELECT k, v FROM kv WHERE k >= ?1 AND k < ?2 ORDER BY k DESC LIMIT ?3"
+        } else {
+            "SELECT k, v FROM kv WHERE k >= ?1 AND k < ?2 ORDER BY k ASC LIMIT ?3"
+        };
+        // SQLite reads a negative LIMIT as "no limit".
+        let limit = opts
+            .limit
+            .map_or(-1, |l| i64::try_from(l).unwrap_or(i64::MAX));
+        let mut stmt = self.conn().prepare_cached(sql)?;
+        let rows = stmt.query_map(params![begin, end, limit], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+    }
+
+    fn set(&mut self, key: &[u8], value: &[u8]) -> Result<()> {
+        let mut stmt = self
+            .conn()
+            .prepare_cached("INSERT OR REPLACE INTO kv (k, v) VALUES (?1, ?2)")?;
+        stmt.execute(params![key, value])?;
+        Ok(())
+    }
+
+    fn clear(&mut self, key: &[u8]) -> Result<()> {
+        let mut stmt = self.conn().prepare_cached("DELETE FROM kv WHERE k = ?1")?;
+        stmt.execute([key])?;
+        Ok(())
+    }
+
+    fn clear_range(&mut self, begin: &[u8], end: &[u8]) -> Result<()> {
+        let mut stmt = self
+            .conn()
+            .prepare_cached("DELETE FROM kv WHERE k >= ?1 AND k < ?2")?;
+        stmt.execute([begin, end])?;
+        Ok(())
+    }
+}
+
+impl BackendTransaction for SqliteTransaction<'_> {
+    fn commit(mut self: Box<Self>) -> Result<()> {
+        let Some(conn) = self.conn.take() else {
+            return Ok(());
+        };
+        match conn.execute_batch("COMMIT") {
+            Ok(()) => {
+                self.backend.release(conn);
+                Ok(())
+            }
+            Err(e) => {
+                // The transaction is still open: roll it back before reuse.
+                if conn.execute_batch("ROLLBACK").is_ok() {
+                    self.backend.release(conn);
+                }
+                Err(e.into())
+            }
+        }
+    }
+}
+
+impl Drop for SqliteTransaction<'_> {
+    fn drop(&mut self) {
+        if let Some(conn) = self.conn.take() {
+            // A connection whose rollback failed is in an unknown state:
+            // dropping it closes it, which also ends the transaction.
+            if conn.execute_batch("ROLLBACK").is_ok() {
+                self.backend.release(conn);
+            }
+        }
+    }
+}
