@@ -1,1 +1,178 @@
 //! The chat schema layer: typed operations over any backend.
+//!
+//! [`ChatStore`] owns a [`Database`] and the input [`Limits`]. Each public
+//! operation is one transaction that validates its input and the acting
+//! user's rights before it writes, so a rejected call writes nothing. The
+//! operations are grouped by the entity they serve, one file each.
+
+mod chat_list;
+mod conversations;
+pub mod limits;
+mod members;
+mod messages;
+pub mod model;
+mod presence;
+mod push;
+mod receipts;
+mod tokens;
+mod users;
+
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use foundationdb_tuple::TuplePack;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+pub use chat_list::{ChatSummary, MessageStatus};
+pub use limits::Limits;
+pub use messages::{AppendOutcome, NewMessage};
+pub use model::*;
+pub use receipts::{AckKind, MemberReceipt};
+pub use users::NewUser;
+
+use crate::codec::{decode, encode};
+use crate::keys::{self, Family};
+use crate::{Database, Error, Result, Transaction};
+
+/// A source of wall-clock time, replaceable in tests (token expiry).
+pub type Clock = Arc<dyn Fn() -> Millis + Send + Sync>;
+
+/// The system clock.
+pub fn system_clock() -> Clock {
+    Arc::new(|| {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis() as Millis)
+            .unwrap_or(0)
+    })
+}
+
+/// Typed chat operations over a [`Database`]. Cheap to clone.
+///
+/// Every method blocks on storage I/O (and the password methods on argon2):
+/// call them from blocking threads in async code.
+#[derive(Clone)]
+pub struct ChatStore {
+    db: Database,
+    limits: Limits,
+    clock: Clock,
+    password_cost: PasswordCost,
+}
+
+/// Argon2 work factors. The default is the `argon2` crate's recommended one
+/// (19 MiB, 2 passes); tests may lower it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PasswordCost {
+    /// Memory in KiB.
+    pub memory_kib: u32,
+    /// Passes over memory.
+    pub iterations: u32,
+}
+
+impl Default for PasswordCost {
+    fn default() -> Self {
+        Self {
+            memory_kib: argon2::Params::DEFAULT_M_COST,
+            iterations: argon2::Params::DEFAULT_T_COST,
+        }
+    }
+}
+
+impl std::fmt::Debug for ChatStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ChatStore")
+            .field("db", &self.db)
+            .field("limits", &self.limits)
+            .finish()
+    }
+}
+
+impl ChatStore {
+    /// Opens the chat schema on `db`: records the schema version in a new
+    /// store, refuses a store written by another version.
+    pub fn open(db: Database, limits: Limits) -> Result<Self> {
+        let version_key = keys::META.key(&(keys::meta::SCHEMA_VERSION,));
+        db.run(|tx| {
+            match tx.get(&version_key)? {
+                None => tx.set(
+                    &version_key,
+                    &encode(keys::META.name, &keys::SCHEMA_VERSION)?,
+                )?,
+                Some(bytes) => {
+                    let found: u32 = decode(keys::META.name, &bytes)?;
+                    if found != keys::SCHEMA_VERSION {
+                        return Err(Error::SchemaVersion {
+                            found,
+                            expected: keys::SCHEMA_VERSION,
+                        });
+                    }
+                }
+            }
+            Ok(())
+        })?;
+        Ok(Self {
+            db,
+            limits,
+            clock: system_clock(),
+            password_cost: PasswordCost::default(),
+        })
+    }
+
+    /// Replaces the clock (tests of expiry).
+    pub fn with_clock(mut self, clock: Clock) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// Replaces the argon2 work factors.
+    pub fn with_password_cost(mut self, cost: PasswordCost) -> Self {
+        self.password_cost = cost;
+        self
+    }
+
+    /// The underlying database, for operations outside the chat schema.
+    pub fn db(&self) -> &Database {
+        &self.db
+    }
+
+    /// The input limits in force.
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// The current time according to the store's clock.
+    pub fn now(&self) -> Millis {
+        (self.clock)()
+    }
+}
+
+/// Reads and decodes one row.
+pub(crate) fn get<T: DeserializeOwned, K: TuplePack>(
+    tx: &mut dyn Transaction,
+    family: Family,
+    key: &K,
+) -> Result<Option<T>> {
+    match tx.get(&family.key(key))? {
+        Some(bytes) => Ok(Some(decode(family.name, &bytes)?)),
+        None => Ok(None),
+    }
+}
+
+/// Encodes and writes one row.
+pub(crate) fn put<T: Serialize, K: TuplePack>(
+    tx: &mut dyn Transaction,
+    family: Family,
+    key: &K,
+    value: &T,
+) -> Result<()> {
+    tx.set(&family.key(key), &encode(family.name, value)?)
+}
+
+/// Hands out the next id of a counter in the `meta` family.
+pub(crate) fn next_id(tx: &mut dyn Transaction, counter: &str) -> Result<u64> {
+    let last: u64 = get(tx, keys::META, &(counter,))?.unwrap_or(0);
+    let next = last + 1;
+    put(tx, keys::META, &(counter,), &next)?;
+    Ok(next)
+}

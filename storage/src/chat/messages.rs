@@ -1,0 +1,232 @@
+//! Messages: fenced, gapless, idempotent appends; history and sync reads.
+//!
+//! Only a conversation's active actor appends. It first calls
+//! [`ChatStore::activate_conversation`], which bumps the conversation's
+//! epoch, and then presents that epoch and the sequence number it expects
+//! to write next with every append. An actor that was replaced (its node
+//! hung, another took over) gets [`Error::StaleEpoch`] and must stop; one
+//! whose idea of the sequence drifted gets [`Error::SequenceMismatch`].
+
+use serde::{Deserialize, Serialize};
+
+use super::conversations::{load_conv, require_member};
+use super::{get, put, ChatStore, ConvId, ConvMeta, Message, MessageSummary, Receipt, Seq, UserId};
+use crate::keys;
+use crate::{Error, RangeOptions, Result, Transaction};
+
+/// Characters of a message kept in the conversation's summary.
+const PREVIEW_CHARS: usize = 100;
+
+/// A message to append, before it has a sequence number.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NewMessage {
+    /// Who sends it; must be an active member.
+    pub sender: UserId,
+    /// The sender's idempotency key for this message.
+    pub client_msg_id: String,
+    /// The text.
+    pub body: String,
+}
+
+/// What an append did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AppendOutcome {
+    /// Written under a new sequence number.
+    Appended(Message),
+    /// The sender had already sent this `client_msg_id`: the original
+    /// message, nothing written.
+    Duplicate(Message),
+}
+
+impl AppendOutcome {
+    /// The stored message, new or original.
+    pub fn message(&self) -> &Message {
+        match self {
+            AppendOutcome::Appended(m) | AppendOutcome::Duplicate(m) => m,
+        }
+    }
+}
+
+/// Reads the stored message that a dedup entry points at.
+fn existing(
+    tx: &mut dyn Transaction,
+    conv_id: ConvId,
+    sender: UserId,
+    client_msg_id: &str,
+) -> Result<Option<Message>> {
+    let Some(seq) = get::<Seq, _>(tx, keys::MSG_DEDUP, &(conv_id, sender, client_msg_id))? else {
+        return Ok(None);
+    };
+    get(tx, keys::MSG, &(conv_id, seq))
+}
+
+impl ChatStore {
+    /// Claims the conversation for a new actor: bumps and returns its epoch
+    /// together with its last sequence number.
+    pub fn activate_conversation(&self, conv_id: ConvId) -> Result<ConvMeta> {
+        self.db().run(|tx| {
+            load_conv(tx, conv_id)?;
+            let mut meta: ConvMeta = get(tx, keys::CONV_META, &(conv_id,))?.unwrap_or_default();
+            meta.epoch += 1;
+            put(tx, keys::CONV_META, &(conv_id,), &meta)?;
+            Ok(meta)
+        })
+    }
+
+    /// Appends one message as sequence number `next_seq`.
+    pub fn append(
+        &self,
+        conv_id: ConvId,
+        epoch: u64,
+        next_seq: Seq,
+        message: &NewMessage,
+    ) -> Result<AppendOutcome> {
+        let mut outcomes =
+            self.append_batch(conv_id, epoch, next_seq, std::slice::from_ref(message))?;
+        outcomes
+            .pop()
+            .unwrap_or_else(|| unreachable!("one outcome per message"))
+    }
+
+    /// Appends messages in one transaction, the first new one as `next_seq`
+    /// and the rest after it without gaps.
+    ///
+    /// A stale epoch or a wrong `next_seq` fails the whole batch. A single
+    /// message that is invalid or whose sender is not a member gets its own
+    /// error in the returned list and takes no sequence number; duplicates
+    /// return the original. The outer error means nothing was written.
+    pub fn append_batch(
+        &self,
+        conv_id: ConvId,
+        epoch: u64,
+        next_seq: Seq,
+        messages: &[NewMessage],
+    ) -> Result<Vec<Result<AppendOutcome>>> {
+        let now = self.now();
+        let limits = self.limits().clone();
+        self.db().run(|tx| {
+            load_conv(tx, conv_id)?;
+            let mut meta: ConvMeta = get(tx, keys::CONV_META, &(conv_id,))?.unwrap_or_default();
+            if meta.epoch != epoch {
+                return Err(Error::StaleEpoch {
+                    conv_id,
+                    presented: epoch,
+                    current: meta.epoch,
+                });
+            }
+            if meta.last_seq + 1 != next_seq {
+                return Err(Error::SequenceMismatch {
+                    conv_id,
+                    expected: meta.last_seq + 1,
+                    presented: next_seq,
+                });
+            }
+            let mut outcomes = Vec::with_capacity(messages.len());
+            for m in messages {
+                let outcome = (|| {
+                    limits.message(&m.body, &m.client_msg_id)?;
+                    require_member(tx, conv_id, m.sender)?;
+                    if let Some(original) = existing(tx, conv_id, m.sender, &m.client_msg_id)? {
+                        return Ok(AppendOutcome::Duplicate(original));
+                    }
+                    let seq = meta.last_seq + 1;
+                    let message = Message {
+                        conv_id,
+                        seq,
+                        sender: m.sender,
+                        client_msg_id: m.client_msg_id.clone(),
+                        body: m.body.clone(),
+                        sent_at: now,
+                    };
+                    put(tx, keys::MSG, &(conv_id, seq), &message)?;
+                    put(
+                        tx,
+                        keys::MSG_DEDUP,
+                        &(conv_id, m.sender, &m.client_msg_id),
+                        &seq,
+                    )?;
+                    // Sending shows the sender has read the conversation.
+                    let mut receipt: Receipt =
+                        get(tx, keys::RECEIPT, &(conv_id, m.sender))?.unwrap_or_default();
+                    receipt.delivered_seq = seq;
+                    receipt.delivered_at = Some(now);
+                    receipt.seen_seq = seq;
+                    receipt.seen_at = Some(now);
+                    put(tx, keys::RECEIPT, &(conv_id, m.sender), &receipt)?;
+                    meta.last_seq = seq;
+                    meta.last_message = Some(MessageSummary {
+                        seq,
+                        sender: m.sender,
+                        preview: m.body.chars().take(PREVIEW_CHARS).collect(),
+                        sent_at: now,
+                    });
+                    Ok(AppendOutcome::Appended(message))
+                })();
+                match outcome {
+                    // This message's own fault: reported, the batch goes on.
+                    Err(e @ (Error::Invalid { .. } | Error::NotMember { .. })) => {
+                        outcomes.push(Err(e))
+                    }
+                    // Engine errors abort the transaction (and maybe retry it).
+                    Err(e) => return Err(e),
+                    Ok(o) => outcomes.push(Ok(o)),
+                }
+            }
+            put(tx, keys::CONV_META, &(conv_id,), &meta)?;
+            Ok(outcomes)
+        })
+    }
+
+    /// A page of history, newest first: messages before `before_seq` (or the
+    /// newest ones), at most `limit` (clamped to the page limit).
+    pub fn history(
+        &self,
+        actor: UserId,
+        conv_id: ConvId,
+        before_seq: Option<Seq>,
+        limit: usize,
+    ) -> Result<Vec<Message>> {
+        let limit = self.limits().page(limit);
+        self.db().read(|tx| {
+            require_member(tx, conv_id, actor)?;
+            let (begin, mut end) = keys::MSG.range(&(conv_id,));
+            if let Some(before) = before_seq {
+                end = keys::MSG.key(&(conv_id, before));
+            }
+            decode_messages(tx.get_range(&begin, &end, RangeOptions::reverse(limit))?)
+        })
+    }
+
+    /// Messages after `after_seq`, oldest first, at most `limit`: what a
+    /// reconnecting client missed.
+    pub fn messages_after(
+        &self,
+        actor: UserId,
+        conv_id: ConvId,
+        after_seq: Seq,
+        limit: usize,
+    ) -> Result<Vec<Message>> {
+        let limit = self.limits().page(limit);
+        self.db().read(|tx| {
+            require_member(tx, conv_id, actor)?;
+            let (_, end) = keys::MSG.range(&(conv_id,));
+            let begin = keys::MSG.key(&(conv_id, after_seq.saturating_add(1)));
+            decode_messages(tx.get_range(&begin, &end, RangeOptions::forward(limit))?)
+        })
+    }
+
+    /// One message of a conversation the actor belongs to.
+    pub fn message(&self, actor: UserId, conv_id: ConvId, seq: Seq) -> Result<Message> {
+        self.db().read(|tx| {
+            require_member(tx, conv_id, actor)?;
+            get::<Message, _>(tx, keys::MSG, &(conv_id, seq))?
+                .ok_or(Error::NotFound { what: "message" })
+        })
+    }
+}
+
+fn decode_messages(rows: Vec<crate::KeyValue>) -> Result<Vec<Message>> {
+    rows.into_iter()
+        .map(|(_, v)| crate::codec::decode(keys::MSG.name, &v))
+        .collect()
+}

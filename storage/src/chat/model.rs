@@ -1,0 +1,269 @@
+//! The value types stored under the key families of [`crate::keys`].
+//!
+//! Each is one row of the seed schema. They are plain data: the rules that
+//! keep them consistent live in the operations of [`crate::chat`].
+
+use serde::{Deserialize, Serialize};
+
+/// A user's id. Allocated from a counter, so it fits a JSON number.
+pub type UserId = u64;
+/// A conversation's (direct chat's or group's) id.
+pub type ConvId = u64;
+/// A message's position in its conversation: gapless, starting at 1.
+pub type Seq = u64;
+/// Wall-clock time as milliseconds since the Unix epoch.
+pub type Millis = u64;
+
+/// A registered user (seed entity User).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct User {
+    /// Unique id.
+    pub id: UserId,
+    /// Display and login name, unique case-insensitively.
+    pub name: String,
+    /// Phone number, unique when given.
+    pub phone: Option<String>,
+    /// Argon2 PHC string; the password itself is never stored.
+    pub password_hash: String,
+    /// When the user registered.
+    pub created_at: Millis,
+    /// Who created the row (the user themself for self-registration).
+    pub created_by: UserId,
+    /// Last change of the row.
+    pub updated_at: Millis,
+    /// Who made the last change.
+    pub updated_by: UserId,
+}
+
+/// What the public sees of a user: no password hash, no phone.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserSummary {
+    /// The user's id.
+    pub id: UserId,
+    /// The user's name.
+    pub name: String,
+}
+
+impl From<&User> for UserSummary {
+    fn from(u: &User) -> Self {
+        Self {
+            id: u.id,
+            name: u.name.clone(),
+        }
+    }
+}
+
+/// A login session, stored under the SHA-256 of its bearer token.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenRecord {
+    /// Whose token it is.
+    pub user_id: UserId,
+    /// When it was issued.
+    pub created_at: Millis,
+    /// After this instant the token is refused.
+    pub expires_at: Millis,
+}
+
+/// Direct chat or group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ConvKind {
+    /// Exactly two members, one per pair of users (seed UserChat).
+    Direct,
+    /// Any number of members, with admins (seed Group).
+    Group,
+}
+
+/// A conversation (seed entities Group and UserChat).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Conversation {
+    /// Unique id.
+    pub id: ConvId,
+    /// Direct or group.
+    pub kind: ConvKind,
+    /// Group name; empty for direct chats.
+    pub name: String,
+    /// Group description; empty for direct chats.
+    pub description: String,
+    /// Creation time.
+    pub created_at: Millis,
+    /// Who created it.
+    pub created_by: UserId,
+    /// Last change of name or description.
+    pub updated_at: Millis,
+    /// Who made the last change.
+    pub updated_by: UserId,
+    /// Soft-deleted groups keep their rows but are gone for every reader.
+    pub deleted: bool,
+}
+
+/// A member's role in a group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// May delete the group and remove others.
+    Admin,
+    /// May read, post, add members, edit the description, leave.
+    Member,
+}
+
+/// Whether a membership is current.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MemberStatus {
+    /// A current member.
+    Active,
+    /// Left by themself.
+    Left,
+    /// Removed by an admin.
+    Removed,
+}
+
+/// A user's membership of a conversation (seed UserGroup).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Member {
+    /// The conversation.
+    pub conv_id: ConvId,
+    /// The user.
+    pub user_id: UserId,
+    /// Admin or plain member.
+    pub role: Role,
+    /// Current or not.
+    pub status: MemberStatus,
+    /// Who added them (the creator adds themself).
+    pub added_by: UserId,
+    /// When they were (last) added.
+    pub added_at: Millis,
+    /// Who removed them, if they were removed or left.
+    pub removed_by: Option<UserId>,
+    /// When they were removed or left.
+    pub removed_at: Option<Millis>,
+    /// Bumped on every change of this row, starting at 1.
+    pub version: u64,
+}
+
+/// What happened to a membership.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MemberAction {
+    /// Joined (at creation or added later).
+    Added,
+    /// Left by themself.
+    Left,
+    /// Removed by an admin.
+    Removed,
+    /// Made admin (when the last admin left).
+    Promoted,
+}
+
+/// One entry of a conversation's membership history.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberEvent {
+    /// Position in the conversation's membership history, from 1.
+    pub version: u64,
+    /// Whose membership changed.
+    pub user_id: UserId,
+    /// What happened.
+    pub action: MemberAction,
+    /// Who did it.
+    pub by: UserId,
+    /// When.
+    pub at: Millis,
+}
+
+/// A conversation in a user's chat list index.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserConv {
+    /// When the user joined (or rejoined) it.
+    pub joined_at: Millis,
+}
+
+/// The latest message of a conversation, kept for chat lists.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MessageSummary {
+    /// Its sequence number.
+    pub seq: Seq,
+    /// Who sent it.
+    pub sender: UserId,
+    /// Its first characters.
+    pub preview: String,
+    /// When it was committed.
+    pub sent_at: Millis,
+}
+
+/// Sequencing and fencing state of a conversation.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConvMeta {
+    /// The highest sequence number written; 0 before the first message.
+    pub last_seq: Seq,
+    /// Bumped by each activation of the conversation's actor; appends must
+    /// present the current value.
+    pub epoch: u64,
+    /// The newest message, for chat lists.
+    pub last_message: Option<MessageSummary>,
+    /// The conversation's membership history length.
+    pub member_version: u64,
+}
+
+/// A message (seed PrivateMessage and GroupMessage).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Message {
+    /// Its conversation.
+    pub conv_id: ConvId,
+    /// Its position in the conversation.
+    pub seq: Seq,
+    /// Who sent it.
+    pub sender: UserId,
+    /// The sender's idempotency key.
+    pub client_msg_id: String,
+    /// The text.
+    pub body: String,
+    /// When it was committed.
+    pub sent_at: Millis,
+}
+
+/// A member's delivered and seen watermarks (seed GroupMessageDescription).
+///
+/// Message `seq` is delivered to this member when `delivered_seq >= seq`,
+/// seen when `seen_seq >= seq`. Watermarks never move back.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Receipt {
+    /// Every message up to this one reached one of the member's devices.
+    pub delivered_seq: Seq,
+    /// When `delivered_seq` last advanced.
+    pub delivered_at: Option<Millis>,
+    /// The member has displayed every message up to this one.
+    pub seen_seq: Seq,
+    /// When `seen_seq` last advanced.
+    pub seen_at: Option<Millis>,
+}
+
+/// A device that wants notifications while its user is offline (Web Push shaped).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PushSubscription {
+    /// Stable id derived from the endpoint: registering twice is idempotent.
+    pub id: String,
+    /// The push service URL of the device.
+    pub endpoint: String,
+    /// The device's public key (Web Push `p256dh`).
+    pub p256dh: String,
+    /// The device's auth secret (Web Push `auth`).
+    pub auth: String,
+    /// When it was registered.
+    pub created_at: Millis,
+}
+
+/// A cluster node's lease: it is a live member while `expires_at` is ahead.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeLease {
+    /// The node's configured name.
+    pub name: String,
+    /// Where peers reach its cluster transport.
+    pub cluster_addr: String,
+    /// Where clients reach its gateway.
+    pub http_addr: String,
+    /// Random per process start: tells a restarted node from its past self.
+    pub incarnation: u64,
+    /// Until when the lease holds unless renewed.
+    pub expires_at: Millis,
+}

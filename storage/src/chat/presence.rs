@@ -1,0 +1,23 @@
+//! Last-seen times, persisted when a user's last session ends.
+
+use super::{get, put, ChatStore, Millis, UserId};
+use crate::keys;
+use crate::Result;
+
+impl ChatStore {
+    /// Records that the user was last online at `at` (never moves back).
+    pub fn set_last_seen(&self, user_id: UserId, at: Millis) -> Result<()> {
+        self.db().run(|tx| {
+            let previous: Option<Millis> = get(tx, keys::LAST_SEEN, &(user_id,))?;
+            if previous.is_none_or(|p| p < at) {
+                put(tx, keys::LAST_SEEN, &(user_id,), &at)?;
+            }
+            Ok(())
+        })
+    }
+
+    /// When the user was last seen online, if ever.
+    pub fn last_seen(&self, user_id: UserId) -> Result<Option<Millis>> {
+        self.db().read(|tx| get(tx, keys::LAST_SEEN, &(user_id,)))
+    }
+}

@@ -1,0 +1,143 @@
+//! Receipts: per-member delivered and seen watermarks.
+//!
+//! One row per member, not per message per member: a message's status for a
+//! reader is derived by comparing its seq with the reader's watermarks, and
+//! "delivered/seen by all" is the minimum over the other members.
+
+use serde::{Deserialize, Serialize};
+
+use super::conversations::require_member;
+use super::members::active_members;
+use super::{get, put, ChatStore, ConvId, ConvMeta, Receipt, Seq, UserId};
+use crate::keys;
+use crate::{Error, Result, Transaction};
+
+/// Which watermark an acknowledgement moves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AckKind {
+    /// The message reached a device of the member.
+    Delivered,
+    /// The member displayed it. Seen implies delivered.
+    Seen,
+}
+
+/// A message's status as far as one reader (or all of them) is concerned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MessageStatus {
+    /// Committed, not yet on the reader's devices.
+    Sent,
+    /// On a device of the reader.
+    Delivered,
+    /// Displayed to the reader.
+    Seen,
+}
+
+impl MessageStatus {
+    /// The status of message `seq` for a reader with this receipt.
+    pub fn of(seq: Seq, receipt: &Receipt) -> Self {
+        if receipt.seen_seq >= seq {
+            MessageStatus::Seen
+        } else if receipt.delivered_seq >= seq {
+            MessageStatus::Delivered
+        } else {
+            MessageStatus::Sent
+        }
+    }
+}
+
+/// One member's watermarks.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberReceipt {
+    /// The member.
+    pub user_id: UserId,
+    /// Their watermarks.
+    pub receipt: Receipt,
+}
+
+/// The receipts of every active member.
+pub(crate) fn member_receipts(
+    tx: &mut dyn Transaction,
+    conv_id: ConvId,
+) -> Result<Vec<MemberReceipt>> {
+    let mut out = Vec::new();
+    for m in active_members(tx, conv_id)? {
+        let receipt = get(tx, keys::RECEIPT, &(conv_id, m.user_id))?.unwrap_or_default();
+        out.push(MemberReceipt {
+            user_id: m.user_id,
+            receipt,
+        });
+    }
+    Ok(out)
+}
+
+impl ChatStore {
+    /// Moves the actor's watermark of `kind` up to `seq`. Watermarks never
+    /// move back: an older ack changes nothing. An ack past the last message
+    /// is an [`Error::Invalid`]. Returns the receipt and whether it moved.
+    pub fn ack(
+        &self,
+        actor: UserId,
+        conv_id: ConvId,
+        kind: AckKind,
+        seq: Seq,
+    ) -> Result<(Receipt, bool)> {
+        let now = self.now();
+        self.db().run(|tx| {
+            require_member(tx, conv_id, actor)?;
+            let meta: ConvMeta = get(tx, keys::CONV_META, &(conv_id,))?.unwrap_or_default();
+            if seq > meta.last_seq {
+                return Err(Error::invalid(
+                    "seq",
+                    format!("conversation {conv_id} ends at seq {}", meta.last_seq),
+                ));
+            }
+            let mut receipt: Receipt =
+                get(tx, keys::RECEIPT, &(conv_id, actor))?.unwrap_or_default();
+            let mut moved = false;
+            if receipt.delivered_seq < seq {
+                receipt.delivered_seq = seq;
+                receipt.delivered_at = Some(now);
+                moved = true;
+            }
+            if kind == AckKind::Seen && receipt.seen_seq < seq {
+                receipt.seen_seq = seq;
+                receipt.seen_at = Some(now);
+                moved = true;
+            }
+            if moved {
+                put(tx, keys::RECEIPT, &(conv_id, actor), &receipt)?;
+            }
+            Ok((receipt, moved))
+        })
+    }
+
+    /// Every active member's watermarks in a conversation the actor is in.
+    pub fn receipts(&self, actor: UserId, conv_id: ConvId) -> Result<Vec<MemberReceipt>> {
+        self.db().read(|tx| {
+            require_member(tx, conv_id, actor)?;
+            member_receipts(tx, conv_id)
+        })
+    }
+
+    /// For message `seq`, each other member's status of it.
+    pub fn message_status(
+        &self,
+        actor: UserId,
+        conv_id: ConvId,
+        seq: Seq,
+    ) -> Result<Vec<(UserId, MessageStatus)>> {
+        self.db().read(|tx| {
+            require_member(tx, conv_id, actor)?;
+            if tx.get(&keys::MSG.key(&(conv_id, seq)))?.is_none() {
+                return Err(Error::NotFound { what: "message" });
+            }
+            Ok(member_receipts(tx, conv_id)?
+                .into_iter()
+                .filter(|r| r.user_id != actor)
+                .map(|r| (r.user_id, MessageStatus::of(seq, &r.receipt)))
+                .collect())
+        })
+    }
+}
