@@ -21,12 +21,26 @@ pub mod sqlite;
 
 pub use database::{Database, RetryPolicy};
 pub use error::{Error, Result};
+#[cfg(feature = "fdb")]
+pub use fdb::FdbBackend;
 pub use kv::{Backend, KeyValue, RangeOptions, Transaction, TxMode};
 pub use sqlite::{SqliteBackend, SqliteOptions};
 
 impl Database {
     /// Opens the embedded SQLite store at `path` with default options.
     pub fn open_sqlite(path: impl AsRef<std::path::Path>) -> Result<Self> {
-        Ok(Self::new(SqliteBackend::open(path, SqliteOptions::default())?))
+        Ok(Self::new(SqliteBackend::open(
+            path,
+            SqliteOptions::default(),
+        )?))
+    }
+
+    /// Connects to the FoundationDB cluster named by `cluster_file` (the
+    /// client's default cluster file when `None`): the production backend for
+    /// nodes on several machines. The process must call
+    /// [`fdb::shutdown_network`] before it exits.
+    #[cfg(feature = "fdb")]
+    pub fn open_fdb(cluster_file: Option<&std::path::Path>) -> Result<Self> {
+        Ok(Self::new(FdbBackend::open(cluster_file)?))
     }
 }
