@@ -46,8 +46,7 @@ pub trait Transaction {
     fn get(&mut self, key: &[u8]) -> Result<Option<Vec<u8>>>;
 
     /// Pairs with `begin <= key < end`, in key order (or reverse order).
-    fn get_range(&mut self, begin: &[u8], end: &[u8], opts: RangeOptions)
-        -> Result<Vec<KeyValue>>;
+    fn get_range(&mut self, begin: &[u8], end: &[u8], opts: RangeOptions) -> Result<Vec<KeyValue>>;
 
     /// Writes `value` under `key`, replacing what was there.
     fn set(&mut self, key: &[u8], value: &[u8]) -> Result<()>;

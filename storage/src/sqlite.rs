@@ -67,8 +67,7 @@ impl SqliteBackend {
     fn connect(&self) -> Result<Connection> {
         let conn = Connection::open(&self.path)?;
         conn.busy_timeout(self.options.busy_timeout)?;
-        // journal_mode returns a row, so it goes through query_row.
-        let _mode: String = conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))?;
+        enable_wal(&conn, self.options.busy_timeout)?;
         let sync = if self.options.fsync_every_commit {
             "FULL"
         } else {
@@ -119,6 +118,29 @@ impl Backend for SqliteBackend {
     }
 }
 
+/// Switches the file to WAL mode. Switching a new file needs an exclusive
+/// lock and SQLite does not apply the busy timeout to it, so processes that
+/// create the store at the same moment would fail at once; retry until the
+/// busy timeout instead.
+fn enable_wal(conn: &Connection, busy_timeout: Duration) -> Result<()> {
+    let deadline = std::time::Instant::now() + busy_timeout;
+    loop {
+        // journal_mode returns a row, so it goes through query_row.
+        let outcome: rusqlite::Result<String> =
+            conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0));
+        match outcome {
+            Ok(_) => return Ok(()),
+            Err(e) => {
+                let e = crate::Error::from(e);
+                if !e.is_retryable() || std::time::Instant::now() >= deadline {
+                    return Err(e);
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }
+    }
+}
+
 /// An open SQLite transaction; rolled back on drop unless committed.
 struct SqliteTransaction<'a> {
     backend: &'a SqliteBackend,
@@ -137,16 +159,13 @@ impl SqliteTransaction<'_> {
 
 impl Transaction for SqliteTransaction<'_> {
     fn get(&mut self, key: &[u8]) -> Result<Option<Vec<u8>>> {
-        let mut stmt = self.conn().prepare_cached("SELECT v FROM kv WHERE k = ?1")?;
+        let mut stmt = self
+            .conn()
+            .prepare_cached("SELECT v FROM kv WHERE k = ?1")?;
         Ok(stmt.query_row([key], |r| r.get(0)).optional()?)
     }
 
-    fn get_range(
-        &mut self,
-        begin: &[u8],
-        end: &[u8],
-        opts: RangeOptions,
-    ) -> Result<Vec<KeyValue>> {
+    fn get_range(&mut self, begin: &[u8], end: &[u8], opts: RangeOptions) -> Result<Vec<KeyValue>> {
         let sql = if opts.reverse {
             "SELECT k, v FROM kv WHERE k >= ?1 AND k < ?2 ORDER BY k DESC LIMIT ?3"
         } else {

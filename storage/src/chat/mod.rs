@@ -7,6 +7,7 @@
 
 mod chat_list;
 mod conversations;
+mod leases;
 pub mod limits;
 mod members;
 mod messages;
