@@ -1,1 +1,75 @@
-//! Placeholder: filled by a later issue.
+//! Parley's actors: sessions, conversations, presence and push, and the
+//! cluster machinery that places them on nodes.
+//!
+//! - [`session`]: one actor per WebSocket client, member of `user:{id}`;
+//! - [`conversation`]: one sequencer per active conversation, on its home node;
+//! - [`presence`]: turns process-group changes into presence frames;
+//! - [`push`]: notifications for users with no live session;
+//! - [`host`]: each node's mailbox for its peers; [`wire`]: what they say;
+//! - [`membership`]: leases and reconnection; [`placement`]: rendezvous hashing;
+//! - [`Cluster`]: the handle tying them together; [`frames`]: what clients get.
+
+pub mod cluster;
+pub mod config;
+pub mod conversation;
+pub mod error;
+pub mod frames;
+pub mod host;
+pub mod membership;
+pub mod metrics;
+pub mod placement;
+pub mod presence;
+pub mod push;
+pub mod registry;
+pub mod session;
+pub mod wire;
+
+use serde::{Deserialize, Serialize};
+use storage::chat::{Conversation, UserId};
+
+pub use cluster::{Cluster, ClusterRuntime};
+pub use config::ClusterConfig;
+pub use error::Error;
+pub use metrics::Metrics;
+
+/// What changed about a conversation, told to its actor after the HTTP API
+/// committed the change, so members' sessions hear about it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum ConvChange {
+    /// A user was added to a group.
+    MemberJoined {
+        /// The new member.
+        user_id: UserId,
+        /// Who added them.
+        by: UserId,
+    },
+    /// A user left or was removed.
+    MemberLeft {
+        /// The former member.
+        user_id: UserId,
+        /// Who removed them (themself when they left).
+        by: UserId,
+    },
+    /// The group's name or description changed.
+    Updated(Conversation),
+    /// The group was deleted; `members` are the members it had.
+    Deleted {
+        /// Who was in it.
+        members: Vec<UserId>,
+    },
+}
+
+/// The process group of a user's sessions.
+pub fn user_group(user_id: UserId) -> String {
+    format!("user:{user_id}")
+}
+
+/// The user id of a `user:{id}` group name.
+pub fn parse_user_group(group: &str) -> Option<UserId> {
+    group.strip_prefix("user:")?.parse().ok()
+}
+
+/// The process group of a node's host actor.
+pub fn host_group(node: &str) -> String {
+    format!("host:{node}")
+}

@@ -1,6 +1,6 @@
 //! Cluster membership leases: a node is live while its lease is unexpired.
 
-use super::{put, ChatStore, Millis, NodeLease};
+use super::{put, ChatStore, NodeLease};
 use crate::keys;
 use crate::{RangeOptions, Result};
 
@@ -21,18 +21,15 @@ impl ChatStore {
             .run(|tx| tx.clear(&keys::NODE_LEASE.key(&(name,))))
     }
 
-    /// Every lease unexpired at `now`, in node name order.
-    pub fn live_nodes(&self, now: Millis) -> Result<Vec<NodeLease>> {
+    /// Every lease, expired or not, in node name order: a node is live
+    /// while `expires_at` is ahead of the reader's clock.
+    pub fn leases(&self) -> Result<Vec<NodeLease>> {
         let (begin, end) = keys::NODE_LEASE.all();
         self.db().read(|tx| {
-            let mut live = Vec::new();
-            for (_, v) in tx.get_range(&begin, &end, RangeOptions::default())? {
-                let lease: NodeLease = crate::codec::decode(keys::NODE_LEASE.name, &v)?;
-                if lease.expires_at > now {
-                    live.push(lease);
-                }
-            }
-            Ok(live)
+            tx.get_range(&begin, &end, RangeOptions::default())?
+                .into_iter()
+                .map(|(_, v)| crate::codec::decode(keys::NODE_LEASE.name, &v))
+                .collect()
         })
     }
 }

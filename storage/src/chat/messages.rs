@@ -7,10 +7,15 @@
 //! hung, another took over) gets [`Error::StaleEpoch`] and must stop; one
 //! whose idea of the sequence drifted gets [`Error::SequenceMismatch`].
 
+use std::collections::HashMap;
+
 use serde::{Deserialize, Serialize};
 
 use super::conversations::{load_conv, require_member};
-use super::{get, put, ChatStore, ConvId, ConvMeta, Message, MessageSummary, Receipt, Seq, UserId};
+use super::{
+    get, put, ChatStore, ConvId, ConvMeta, Member, MemberStatus, Message, MessageSummary, Receipt,
+    Seq, UserId,
+};
 use crate::keys;
 use crate::{Error, RangeOptions, Result, Transaction};
 
@@ -122,10 +127,28 @@ impl ChatStore {
                 });
             }
             let mut outcomes = Vec::with_capacity(messages.len());
+            // Per-batch caches: each sender's membership is read once, and
+            // each sender's receipt is written once, after the loop.
+            let mut is_member: HashMap<UserId, bool> = HashMap::new();
+            let mut sender_seen: HashMap<UserId, Seq> = HashMap::new();
             for m in messages {
                 let outcome = (|| {
                     limits.message(&m.body, &m.client_msg_id)?;
-                    require_member(tx, conv_id, m.sender)?;
+                    let member = match is_member.get(&m.sender) {
+                        Some(&known) => known,
+                        None => {
+                            let row: Option<Member> = get(tx, keys::MEMBER, &(conv_id, m.sender))?;
+                            let active = row.is_some_and(|r| r.status == MemberStatus::Active);
+                            is_member.insert(m.sender, active);
+                            active
+                        }
+                    };
+                    if !member {
+                        return Err(Error::NotMember {
+                            conv_id,
+                            user_id: m.sender,
+                        });
+                    }
                     if let Some(original) = existing(tx, conv_id, m.sender, &m.client_msg_id)? {
                         return Ok(AppendOutcome::Duplicate(original));
                     }
@@ -145,14 +168,7 @@ impl ChatStore {
                         &(conv_id, m.sender, &m.client_msg_id),
                         &seq,
                     )?;
-                    // Sending shows the sender has read the conversation.
-                    let mut receipt: Receipt =
-                        get(tx, keys::RECEIPT, &(conv_id, m.sender))?.unwrap_or_default();
-                    receipt.delivered_seq = seq;
-                    receipt.delivered_at = Some(now);
-                    receipt.seen_seq = seq;
-                    receipt.seen_at = Some(now);
-                    put(tx, keys::RECEIPT, &(conv_id, m.sender), &receipt)?;
+                    sender_seen.insert(m.sender, seq);
                     meta.last_seq = seq;
                     meta.last_message = Some(MessageSummary {
                         seq,
@@ -171,6 +187,17 @@ impl ChatStore {
                     Err(e) => return Err(e),
                     Ok(o) => outcomes.push(Ok(o)),
                 }
+            }
+            // Sending shows the sender has read the conversation up to their
+            // own message, the newest one: both watermarks move there.
+            for (sender, seq) in sender_seen {
+                let receipt = Receipt {
+                    delivered_seq: seq,
+                    delivered_at: Some(now),
+                    seen_seq: seq,
+                    seen_at: Some(now),
+                };
+                put(tx, keys::RECEIPT, &(conv_id, sender), &receipt)?;
             }
             put(tx, keys::CONV_META, &(conv_id,), &meta)?;
             Ok(outcomes)

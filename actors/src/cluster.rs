@@ -1,0 +1,522 @@
+//! [`Cluster`]: this node's handle on the cluster, and [`ClusterRuntime`],
+//! what starts and stops it.
+//!
+//! The handle routes conversation commands to their home node, fans frames
+//! out to sessions on every node (one message per node), answers presence
+//! questions from the `user:{id}` process groups, and keeps the registry of
+//! this node's conversation actors. Everything the actors and the gateway
+//! need is reached through it; nothing is global.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use ractor::{Actor, ActorId, ActorRef};
+use ractor_cluster::node::NodeConnectionMode;
+use ractor_cluster::{NodeServer, NodeServerMessage};
+use storage::chat::{ChatStore, ConvId, UserId};
+
+use crate::config::ClusterConfig;
+use crate::conversation::{ConvMsg, ConversationActor};
+use crate::frames::{ErrorCode, ServerFrame};
+use crate::host::{HostActor, HostMsg};
+use crate::metrics::Metrics;
+use crate::presence::PresenceActor;
+use crate::push::PushNotifier;
+use crate::registry::LocalSessions;
+use crate::session::SessionMsg;
+use crate::wire::{ClusterMsg, ConvCommand, SessionAddr};
+use crate::{placement, Error};
+
+/// Forwards allowed between nodes whose membership views disagree, before
+/// a node serves a conversation itself (fencing keeps that safe).
+const MAX_HOPS: u8 = 2;
+
+struct Inner {
+    config: ClusterConfig,
+    store: ChatStore,
+    metrics: Arc<Metrics>,
+    push: PushNotifier,
+    sessions: LocalSessions,
+    conversations: tokio::sync::Mutex<HashMap<ConvId, ActorRef<ConvMsg>>>,
+    /// Names of the nodes with a live lease, as of the last heartbeat.
+    live: RwLock<BTreeSet<String>>,
+    /// The reachable live nodes at the last re-homing check.
+    placed_on: RwLock<Vec<String>>,
+    incarnation: u64,
+    next_session: AtomicU64,
+    users_scope: String,
+    hosts_scope: String,
+}
+
+/// This node's handle on the cluster. Cheap to clone.
+#[derive(Clone)]
+pub struct Cluster {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Cluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cluster")
+            .field("node", &self.inner.config.node_name)
+            .finish()
+    }
+}
+
+/// The running cluster machinery of a node; [`ClusterRuntime::shutdown`]
+/// stops it gracefully.
+pub struct ClusterRuntime {
+    cluster: Cluster,
+    server: ActorRef<NodeServerMessage>,
+    host: ActorRef<HostMsg>,
+    presence: ActorRef<()>,
+    stop_membership: tokio::sync::watch::Sender<bool>,
+    membership: tokio::task::JoinHandle<()>,
+}
+
+impl Cluster {
+    /// Starts the node's cluster machinery: writes its lease, opens the
+    /// transport, spawns the host and presence actors and the membership
+    /// loop.
+    pub async fn start(
+        config: ClusterConfig,
+        store: ChatStore,
+        metrics: Arc<Metrics>,
+    ) -> Result<ClusterRuntime, Error> {
+        let push = PushNotifier::new(store.clone(), metrics.clone(), config.push_timeout);
+        let users_scope = format!("{}/users", config.cluster_name);
+        let hosts_scope = format!("{}/hosts", config.cluster_name);
+        let cluster = Cluster {
+            inner: Arc::new(Inner {
+                store,
+                metrics,
+                push,
+                sessions: LocalSessions::default(),
+                conversations: tokio::sync::Mutex::new(HashMap::new()),
+                live: RwLock::new(BTreeSet::from([config.node_name.clone()])),
+                placed_on: RwLock::new(Vec::new()),
+                incarnation: rand::random(),
+                next_session: AtomicU64::new(1),
+                users_scope,
+                hosts_scope,
+                config,
+            }),
+        };
+        crate::membership::renew(&cluster).await?;
+
+        let config = cluster.config();
+        let hostname = config
+            .advertise
+            .rsplit_once(':')
+            .map_or(config.advertise.as_str(), |(h, _)| h)
+            .to_owned();
+        let server = NodeServer::new(
+            config.listen.port(),
+            config.cookie.clone(),
+            config.node_name.clone(),
+            hostname,
+            None,
+            Some(NodeConnectionMode::Transitive),
+        )
+        .with_listen_addr(config.listen.ip());
+        let (server, _) = Actor::spawn(None, server, ())
+            .await
+            .map_err(|e| Error::Spawn(format!("cluster transport: {e}")))?;
+        let (host, _) = Actor::spawn(None, HostActor, cluster.clone())
+            .await
+            .map_err(|e| Error::Spawn(format!("host actor: {e}")))?;
+        let (presence, _) = Actor::spawn(None, PresenceActor, cluster.clone())
+            .await
+            .map_err(|e| Error::Spawn(format!("presence actor: {e}")))?;
+        let (stop_membership, stop_rx) = tokio::sync::watch::channel(false);
+        let membership = tokio::spawn(crate::membership::run(
+            cluster.clone(),
+            server.clone(),
+            stop_rx,
+        ));
+        Ok(ClusterRuntime {
+            cluster,
+            server,
+            host,
+            presence,
+            stop_membership,
+            membership,
+        })
+    }
+
+    /// This node's configured name.
+    pub fn node_name(&self) -> &str {
+        &self.inner.config.node_name
+    }
+
+    /// The runtime settings.
+    pub fn config(&self) -> &ClusterConfig {
+        &self.inner.config
+    }
+
+    /// The chat store.
+    pub fn store(&self) -> &ChatStore {
+        &self.inner.store
+    }
+
+    /// The node's metrics.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.inner.metrics
+    }
+
+    /// The push notifier.
+    pub fn push(&self) -> &PushNotifier {
+        &self.inner.push
+    }
+
+    /// The sessions connected to this node.
+    pub fn sessions(&self) -> &LocalSessions {
+        &self.inner.sessions
+    }
+
+    /// The process-group scope of user sessions.
+    pub fn users_scope(&self) -> &str {
+        &self.inner.users_scope
+    }
+
+    /// The process-group scope of host actors.
+    pub fn hosts_scope(&self) -> &str {
+        &self.inner.hosts_scope
+    }
+
+    /// Random per process start.
+    pub fn incarnation(&self) -> u64 {
+        self.inner.incarnation
+    }
+
+    /// A fresh id for a session on this node.
+    pub fn next_session_id(&self) -> u64 {
+        self.inner.next_session.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// The address of a local session.
+    pub fn session_addr(&self, session_id: u64) -> SessionAddr {
+        SessionAddr {
+            node: self.node_name().to_owned(),
+            session_id,
+        }
+    }
+
+    /// Whether the user has a live session anywhere in the cluster.
+    pub fn is_online(&self, user_id: UserId) -> bool {
+        !ractor::pg::get_scoped_members(&self.inner.users_scope, &crate::user_group(user_id))
+            .is_empty()
+    }
+
+    /// The nodes that can serve: a live lease and a reachable host actor
+    /// (this node always counts). A killed peer drops out as soon as its
+    /// connection closes, before its lease runs out.
+    pub fn serving_nodes(&self) -> Vec<String> {
+        let live = self
+            .inner
+            .live
+            .read()
+            .map(|l| l.clone())
+            .unwrap_or_default();
+        let me = self.node_name();
+        let mut nodes: Vec<String> = live
+            .into_iter()
+            .filter(|n| n == me || self.host_of(n).is_some())
+            .collect();
+        if !nodes.iter().any(|n| n == me) {
+            nodes.push(me.to_owned());
+        }
+        nodes.sort();
+        nodes
+    }
+
+    /// The node that should run the conversation's actor.
+    pub fn home_of(&self, conv_id: ConvId) -> String {
+        let nodes = self.serving_nodes();
+        placement::conversation_home(conv_id, nodes.iter().map(String::as_str))
+            .unwrap_or(self.node_name())
+            .to_owned()
+    }
+
+    /// Whether this node records the user's last-seen (one node per user).
+    pub fn is_user_home(&self, user_id: UserId) -> bool {
+        let nodes = self.serving_nodes();
+        placement::owner(
+            crate::user_group(user_id).as_bytes(),
+            nodes.iter().map(String::as_str),
+        ) == Some(self.node_name())
+    }
+
+    fn host_of(&self, node: &str) -> Option<ActorRef<HostMsg>> {
+        ractor::pg::get_scoped_members(&self.inner.hosts_scope, &crate::host_group(node))
+            .into_iter()
+            .next()
+            .map(ActorRef::from)
+    }
+
+    /// Sends a message to another node's host actor. False when the node
+    /// is unreachable.
+    fn send_remote(&self, node: &str, msg: &ClusterMsg) -> bool {
+        let Some(host) = self.host_of(node) else {
+            return false;
+        };
+        match msg.encode() {
+            Ok(bytes) => host.cast(HostMsg::Envelope(bytes)).is_ok(),
+            Err(e) => {
+                tracing::error!(error = %e, "encoding a cluster message");
+                false
+            }
+        }
+    }
+
+    /// Routes a command to the conversation's actor, wherever it lives.
+    pub async fn route(&self, conv_id: ConvId, cmd: ConvCommand) {
+        self.route_hops(conv_id, 0, cmd).await
+    }
+
+    pub(crate) async fn route_hops(&self, conv_id: ConvId, hops: u8, cmd: ConvCommand) {
+        let home = self.home_of(conv_id);
+        if home == self.node_name() || hops >= MAX_HOPS {
+            return self.deliver_to_conversation(conv_id, cmd).await;
+        }
+        let msg = ClusterMsg::Conversation {
+            conv_id,
+            hops: hops + 1,
+            cmd,
+        };
+        if !self.send_remote(&home, &msg) {
+            // The home just became unreachable: serve it here; fencing
+            // keeps it safe if the other one is still alive somewhere.
+            if let ClusterMsg::Conversation { cmd, .. } = msg {
+                self.deliver_to_conversation(conv_id, cmd).await;
+            }
+        }
+    }
+
+    /// Hands a command to the local actor of the conversation, activating
+    /// it on demand.
+    async fn deliver_to_conversation(&self, conv_id: ConvId, cmd: ConvCommand) {
+        let mut cmd = cmd;
+        for _ in 0..2 {
+            let actor = match self.local_conversation(conv_id).await {
+                Ok(actor) => actor,
+                Err(e) => {
+                    self.refuse(&cmd, e.code(), &e.to_string()).await;
+                    return;
+                }
+            };
+            match actor.cast(ConvMsg::Cmd(cmd)) {
+                Ok(()) => return,
+                Err(ractor::MessagingErr::SendErr(ConvMsg::Cmd(back))) => {
+                    // It stopped between lookup and send: start a new one.
+                    self.forget_conversation(conv_id, actor.get_id()).await;
+                    cmd = back;
+                }
+                Err(e) => {
+                    tracing::warn!(conv_id, error = %e, "conversation actor unreachable");
+                    return;
+                }
+            }
+        }
+    }
+
+    async fn local_conversation(&self, conv_id: ConvId) -> Result<ActorRef<ConvMsg>, Error> {
+        let mut convs = self.inner.conversations.lock().await;
+        if let Some(actor) = convs.get(&conv_id) {
+            return Ok(actor.clone());
+        }
+        let spawned = Actor::spawn(None, ConversationActor, (self.clone(), conv_id)).await;
+        match spawned {
+            Ok((actor, _)) => {
+                convs.insert(conv_id, actor.clone());
+                Ok(actor)
+            }
+            Err(ractor::SpawnErr::StartupFailed(e)) => match e.downcast::<storage::Error>() {
+                Ok(e) => Err(Error::Storage(*e)),
+                Err(e) => Err(Error::Spawn(e.to_string())),
+            },
+            Err(e) => Err(Error::Spawn(e.to_string())),
+        }
+    }
+
+    /// Sends the refusal of a command to the session that sent it.
+    async fn refuse(&self, cmd: &ConvCommand, code: ErrorCode, message: &str) {
+        let (from, reference) = match cmd {
+            ConvCommand::Send {
+                from,
+                client_msg_id,
+                ..
+            } => (from, client_msg_id.clone()),
+            ConvCommand::Typing { from, .. } => (from, "typing".to_owned()),
+            ConvCommand::Ack { from, .. } => (from, "ack".to_owned()),
+            ConvCommand::Changed(_) => return,
+        };
+        let frame = ServerFrame::error(code, message, Some(reference));
+        self.reply(from, frame.to_json()).await;
+    }
+
+    /// Removes a stopped conversation actor from the registry.
+    pub(crate) async fn forget_conversation(&self, conv_id: ConvId, actor: ActorId) {
+        let mut convs = self.inner.conversations.lock().await;
+        if convs.get(&conv_id).is_some_and(|a| a.get_id() == actor) {
+            convs.remove(&conv_id);
+        }
+    }
+
+    /// Asks every local conversation actor to commit what it has and stop,
+    /// and waits (up to 5 s) until they have.
+    pub async fn handoff_all(&self) {
+        let actors: Vec<ActorRef<ConvMsg>> = {
+            let convs = self.inner.conversations.lock().await;
+            convs.values().cloned().collect()
+        };
+        for actor in &actors {
+            let _ = actor.cast(ConvMsg::Handoff);
+        }
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while tokio::time::Instant::now() < deadline {
+            if self.inner.conversations.lock().await.is_empty() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        tracing::warn!("some conversations did not stop within 5 s");
+    }
+
+    /// Records the live members and moves away the conversations whose
+    /// home is no longer this node.
+    pub(crate) async fn set_live(&self, live: BTreeSet<String>) {
+        if let Ok(mut l) = self.inner.live.write() {
+            *l = live;
+        }
+        let serving = self.serving_nodes();
+        self.inner.metrics.live_nodes.set(serving.len() as i64);
+        let changed = match self.inner.placed_on.write() {
+            Ok(mut placed) if *placed != serving => {
+                *placed = serving.clone();
+                true
+            }
+            _ => false,
+        };
+        if !changed {
+            return;
+        }
+        tracing::info!(nodes = ?serving, "membership changed");
+        let convs: Vec<(ConvId, ActorRef<ConvMsg>)> = {
+            let convs = self.inner.conversations.lock().await;
+            convs.iter().map(|(k, v)| (*k, v.clone())).collect()
+        };
+        for (conv_id, actor) in convs {
+            if self.home_of(conv_id) != self.node_name() {
+                tracing::debug!(conv_id, "re-homing conversation");
+                let _ = actor.cast(ConvMsg::Handoff);
+            }
+        }
+    }
+
+    /// Sends frames to every session of `users` on every serving node.
+    pub async fn fanout(&self, users: Vec<UserId>, frames: Vec<String>) {
+        if users.is_empty() || frames.is_empty() {
+            return;
+        }
+        let me = self.node_name().to_owned();
+        let msg = ClusterMsg::Fanout {
+            user_ids: users,
+            frames,
+        };
+        for node in self.serving_nodes() {
+            if node != me {
+                self.send_remote(&node, &msg);
+            }
+        }
+        if let ClusterMsg::Fanout { user_ids, frames } = &msg {
+            self.deliver_local(user_ids, frames);
+        }
+    }
+
+    /// Sends a frame to one session, local or remote.
+    pub async fn reply(&self, to: &SessionAddr, frame: String) {
+        if to.node == self.node_name() {
+            if let Some(session) = self.inner.sessions.get(to.session_id) {
+                let _ = session.cast(SessionMsg::Frame(frame.into_bytes()));
+            }
+        } else {
+            let msg = ClusterMsg::ToSession {
+                session_id: to.session_id,
+                frame,
+            };
+            if !self.send_remote(&to.node, &msg) {
+                tracing::debug!(node = %to.node, "reply to an unreachable node dropped");
+            }
+        }
+    }
+
+    /// Writes frames to this node's sessions of `users`.
+    pub fn deliver_local(&self, users: &[UserId], frames: &[String]) {
+        for &user_id in users {
+            for session in self.inner.sessions.of_user(user_id) {
+                for frame in frames {
+                    let _ = session.cast(SessionMsg::Frame(frame.clone().into_bytes()));
+                }
+            }
+        }
+    }
+
+    /// Handles a message from a peer (or from this node to itself).
+    pub(crate) async fn dispatch_local(&self, msg: ClusterMsg) {
+        match msg {
+            ClusterMsg::Conversation { conv_id, hops, cmd } => {
+                self.route_hops(conv_id, hops, cmd).await
+            }
+            ClusterMsg::Fanout { user_ids, frames } => self.deliver_local(&user_ids, &frames),
+            ClusterMsg::ToSession { session_id, frame } => {
+                if let Some(session) = self.inner.sessions.get(session_id) {
+                    let _ = session.cast(SessionMsg::Frame(frame.into_bytes()));
+                }
+            }
+        }
+    }
+
+    /// Tells the conversation's actor (wherever it lives) about a change
+    /// the HTTP API committed.
+    pub async fn conversation_changed(&self, conv_id: ConvId, change: crate::ConvChange) {
+        self.route(conv_id, ConvCommand::Changed(change)).await
+    }
+}
+
+impl ClusterRuntime {
+    /// The node's cluster handle.
+    pub fn cluster(&self) -> &Cluster {
+        &self.cluster
+    }
+
+    /// Leaves the cluster gracefully: gives up the lease so the others
+    /// re-home at once, commits and stops every conversation, then closes
+    /// every client socket with a code that says "reconnect elsewhere".
+    pub async fn shutdown(self) {
+        let cluster = self.cluster;
+        let _ = self.stop_membership.send(true);
+        let _ = self.membership.await;
+        let store = cluster.store().clone();
+        let name = cluster.node_name().to_owned();
+        match tokio::task::spawn_blocking(move || store.drop_lease(&name)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "dropping the lease"),
+            Err(e) => tracing::warn!(error = %e, "dropping the lease"),
+        }
+        cluster.handoff_all().await;
+        for session in cluster.sessions().all() {
+            let _ = session.cast(SessionMsg::Close(
+                b"node shutting down: reconnect to another node".to_vec(),
+            ));
+        }
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+        while !cluster.sessions().is_empty() && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        self.presence.stop(None);
+        self.host.stop(None);
+        self.server.stop(None);
+    }
+}

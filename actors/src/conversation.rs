@@ -1,0 +1,410 @@
+//! ConversationActor: the sequencer of one direct chat or group.
+//!
+//! At most one is active in the cluster per conversation, on its home node.
+//! On start it claims the conversation by bumping its epoch in storage;
+//! every append presents that epoch, so an actor that was replaced (its node
+//! hung past its lease, the membership moved) cannot commit and stops.
+//!
+//! Sends are committed before they are acknowledged. Under load they group
+//! themselves: a send queues a `Flush` behind whatever is already in the
+//! mailbox, and while one append transaction runs the next sends pile up for
+//! the following one.
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use ractor::{Actor, ActorProcessingErr, ActorRef};
+use storage::chat::{AppendOutcome, ConvId, NewMessage, Seq, UserId};
+use storage::Error as StoreError;
+
+use crate::frames::{ErrorCode, ServerFrame};
+use crate::wire::{ConvCommand, SessionAddr};
+use crate::{Cluster, ConvChange, Error};
+
+/// How long typing indicators are shown unless renewed.
+pub const TYPING_TTL_MS: u64 = 5_000;
+
+/// Messages a conversation actor handles. Local only: peers reach it
+/// through their host actors.
+pub enum ConvMsg {
+    /// A routed command.
+    Cmd(ConvCommand),
+    /// Commit what is pending.
+    Flush,
+    /// Commit what is pending, then stop: the conversation moves to another
+    /// node, or this one shuts down.
+    Handoff,
+    /// Stop if idle for long enough.
+    IdleTick,
+}
+
+impl ractor::Message for ConvMsg {}
+
+/// The actor's state.
+pub struct ConvState {
+    conv_id: ConvId,
+    epoch: u64,
+    next_seq: Seq,
+    members: Vec<UserId>,
+    pending: Vec<(SessionAddr, NewMessage)>,
+    flush_queued: bool,
+    last_activity: Instant,
+    cluster: Cluster,
+    idle_timer: Option<tokio::task::JoinHandle<()>>,
+}
+
+/// The conversation actor.
+pub struct ConversationActor;
+
+impl Actor for ConversationActor {
+    type Msg = ConvMsg;
+    type State = ConvState;
+    type Arguments = (Cluster, ConvId);
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        (cluster, conv_id): Self::Arguments,
+    ) -> Result<Self::State, ActorProcessingErr> {
+        let store = cluster.store().clone();
+        let (meta, members) = tokio::task::spawn_blocking(move || {
+            let meta = store.activate_conversation(conv_id)?;
+            let members = store.member_ids(conv_id)?;
+            Ok::<_, StoreError>((meta, members))
+        })
+        .await??;
+        tracing::debug!(
+            conv_id,
+            epoch = meta.epoch,
+            last_seq = meta.last_seq,
+            "activated"
+        );
+        let idle = cluster.config().conversation_idle;
+        let idle_timer = myself.send_interval(idle / 2, || ConvMsg::IdleTick);
+        cluster.metrics().conversations.inc();
+        Ok(ConvState {
+            conv_id,
+            epoch: meta.epoch,
+            next_seq: meta.last_seq + 1,
+            members,
+            pending: Vec::new(),
+            flush_queued: false,
+            last_activity: Instant::now(),
+            cluster,
+            idle_timer: Some(idle_timer),
+        })
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        message: Self::Msg,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        match message {
+            ConvMsg::Cmd(cmd) => {
+                state.last_activity = Instant::now();
+                state.command(&myself, cmd).await;
+            }
+            ConvMsg::Flush => {
+                state.flush_queued = false;
+                state.flush(&myself).await;
+            }
+            ConvMsg::Handoff => {
+                while !state.pending.is_empty() {
+                    if !state.flush(&myself).await {
+                        break;
+                    }
+                }
+                myself.stop(Some("handoff".into()));
+            }
+            ConvMsg::IdleTick => {
+                let idle = state.cluster.config().conversation_idle;
+                if state.pending.is_empty() && state.last_activity.elapsed() >= idle {
+                    tracing::debug!(conv_id = state.conv_id, "stopping idle conversation");
+                    myself.stop(Some("idle".into()));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn post_stop(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        if let Some(timer) = state.idle_timer.take() {
+            timer.abort();
+        }
+        state
+            .cluster
+            .forget_conversation(state.conv_id, myself.get_id())
+            .await;
+        state.cluster.metrics().conversations.dec();
+        // Whatever is still pending was never acknowledged: route it again.
+        for (from, m) in state.pending.drain(..) {
+            let cmd = ConvCommand::Send {
+                from,
+                user_id: m.sender,
+                client_msg_id: m.client_msg_id,
+                body: m.body,
+            };
+            state.cluster.route_hops(state.conv_id, 1, cmd).await;
+        }
+        Ok(())
+    }
+}
+
+impl ConvState {
+    async fn command(&mut self, myself: &ActorRef<ConvMsg>, cmd: ConvCommand) {
+        match cmd {
+            ConvCommand::Send {
+                from,
+                user_id,
+                client_msg_id,
+                body,
+            } => {
+                self.pending.push((
+                    from,
+                    NewMessage {
+                        sender: user_id,
+                        client_msg_id,
+                        body,
+                    },
+                ));
+                if !self.flush_queued {
+                    self.flush_queued = true;
+                    let _ = myself.cast(ConvMsg::Flush);
+                }
+            }
+            ConvCommand::Typing { from, user_id } => {
+                if !self.members.contains(&user_id) {
+                    self.refuse(&from, ErrorCode::Forbidden, "not a member", "typing")
+                        .await;
+                    return;
+                }
+                let frame = ServerFrame::Typing {
+                    conv_id: self.conv_id,
+                    user_id,
+                    expires_in_ms: TYPING_TTL_MS,
+                };
+                let others: Vec<UserId> = self
+                    .members
+                    .iter()
+                    .copied()
+                    .filter(|&u| u != user_id)
+                    .collect();
+                self.cluster.fanout(others, vec![frame.to_json()]).await;
+            }
+            ConvCommand::Ack {
+                from,
+                user_id,
+                kind,
+                seq,
+            } => {
+                let store = self.cluster.store().clone();
+                let conv_id = self.conv_id;
+                let result =
+                    tokio::task::spawn_blocking(move || store.ack(user_id, conv_id, kind, seq))
+                        .await
+                        .map_err(Error::from)
+                        .and_then(|r| r.map_err(Error::from));
+                match result {
+                    Ok((receipt, true)) => {
+                        let frame = ServerFrame::Receipt {
+                            conv_id,
+                            user_id,
+                            delivered_seq: receipt.delivered_seq,
+                            seen_seq: receipt.seen_seq,
+                        };
+                        self.cluster
+                            .fanout(self.members.clone(), vec![frame.to_json()])
+                            .await;
+                    }
+                    Ok((_, false)) => {}
+                    Err(e) => self.refuse(&from, e.code(), &e.to_string(), "ack").await,
+                }
+            }
+            ConvCommand::Changed(change) => self.changed(myself, change).await,
+        }
+    }
+
+    /// Commits up to one batch of pending sends. Returns false when the
+    /// actor must stop (it was fenced out).
+    async fn flush(&mut self, myself: &ActorRef<ConvMsg>) -> bool {
+        if self.pending.is_empty() {
+            return true;
+        }
+        let max = self.cluster.config().max_batch.max(1);
+        let take = self.pending.len().min(max);
+        let batch: Vec<(SessionAddr, NewMessage)> = self.pending.drain(..take).collect();
+        if !self.pending.is_empty() && !self.flush_queued {
+            self.flush_queued = true;
+            let _ = myself.cast(ConvMsg::Flush);
+        }
+        let messages: Vec<NewMessage> = batch.iter().map(|(_, m)| m.clone()).collect();
+        let store = self.cluster.store().clone();
+        let (conv_id, epoch, next_seq) = (self.conv_id, self.epoch, self.next_seq);
+        let started = Instant::now();
+        let result = tokio::task::spawn_blocking(move || {
+            store.append_batch(conv_id, epoch, next_seq, &messages)
+        })
+        .await
+        .map_err(Error::from)
+        .and_then(|r| r.map_err(Error::from));
+        let metrics = self.cluster.metrics();
+        metrics
+            .commit_seconds
+            .observe(started.elapsed().as_secs_f64());
+        metrics.commit_batches.inc();
+        match result {
+            Ok(outcomes) => {
+                self.committed(batch, outcomes).await;
+                true
+            }
+            Err(Error::Storage(
+                e @ (StoreError::StaleEpoch { .. } | StoreError::SequenceMismatch { .. }),
+            )) => {
+                metrics.fenced_appends.inc();
+                tracing::warn!(conv_id, error = %e, "fenced out: another actor owns this conversation");
+                // Put the batch back; post_stop routes it to the new owner.
+                let rest = std::mem::take(&mut self.pending);
+                self.pending = batch;
+                self.pending.extend(rest);
+                myself.stop(Some("fenced".into()));
+                false
+            }
+            Err(e) => {
+                tracing::error!(conv_id, error = %e, "append failed");
+                for (from, m) in &batch {
+                    self.refuse(from, e.code(), &e.to_string(), &m.client_msg_id)
+                        .await;
+                }
+                true
+            }
+        }
+    }
+
+    /// Acknowledges, fans out and notifies after a commit.
+    async fn committed(
+        &mut self,
+        batch: Vec<(SessionAddr, NewMessage)>,
+        outcomes: Vec<storage::Result<AppendOutcome>>,
+    ) {
+        let mut frames = Vec::new();
+        let mut offline_pushes = Vec::new();
+        for ((from, m), outcome) in batch.into_iter().zip(outcomes) {
+            match outcome {
+                Ok(outcome) => {
+                    let stored = outcome.message();
+                    let sent = ServerFrame::Sent {
+                        client_msg_id: stored.client_msg_id.clone(),
+                        conv_id: stored.conv_id,
+                        seq: stored.seq,
+                        sent_at: stored.sent_at,
+                    };
+                    self.cluster.reply(&from, sent.to_json()).await;
+                    if let AppendOutcome::Appended(message) = outcome {
+                        self.next_seq = message.seq + 1;
+                        self.cluster.metrics().messages_committed.inc();
+                        frames.push(ServerFrame::message(&message).to_json());
+                        offline_pushes.push(message);
+                    }
+                }
+                Err(e) => {
+                    let code = ErrorCode::from(&e);
+                    self.refuse(&from, code, &e.to_string(), &m.client_msg_id)
+                        .await;
+                }
+            }
+        }
+        if !frames.is_empty() {
+            self.cluster.fanout(self.members.clone(), frames).await;
+        }
+        for message in offline_pushes {
+            let offline: Vec<UserId> = self
+                .members
+                .iter()
+                .copied()
+                .filter(|&u| u != message.sender && !self.cluster.is_online(u))
+                .collect();
+            if !offline.is_empty() {
+                self.cluster.push().notify(offline, message);
+            }
+        }
+    }
+
+    /// Refreshes the member list after an HTTP change and tells everyone
+    /// concerned, the departed included.
+    async fn changed(&mut self, myself: &ActorRef<ConvMsg>, change: ConvChange) {
+        let store = self.cluster.store().clone();
+        let conv_id = self.conv_id;
+        let fresh = tokio::task::spawn_blocking(move || store.member_ids(conv_id)).await;
+        let mut audience: BTreeSet<UserId> = self.members.iter().copied().collect();
+        match fresh {
+            Ok(Ok(members)) => {
+                audience.extend(members.iter().copied());
+                self.members = members;
+            }
+            Ok(Err(e)) => tracing::debug!(conv_id, error = %e, "members not readable"),
+            Err(e) => tracing::warn!(conv_id, error = %e, "member refresh failed"),
+        }
+        let (frame, stop) = match change {
+            ConvChange::MemberJoined { user_id, by } => (
+                ServerFrame::MemberJoined {
+                    conv_id,
+                    user_id,
+                    by,
+                },
+                false,
+            ),
+            ConvChange::MemberLeft { user_id, by } => {
+                audience.insert(user_id);
+                (
+                    ServerFrame::MemberLeft {
+                        conv_id,
+                        user_id,
+                        by,
+                    },
+                    false,
+                )
+            }
+            ConvChange::Updated(conv) => (
+                ServerFrame::GroupUpdated {
+                    conv_id,
+                    name: conv.name,
+                    description: conv.description,
+                    deleted: false,
+                },
+                false,
+            ),
+            ConvChange::Deleted { members } => {
+                audience.extend(members);
+                (
+                    ServerFrame::GroupUpdated {
+                        conv_id,
+                        name: String::new(),
+                        description: String::new(),
+                        deleted: true,
+                    },
+                    true,
+                )
+            }
+        };
+        self.cluster
+            .fanout(audience.into_iter().collect(), vec![frame.to_json()])
+            .await;
+        if stop {
+            myself.stop(Some("deleted".into()));
+        }
+    }
+
+    async fn refuse(&self, to: &SessionAddr, code: ErrorCode, message: &str, reference: &str) {
+        let frame = ServerFrame::error(code, message, Some(reference.to_owned()));
+        self.cluster.reply(to, frame.to_json()).await;
+    }
+}
+
+/// How long an idle conversation actor lives by default.
+pub const DEFAULT_IDLE: Duration = Duration::from_secs(300);

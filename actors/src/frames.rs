@@ -1,0 +1,196 @@
+//! The frames the server sends to WebSocket clients, and error codes.
+//!
+//! Actors produce them (a conversation actor acknowledges a send, fans out a
+//! message, relays typing), so they live here; the gateway writes them to
+//! the socket as JSON text frames tagged by `type`. docs/PROTOCOL.md shows
+//! an example of each.
+
+use serde::{Deserialize, Serialize};
+use storage::chat::{ConvId, Message, Millis, Seq, UserId};
+
+/// A machine-readable error class, shared by HTTP error bodies and `error`
+/// frames. The gateway maps each to an HTTP status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// Malformed or invalid input.
+    BadRequest,
+    /// Missing, unknown or expired credentials.
+    Unauthorized,
+    /// Authenticated but not allowed (not a member, not an admin).
+    Forbidden,
+    /// The thing named does not exist.
+    NotFound,
+    /// A uniqueness rule would be broken.
+    Conflict,
+    /// A body, frame or message over its size limit.
+    TooLarge,
+    /// Over a rate limit; try again later.
+    RateLimited,
+    /// The cluster cannot serve it right now (a node is failing over); retry.
+    Unavailable,
+    /// A bug or a storage failure.
+    Internal,
+}
+
+impl From<&storage::Error> for ErrorCode {
+    fn from(e: &storage::Error) -> Self {
+        use storage::Error as E;
+        match e {
+            E::Invalid { .. } => ErrorCode::BadRequest,
+            E::NotFound { .. } => ErrorCode::NotFound,
+            E::AlreadyExists { .. } => ErrorCode::Conflict,
+            E::NotMember { .. } | E::Forbidden(_) => ErrorCode::Forbidden,
+            E::BadCredentials | E::InvalidToken => ErrorCode::Unauthorized,
+            E::StaleEpoch { .. } | E::SequenceMismatch { .. } => ErrorCode::Unavailable,
+            e if e.is_retryable() => ErrorCode::Unavailable,
+            _ => ErrorCode::Internal,
+        }
+    }
+}
+
+/// A frame from the server to a client.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ServerFrame {
+    /// The connection is authenticated and ready.
+    Hello {
+        /// The authenticated user.
+        user_id: UserId,
+        /// This connection's id on its node.
+        session_id: u64,
+        /// The node serving it.
+        node: String,
+    },
+    /// A send was committed (or had been: a resend gets the original seq).
+    Sent {
+        /// The client's id for the message.
+        client_msg_id: String,
+        /// The conversation.
+        conv_id: ConvId,
+        /// Its sequence number.
+        seq: Seq,
+        /// When it was committed.
+        sent_at: Millis,
+    },
+    /// A message of one of the user's conversations.
+    Message {
+        /// The conversation.
+        conv_id: ConvId,
+        /// Its sequence number: dedup by (conv_id, seq).
+        seq: Seq,
+        /// Who sent it.
+        sender: UserId,
+        /// The sender's id for it.
+        client_msg_id: String,
+        /// The text.
+        body: String,
+        /// When it was committed.
+        sent_at: Millis,
+    },
+    /// Someone is typing in a conversation.
+    Typing {
+        /// The conversation.
+        conv_id: ConvId,
+        /// Who is typing.
+        user_id: UserId,
+        /// Show the indicator this long unless renewed.
+        expires_in_ms: u64,
+    },
+    /// A contact went online or offline.
+    Presence {
+        /// Whose presence changed.
+        user_id: UserId,
+        /// Whether they have a live session anywhere.
+        online: bool,
+        /// When they were last online, if known.
+        last_seen: Option<Millis>,
+    },
+    /// A member's watermarks moved.
+    Receipt {
+        /// The conversation.
+        conv_id: ConvId,
+        /// The member.
+        user_id: UserId,
+        /// Everything up to here reached one of their devices.
+        delivered_seq: Seq,
+        /// Everything up to here was displayed to them.
+        seen_seq: Seq,
+    },
+    /// Someone joined a group.
+    MemberJoined {
+        /// The group.
+        conv_id: ConvId,
+        /// The new member.
+        user_id: UserId,
+        /// Who added them.
+        by: UserId,
+    },
+    /// Someone left or was removed from a group.
+    MemberLeft {
+        /// The group.
+        conv_id: ConvId,
+        /// The former member.
+        user_id: UserId,
+        /// Who removed them (themself when they left).
+        by: UserId,
+    },
+    /// A group's name or description changed, or it was deleted.
+    GroupUpdated {
+        /// The group.
+        conv_id: ConvId,
+        /// Its name.
+        name: String,
+        /// Its description.
+        description: String,
+        /// Whether it was deleted.
+        deleted: bool,
+    },
+    /// A sync finished: everything missed up to now was sent.
+    Synced {
+        /// Messages sent by the sync.
+        messages: u64,
+    },
+    /// Answer to a `ping`.
+    Pong,
+    /// A request failed; the connection stays usable.
+    Error {
+        /// The error class.
+        code: ErrorCode,
+        /// What went wrong, for humans.
+        message: String,
+        /// Which request: its `ref`, else its `client_msg_id`, else its type.
+        #[serde(rename = "ref")]
+        reference: Option<String>,
+    },
+}
+
+impl ServerFrame {
+    /// The frame that delivers a stored message.
+    pub fn message(m: &Message) -> Self {
+        ServerFrame::Message {
+            conv_id: m.conv_id,
+            seq: m.seq,
+            sender: m.sender,
+            client_msg_id: m.client_msg_id.clone(),
+            body: m.body.clone(),
+            sent_at: m.sent_at,
+        }
+    }
+
+    /// An error frame for a failed request.
+    pub fn error(code: ErrorCode, message: impl Into<String>, reference: Option<String>) -> Self {
+        ServerFrame::Error {
+            code,
+            message: message.into(),
+            reference,
+        }
+    }
+
+    /// The frame as JSON text. Our own types always serialize.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).unwrap_or_else(|e| {
+            format!(r#"{{"type":"error","code":"internal","message":"encoding: {e}","ref":null}}"#)
+        })
+    }
+}

@@ -1,0 +1,127 @@
+//! Cluster membership: leases in storage, and the transport kept in step.
+//!
+//! ractor_cluster notices a peer only when its TCP connection closes (a
+//! killed process: milliseconds; a hung or partitioned one: never) and does
+//! not reconnect by itself. So every node renews a lease in storage each
+//! heartbeat; the live members are the nodes with unexpired leases. Each
+//! heartbeat this loop also dials live peers it is not connected to
+//! (restarts, healed partitions) and drops connections to peers whose lease
+//! expired, which removes their sessions from the process groups (they go
+//! offline) and their host from routing.
+
+use std::collections::{BTreeSet, HashMap};
+use std::time::{Duration, Instant};
+
+use ractor::ActorRef;
+use ractor_cluster::NodeServerMessage;
+use storage::chat::NodeLease;
+
+use crate::Cluster;
+
+/// How long to wait before dialing the same peer again.
+const REDIAL_AFTER: Duration = Duration::from_secs(2);
+
+/// Renews the lease and reconciles connections until `shutdown` fires.
+pub async fn run(
+    cluster: Cluster,
+    server: ActorRef<NodeServerMessage>,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) {
+    let heartbeat = cluster.config().heartbeat;
+    let mut ticker = tokio::time::interval(heartbeat);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut dialed: HashMap<String, Instant> = HashMap::new();
+    for seed in cluster.config().seeds.clone() {
+        dial(&server, &seed).await;
+    }
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {}
+            _ = shutdown.changed() => return,
+        }
+        if let Err(e) = tick(&cluster, &server, &mut dialed).await {
+            tracing::warn!(error = %e, "membership heartbeat failed");
+        }
+    }
+}
+
+/// Writes this node's lease once, so it is live before it serves anyone.
+pub async fn renew(cluster: &Cluster) -> Result<Option<NodeLease>, crate::Error> {
+    let store = cluster.store().clone();
+    let config = cluster.config();
+    let lease = NodeLease {
+        name: config.node_name.clone(),
+        cluster_addr: config.advertise.clone(),
+        http_addr: config.http_addr.clone(),
+        incarnation: cluster.incarnation(),
+        expires_at: store.now() + config.lease_ttl.as_millis() as u64,
+    };
+    Ok(tokio::task::spawn_blocking(move || store.renew_lease(&lease)).await??)
+}
+
+async fn tick(
+    cluster: &Cluster,
+    server: &ActorRef<NodeServerMessage>,
+    dialed: &mut HashMap<String, Instant>,
+) -> Result<(), crate::Error> {
+    let previous = renew(cluster).await?;
+    let now = cluster.store().now();
+    if let Some(prev) = previous {
+        if prev.incarnation == cluster.incarnation() && prev.expires_at <= now {
+            // We were silent past our lease (paused, starved): the others
+            // have taken our conversations over. Our actors are fenced out
+            // anyway; stop them now rather than on their next append.
+            tracing::warn!("our lease had expired: handing every conversation off");
+            cluster.handoff_all().await;
+        }
+    }
+    let store = cluster.store().clone();
+    let leases = tokio::task::spawn_blocking(move || store.leases()).await??;
+    let me = cluster.node_name().to_owned();
+    let live: BTreeSet<String> = leases
+        .iter()
+        .filter(|l| l.expires_at > now)
+        .map(|l| l.name.clone())
+        .collect();
+    let expired: BTreeSet<String> = leases
+        .iter()
+        .filter(|l| l.expires_at <= now)
+        .map(|l| l.name.clone())
+        .collect();
+
+    let sessions = ractor::call_t!(server, NodeServerMessage::GetSessions, 2_000)
+        .map_err(|e| crate::Error::Spawn(format!("node server: {e}")))?;
+    let mut connected = BTreeSet::new();
+    for info in sessions.values() {
+        let Some(name) = info.peer_name.as_ref().map(|n| n.name.clone()) else {
+            continue;
+        };
+        if expired.contains(&name) {
+            tracing::warn!(peer = %name, "peer lease expired: dropping its connection");
+            info.actor.stop(Some("lease expired".into()));
+            continue;
+        }
+        connected.insert(name);
+    }
+    for lease in &leases {
+        if lease.name == me || !live.contains(&lease.name) || connected.contains(&lease.name) {
+            continue;
+        }
+        let due = dialed
+            .get(&lease.name)
+            .is_none_or(|t| t.elapsed() >= REDIAL_AFTER);
+        if due {
+            dialed.insert(lease.name.clone(), Instant::now());
+            tracing::info!(peer = %lease.name, addr = %lease.cluster_addr, "dialing peer");
+            dial(server, &lease.cluster_addr).await;
+        }
+    }
+    cluster.set_live(live).await;
+    Ok(())
+}
+
+async fn dial(server: &ActorRef<NodeServerMessage>, addr: &str) {
+    if let Err(e) = ractor_cluster::client_connect(server, addr).await {
+        tracing::debug!(%addr, error = %e, "dial failed");
+    }
+}

@@ -1,0 +1,141 @@
+//! What operators watch, in Prometheus form (`GET /metrics`).
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+/// The node's metrics. One per node, passed to whoever updates them.
+pub struct Metrics {
+    registry: Registry,
+    /// Messages committed by this node's conversation actors.
+    pub messages_committed: Counter,
+    /// Append transactions (each may carry many messages).
+    pub commit_batches: Counter,
+    /// Seconds per append transaction.
+    pub commit_seconds: Histogram,
+    /// Frames queued to this node's WebSocket sessions.
+    pub frames_delivered: Counter,
+    /// Connected WebSocket sessions on this node.
+    pub sessions: Gauge,
+    /// Conversation actors active on this node.
+    pub conversations: Gauge,
+    /// Nodes with a live lease, as this node sees them.
+    pub live_nodes: Gauge,
+    /// Sessions disconnected for reading too slowly.
+    pub slow_consumers: Counter,
+    /// Peer messages that failed to decode.
+    pub bad_peer_messages: Counter,
+    /// Push notifications delivered to a push endpoint.
+    pub push_sent: Counter,
+    /// Push notifications that failed.
+    pub push_failed: Counter,
+    /// Appends refused because a newer actor owns the conversation.
+    pub fenced_appends: Counter,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Metrics")
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// A fresh set, registered under the `parley` prefix.
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("parley");
+        let m = Self {
+            messages_committed: Counter::default(),
+            commit_batches: Counter::default(),
+            commit_seconds: Histogram::new(exponential_buckets(0.0001, 2.0, 16)),
+            frames_delivered: Counter::default(),
+            sessions: Gauge::default(),
+            conversations: Gauge::default(),
+            live_nodes: Gauge::default(),
+            slow_consumers: Counter::default(),
+            bad_peer_messages: Counter::default(),
+            push_sent: Counter::default(),
+            push_failed: Counter::default(),
+            fenced_appends: Counter::default(),
+            registry: Registry::default(),
+        };
+        let r = &mut registry;
+        r.register(
+            "messages_committed",
+            "Messages committed",
+            m.messages_committed.clone(),
+        );
+        r.register(
+            "commit_batches",
+            "Append transactions",
+            m.commit_batches.clone(),
+        );
+        r.register(
+            "commit_seconds",
+            "Seconds per append transaction",
+            m.commit_seconds.clone(),
+        );
+        r.register(
+            "frames_delivered",
+            "Frames queued to sessions",
+            m.frames_delivered.clone(),
+        );
+        r.register(
+            "sessions",
+            "Connected WebSocket sessions",
+            m.sessions.clone(),
+        );
+        r.register(
+            "conversations",
+            "Active conversation actors",
+            m.conversations.clone(),
+        );
+        r.register(
+            "live_nodes",
+            "Nodes with a live lease",
+            m.live_nodes.clone(),
+        );
+        r.register(
+            "slow_consumers",
+            "Sessions dropped for reading too slowly",
+            m.slow_consumers.clone(),
+        );
+        r.register(
+            "bad_peer_messages",
+            "Undecodable peer messages",
+            m.bad_peer_messages.clone(),
+        );
+        r.register(
+            "push_sent",
+            "Push notifications delivered",
+            m.push_sent.clone(),
+        );
+        r.register(
+            "push_failed",
+            "Push notifications failed",
+            m.push_failed.clone(),
+        );
+        r.register(
+            "fenced_appends",
+            "Appends refused by the epoch fence",
+            m.fenced_appends.clone(),
+        );
+        Self { registry, ..m }
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        if let Err(e) = encode(&mut out, &self.registry) {
+            out = format!("# encoding failed: {e}\n");
+        }
+        out
+    }
+}
