@@ -348,8 +348,12 @@ impl Cluster {
                 client_msg_id,
                 ..
             } => (from, client_msg_id.clone()),
-            ConvCommand::Typing { from, .. } => (from, "typing".to_owned()),
-            ConvCommand::Ack { from, .. } => (from, "ack".to_owned()),
+            ConvCommand::Typing {
+                from, reference, ..
+            } => (from, reference.clone().unwrap_or_else(|| "typing".into())),
+            ConvCommand::Ack {
+                from, reference, ..
+            } => (from, reference.clone().unwrap_or_else(|| "ack".into())),
             ConvCommand::Changed(_) => return,
         };
         let frame = ServerFrame::error(code, message, Some(reference));

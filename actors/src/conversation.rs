@@ -178,9 +178,14 @@ impl ConvState {
                     let _ = myself.cast(ConvMsg::Flush);
                 }
             }
-            ConvCommand::Typing { from, user_id } => {
+            ConvCommand::Typing {
+                from,
+                reference,
+                user_id,
+            } => {
                 if !self.members.contains(&user_id) {
-                    self.refuse(&from, ErrorCode::Forbidden, "not a member", "typing")
+                    let reference = reference.as_deref().unwrap_or("typing");
+                    self.refuse(&from, ErrorCode::Forbidden, "not a member", reference)
                         .await;
                     return;
                 }
@@ -199,6 +204,7 @@ impl ConvState {
             }
             ConvCommand::Ack {
                 from,
+                reference,
                 user_id,
                 kind,
                 seq,
@@ -223,7 +229,11 @@ impl ConvState {
                             .await;
                     }
                     Ok((_, false)) => {}
-                    Err(e) => self.refuse(&from, e.code(), &e.to_string(), "ack").await,
+                    Err(e) => {
+                        let reference = reference.as_deref().unwrap_or("ack");
+                        self.refuse(&from, e.code(), &e.to_string(), reference)
+                            .await
+                    }
                 }
             }
             ConvCommand::Changed(change) => self.changed(myself, change).await,

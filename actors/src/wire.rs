@@ -37,6 +37,8 @@ pub enum ConvCommand {
     Typing {
         /// The session that sent it.
         from: SessionAddr,
+        /// The client's `ref` for this request, echoed in an error.
+        reference: Option<String>,
         /// Who is typing.
         user_id: UserId,
     },
@@ -44,6 +46,8 @@ pub enum ConvCommand {
     Ack {
         /// The session that sent it.
         from: SessionAddr,
+        /// The client's `ref` for this request, echoed in an error.
+        reference: Option<String>,
         /// The member.
         user_id: UserId,
         /// Which watermark.

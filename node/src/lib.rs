@@ -1,1 +1,151 @@
-//! Placeholder: filled by a later issue.
+//! The Parley node: opens the store, joins the cluster, serves the gateway,
+//! and leaves gracefully.
+//!
+//! The `parley` binary (`main.rs`) only parses the configuration, sets up
+//! logging and calls [`run`]; everything else is here so tests can start a
+//! node in-process too.
+
+pub mod config;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actors::{Cluster, Metrics};
+use storage::chat::ChatStore;
+use storage::Database;
+
+pub use config::{Cli, Config, DEFAULT_COOKIE};
+
+/// Why a node could not start or run.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The configuration is invalid.
+    #[error("configuration: {0}")]
+    Config(String),
+    /// The node would join other nodes with the default cookie.
+    #[error(
+        "refusing to run a multi-node cluster with the default cookie: set --cookie or PARLEY_COOKIE to a shared secret"
+    )]
+    DefaultCookie,
+    /// The store could not be opened or used.
+    #[error("storage: {0}")]
+    Storage(#[from] storage::Error),
+    /// The cluster runtime could not start.
+    #[error("cluster: {0}")]
+    Cluster(#[from] actors::Error),
+    /// A listener could not be bound, or a data directory created.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done.
+        what: String,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Opens the configured store: FoundationDB when a cluster file is set,
+/// else the embedded SQLite file in the data directory.
+pub fn open_database(config: &Config) -> Result<Database, Error> {
+    if let Some(cluster_file) = &config.fdb_cluster_file {
+        #[cfg(feature = "fdb")]
+        return Ok(Database::open_fdb(Some(cluster_file))?);
+        #[cfg(not(feature = "fdb"))]
+        return Err(Error::Config(format!(
+            "fdb_cluster_file {} is set, but this build has no FoundationDB support (build with --features fdb)",
+            cluster_file.display()
+        )));
+    }
+    std::fs::create_dir_all(&config.data_dir).map_err(|source| Error::Io {
+        what: format!("creating {}", config.data_dir.display()),
+        source,
+    })?;
+    let options = storage::SqliteOptions {
+        busy_timeout: Duration::from_millis(config.busy_timeout_ms),
+        fsync_every_commit: config.fsync,
+        ..storage::SqliteOptions::default()
+    };
+    let backend = storage::SqliteBackend::open(config.data_dir.join("parley.sqlite"), options)?;
+    Ok(Database::new(backend))
+}
+
+/// Runs a node until `shutdown` completes, then leaves the cluster
+/// gracefully: stops accepting, hands conversations off, and closes client
+/// sockets with a code that tells clients to reconnect elsewhere.
+pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), Error> {
+    config.validate()?;
+    let db = open_database(&config)?;
+    let store = ChatStore::open(db, config.limits.clone())?;
+    refuse_default_cookie_in_a_cluster(&config, &store).await?;
+
+    let listener = tokio::net::TcpListener::bind(config.http_addr)
+        .await
+        .map_err(|source| Error::Io {
+            what: format!("binding the gateway to {}", config.http_addr),
+            source,
+        })?;
+    let metrics = Arc::new(Metrics::new());
+    let runtime = Cluster::start(config.cluster(), store.clone(), metrics).await?;
+    let state = gateway::AppState::new(store, runtime.cluster().clone(), config.gateway.clone());
+    let app = gateway::router(state);
+
+    let (stop_accepting, accepting_stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async {
+                let _ = accepting_stopped.await;
+            })
+            .await
+    });
+    tracing::info!(
+        node = %config.node_name,
+        http = %config.http_addr,
+        cluster = %config.cluster_addr,
+        backend = runtime.cluster().store().db().backend_name(),
+        "parley node ready"
+    );
+
+    shutdown.await;
+    tracing::info!("shutting down");
+    let _ = stop_accepting.send(());
+    runtime.shutdown().await;
+    match tokio::time::timeout(Duration::from_secs(5), server).await {
+        Ok(Ok(Ok(()))) => {}
+        Ok(Ok(Err(e))) => tracing::warn!(error = %e, "gateway stopped with an error"),
+        Ok(Err(e)) => tracing::warn!(error = %e, "gateway task failed"),
+        Err(_) => tracing::warn!("gateway connections still open after 5 s; leaving anyway"),
+    }
+    #[cfg(feature = "fdb")]
+    if config.fdb_cluster_file.is_some() {
+        storage::fdb::shutdown_network();
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// A node that finds other live nodes in its store would join them: with
+/// the default cookie anyone could too.
+async fn refuse_default_cookie_in_a_cluster(
+    config: &Config,
+    store: &ChatStore,
+) -> Result<(), Error> {
+    if config.cookie != DEFAULT_COOKIE {
+        return Ok(());
+    }
+    let store = store.clone();
+    let leases = tokio::task::spawn_blocking(move || {
+        let now = store.now();
+        store.leases().map(|l| {
+            l.into_iter()
+                .filter(|l| l.expires_at > now)
+                .collect::<Vec<_>>()
+        })
+    })
+    .await
+    .map_err(|e| Error::Config(format!("reading leases: {e}")))??;
+    if leases.iter().any(|l| l.name != config.node_name) {
+        return Err(Error::DefaultCookie);
+    }
+    Ok(())
+}

@@ -1,0 +1,61 @@
+//! The WebSocket endpoint: `GET /ws`.
+//!
+//! A client authenticates with `?token=` (browsers cannot set headers on a
+//! WebSocket) or with an `auth` frame first. Then a [`SessionActor`] is
+//! spawned for the connection: it joins the user's process group (the user
+//! is online) and is the only writer to the socket, through a bounded queue
+//! that [`connection`] drains. Protocol: docs/PROTOCOL.md.
+//!
+//! [`SessionActor`]: actors::session::SessionActor
+
+mod connection;
+mod frames;
+mod sync;
+
+use axum::extract::ws::{Message, WebSocketUpgrade};
+use axum::extract::{Query, State};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+
+use crate::{AppState, Error};
+
+/// Frames larger than this many times `max_frame_bytes` close the
+/// connection (1009); smaller oversized frames get an `error` frame and the
+/// connection stays usable.
+const HARD_FRAME_FACTOR: usize = 4;
+
+/// `?token=` on the upgrade request.
+#[derive(Debug, Deserialize)]
+pub(crate) struct WsQuery {
+    token: Option<String>,
+}
+
+/// `GET /ws`: authenticates (when a token is in the URL, before upgrading,
+/// so a bad one is a plain 401) and upgrades.
+pub(crate) async fn handler(
+    State(state): State<AppState>,
+    Query(query): Query<WsQuery>,
+    upgrade: WebSocketUpgrade,
+) -> Response {
+    let user = match &query.token {
+        Some(token) => match crate::auth::authenticate(&state, token).await {
+            Ok(user_id) => Some(user_id),
+            Err(e) => return e.into_response(),
+        },
+        None => None,
+    };
+    let hard_limit = state
+        .config
+        .max_frame_bytes
+        .saturating_mul(HARD_FRAME_FACTOR);
+    upgrade
+        .max_message_size(hard_limit)
+        .max_frame_size(hard_limit)
+        .on_upgrade(move |socket| connection::serve(state, socket, user))
+        .into_response()
+}
+
+/// Turns an error into the text of an `error` frame.
+pub(crate) fn error_text(e: &Error, reference: Option<String>) -> Message {
+    Message::Text(e.frame(reference).to_json().into())
+}

@@ -1,0 +1,258 @@
+//! The node's one configuration: defaults, then an optional TOML file,
+//! then `PARLEY_*` environment variables and command-line flags.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::Parser;
+use serde::{Deserialize, Serialize};
+
+use crate::Error;
+
+/// The cookie a node uses when none is configured. Fine for one node on a
+/// laptop; a node that would join others with it refuses to start.
+pub const DEFAULT_COOKIE: &str = "parley-insecure-default-cookie";
+
+/// Everything a node needs to start. Every field documents its default.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// This node's name, unique in the cluster. Default `node-1`.
+    pub node_name: String,
+    /// The cluster's name; nodes of different clusters ignore each other's
+    /// process groups. Default `parley`.
+    pub cluster_name: String,
+    /// Shared secret of the cluster transport. Default [`DEFAULT_COOKIE`],
+    /// refused when the node would join other nodes.
+    pub cookie: String,
+    /// Where the cluster transport listens. Default `127.0.0.1:4370`.
+    pub cluster_addr: SocketAddr,
+    /// The address peers dial for this node. Default: `cluster_addr`.
+    pub advertise_addr: Option<String>,
+    /// Peers to dial at start (`HOST:PORT`). Nodes sharing a store also find
+    /// each other through their leases. Default none.
+    pub seeds: Vec<String>,
+    /// Where the HTTP and WebSocket gateway listens. Default `127.0.0.1:8080`.
+    pub http_addr: SocketAddr,
+    /// Directory of the embedded store (`parley.sqlite` in it). Default
+    /// `./parley-data`.
+    pub data_dir: PathBuf,
+    /// Use FoundationDB with this cluster file instead of the embedded
+    /// store (needs a build with the `fdb` feature). Default unset.
+    pub fdb_cluster_file: Option<PathBuf>,
+    /// Lease renewal period, in milliseconds. Default 1000.
+    pub heartbeat_ms: u64,
+    /// Lease lifetime, in milliseconds: a node silent this long is dead to
+    /// the others. Default 5000.
+    pub lease_ttl_ms: u64,
+    /// An idle conversation actor stops after this many seconds. Default 300.
+    pub conversation_idle_secs: u64,
+    /// Most messages in one append transaction. Default 256.
+    pub max_batch: usize,
+    /// Timeout of a push notification request, in milliseconds. Default 5000.
+    pub push_timeout_ms: u64,
+    /// How long a store transaction waits for another's lock, in
+    /// milliseconds (embedded store). Default 5000.
+    pub busy_timeout_ms: u64,
+    /// fsync every commit (survives power loss, slower) instead of only
+    /// surviving process crashes. Default false.
+    pub fsync: bool,
+    /// Gateway limits and timeouts (`[gateway]` in the file).
+    pub gateway: gateway::GatewayConfig,
+    /// Input limits of the chat layer (`[limits]` in the file).
+    pub limits: storage::chat::Limits,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            node_name: "node-1".into(),
+            cluster_name: "parley".into(),
+            cookie: DEFAULT_COOKIE.into(),
+            cluster_addr: SocketAddr::from(([127, 0, 0, 1], 4370)),
+            advertise_addr: None,
+            seeds: Vec::new(),
+            http_addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            data_dir: PathBuf::from("parley-data"),
+            fdb_cluster_file: None,
+            heartbeat_ms: 1000,
+            lease_ttl_ms: 5000,
+            conversation_idle_secs: 300,
+            max_batch: 256,
+            push_timeout_ms: 5000,
+            busy_timeout_ms: 5000,
+            fsync: false,
+            gateway: gateway::GatewayConfig::default(),
+            limits: storage::chat::Limits::default(),
+        }
+    }
+}
+
+/// Command-line flags; each also reads a `PARLEY_*` environment variable.
+/// Unset ones keep the file's or the default value.
+#[derive(Debug, Default, Parser)]
+#[command(name = "parley", version, about = "A distributed chat node")]
+pub struct Cli {
+    /// A TOML file with any of the settings (flags and env override it).
+    #[arg(long, env = "PARLEY_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// This node's name, unique in the cluster.
+    #[arg(long, env = "PARLEY_NODE_NAME")]
+    pub node_name: Option<String>,
+    /// The cluster's name.
+    #[arg(long, env = "PARLEY_CLUSTER_NAME")]
+    pub cluster_name: Option<String>,
+    /// Shared secret of the cluster transport.
+    #[arg(long, env = "PARLEY_COOKIE", hide_env_values = true)]
+    pub cookie: Option<String>,
+    /// Where the cluster transport listens (HOST:PORT).
+    #[arg(long, env = "PARLEY_CLUSTER_ADDR")]
+    pub cluster_addr: Option<SocketAddr>,
+    /// The address peers dial for this node.
+    #[arg(long, env = "PARLEY_ADVERTISE_ADDR")]
+    pub advertise_addr: Option<String>,
+    /// A peer to dial at start (repeatable; comma-separated in the env).
+    #[arg(long = "seed", env = "PARLEY_SEEDS", value_delimiter = ',')]
+    pub seeds: Vec<String>,
+    /// Where the HTTP/WebSocket gateway listens (HOST:PORT).
+    #[arg(long, env = "PARLEY_HTTP_ADDR")]
+    pub http_addr: Option<SocketAddr>,
+    /// Directory of the embedded store.
+    #[arg(long, env = "PARLEY_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// FoundationDB cluster file (builds with the `fdb` feature).
+    #[arg(long, env = "PARLEY_FDB_CLUSTER_FILE")]
+    pub fdb_cluster_file: Option<PathBuf>,
+    /// Lease renewal period in milliseconds.
+    #[arg(long, env = "PARLEY_HEARTBEAT_MS")]
+    pub heartbeat_ms: Option<u64>,
+    /// Lease lifetime in milliseconds.
+    #[arg(long, env = "PARLEY_LEASE_TTL_MS")]
+    pub lease_ttl_ms: Option<u64>,
+}
+
+impl Config {
+    /// Resolves the configuration: defaults, the file, then flags and env.
+    pub fn load(cli: Cli) -> Result<Self, Error> {
+        let mut config = match &cli.config {
+            Some(path) => Self::from_file(path)?,
+            None => Self::default(),
+        };
+        macro_rules! apply {
+            ($($field:ident),*) => { $( if let Some(v) = cli.$field { config.$field = v; } )* };
+        }
+        apply!(
+            node_name,
+            cluster_name,
+            cookie,
+            cluster_addr,
+            http_addr,
+            data_dir,
+            heartbeat_ms,
+            lease_ttl_ms
+        );
+        if let Some(v) = cli.advertise_addr {
+            config.advertise_addr = Some(v);
+        }
+        if let Some(v) = cli.fdb_cluster_file {
+            config.fdb_cluster_file = Some(v);
+        }
+        if !cli.seeds.is_empty() {
+            config.seeds = cli.seeds;
+        }
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn from_file(path: &Path) -> Result<Self, Error> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| Error::Config(format!("reading {}: {e}", path.display())))?;
+        toml::from_str(&text).map_err(|e| Error::Config(format!("{}: {e}", path.display())))
+    }
+
+    /// Refuses settings that cannot work together.
+    pub fn validate(&self) -> Result<(), Error> {
+        if self.node_name.is_empty() || self.node_name.len() > 64 {
+            return Err(Error::Config("node_name must be 1 to 64 bytes".into()));
+        }
+        if self.heartbeat_ms == 0 || self.lease_ttl_ms <= 2 * self.heartbeat_ms {
+            return Err(Error::Config(
+                "lease_ttl_ms must be more than twice heartbeat_ms (and heartbeat_ms > 0)".into(),
+            ));
+        }
+        if !self.seeds.is_empty() && self.cookie == DEFAULT_COOKIE {
+            return Err(Error::DefaultCookie);
+        }
+        Ok(())
+    }
+
+    /// The actor runtime's part of the configuration.
+    pub fn cluster(&self) -> actors::ClusterConfig {
+        actors::ClusterConfig {
+            node_name: self.node_name.clone(),
+            cluster_name: self.cluster_name.clone(),
+            cookie: self.cookie.clone(),
+            listen: self.cluster_addr,
+            advertise: self
+                .advertise_addr
+                .clone()
+                .unwrap_or_else(|| self.cluster_addr.to_string()),
+            http_addr: self.http_addr.to_string(),
+            seeds: self.seeds.clone(),
+            heartbeat: Duration::from_millis(self.heartbeat_ms),
+            lease_ttl: Duration::from_millis(self.lease_ttl_ms),
+            conversation_idle: Duration::from_secs(self.conversation_idle_secs.max(1)),
+            max_batch: self.max_batch.max(1),
+            push_timeout: Duration::from_millis(self.push_timeout_ms),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_then_flags() {
+        let dir = std::env::temp_dir().join(format!("parley-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let file = dir.join("parley.toml");
+        std::fs::write(
+            &file,
+            "node_name = \"from-file\"\nheartbeat_ms = 200\n[gateway]\nmax_frame_bytes = 100\n",
+        )
+        .expect("write");
+        let cli = Cli {
+            config: Some(file),
+            heartbeat_ms: Some(300),
+            ..Cli::default()
+        };
+        let config = Config::load(cli).expect("load");
+        assert_eq!(config.node_name, "from-file");
+        assert_eq!(config.heartbeat_ms, 300);
+        assert_eq!(config.gateway.max_frame_bytes, 100);
+        assert_eq!(config.lease_ttl_ms, 5000);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn refuses_default_cookie_with_seeds_and_bad_files() {
+        let cli = Cli {
+            seeds: vec!["127.0.0.1:4371".into()],
+            ..Cli::default()
+        };
+        assert!(matches!(Config::load(cli), Err(Error::DefaultCookie)));
+        let cli = Cli {
+            seeds: vec!["127.0.0.1:4371".into()],
+            cookie: Some("s3cret".into()),
+            ..Cli::default()
+        };
+        assert!(Config::load(cli).is_ok());
+        let cli = Cli {
+            config: Some("/nonexistent/parley.toml".into()),
+            ..Cli::default()
+        };
+        assert!(matches!(Config::load(cli), Err(Error::Config(_))));
+    }
+}
