@@ -485,6 +485,18 @@ impl Cluster {
     /// Tells the conversation's actor (wherever it lives) about a change
     /// the HTTP API committed.
     pub async fn conversation_changed(&self, conv_id: ConvId, change: crate::ConvChange) {
+        if let crate::ConvChange::Deleted { members } = &change {
+            // A deleted conversation cannot be activated to announce its own
+            // deletion: tell the members from here, and stop its actor if
+            // one is running.
+            let frame = ServerFrame::GroupUpdated {
+                conv_id,
+                name: String::new(),
+                description: String::new(),
+                deleted: true,
+            };
+            self.fanout(members.clone(), vec![frame.to_json()]).await;
+        }
         self.route(conv_id, ConvCommand::Changed(change)).await
     }
 }

@@ -360,54 +360,35 @@ impl ConvState {
             Ok(Err(e)) => tracing::debug!(conv_id, error = %e, "members not readable"),
             Err(e) => tracing::warn!(conv_id, error = %e, "member refresh failed"),
         }
-        let (frame, stop) = match change {
-            ConvChange::MemberJoined { user_id, by } => (
-                ServerFrame::MemberJoined {
+        let frame = match change {
+            ConvChange::MemberJoined { user_id, by } => ServerFrame::MemberJoined {
+                conv_id,
+                user_id,
+                by,
+            },
+            ConvChange::MemberLeft { user_id, by } => {
+                audience.insert(user_id);
+                ServerFrame::MemberLeft {
                     conv_id,
                     user_id,
                     by,
-                },
-                false,
-            ),
-            ConvChange::MemberLeft { user_id, by } => {
-                audience.insert(user_id);
-                (
-                    ServerFrame::MemberLeft {
-                        conv_id,
-                        user_id,
-                        by,
-                    },
-                    false,
-                )
+                }
             }
-            ConvChange::Updated(conv) => (
-                ServerFrame::GroupUpdated {
-                    conv_id,
-                    name: conv.name,
-                    description: conv.description,
-                    deleted: false,
-                },
-                false,
-            ),
-            ConvChange::Deleted { members } => {
-                audience.extend(members);
-                (
-                    ServerFrame::GroupUpdated {
-                        conv_id,
-                        name: String::new(),
-                        description: String::new(),
-                        deleted: true,
-                    },
-                    true,
-                )
+            ConvChange::Updated(conv) => ServerFrame::GroupUpdated {
+                conv_id,
+                name: conv.name,
+                description: conv.description,
+                deleted: false,
+            },
+            ConvChange::Deleted { .. } => {
+                // The members were told by the node that deleted it.
+                myself.stop(Some("deleted".into()));
+                return;
             }
         };
         self.cluster
             .fanout(audience.into_iter().collect(), vec![frame.to_json()])
             .await;
-        if stop {
-            myself.stop(Some("deleted".into()));
-        }
     }
 
     async fn refuse(&self, to: &SessionAddr, code: ErrorCode, message: &str, reference: &str) {

@@ -1,1 +1,89 @@
-//! Placeholder: filled by a later issue.
+//! Parley's gateway: the HTTP API and the WebSocket protocol every node
+//! serves to clients.
+//!
+//! - [`config`]: limits and timeouts, each with its default;
+//! - [`error`]: the one error type, and the only place errors become HTTP
+//!   statuses and `error` frames;
+//! - [`auth`]: bearer tokens from a header or a query parameter;
+//! - [`rate_limit`]: per-user token buckets (sends per second);
+//! - `http`: the REST handlers, one file per resource;
+//! - `ws`: the WebSocket handler that brings a session actor to life;
+//! - [`openapi`]: the OpenAPI document at `/openapi.json`.
+//!
+//! [`router`] assembles them into the node's one axum application.
+
+pub mod auth;
+pub mod config;
+pub mod error;
+mod http;
+pub mod openapi;
+pub mod rate_limit;
+mod ws;
+
+use std::sync::Arc;
+
+use axum::extract::DefaultBodyLimit;
+use axum::routing::get;
+use storage::chat::ChatStore;
+
+pub use auth::AuthUser;
+pub use config::GatewayConfig;
+pub use error::Error;
+pub use rate_limit::RateLimiter;
+
+/// What every handler gets: the store, the cluster handle, the limits.
+#[derive(Clone)]
+pub struct AppState {
+    /// The chat schema over the node's database.
+    pub store: ChatStore,
+    /// The node's handle on the cluster (routing, presence).
+    pub cluster: actors::Cluster,
+    /// Limits and timeouts.
+    pub config: Arc<GatewayConfig>,
+    /// Per-user budget of message sends (`sends_per_second`, `send_burst`),
+    /// shared by every connection of this node.
+    pub send_limiter: Arc<RateLimiter>,
+}
+
+impl AppState {
+    /// Builds the state, deriving the rate limiters from `config`.
+    pub fn new(store: ChatStore, cluster: actors::Cluster, config: GatewayConfig) -> Self {
+        let send_limiter = Arc::new(RateLimiter::new(config.sends_per_second, config.send_burst));
+        Self {
+            store,
+            cluster,
+            config: Arc::new(config),
+            send_limiter,
+        }
+    }
+
+    /// Runs a store operation on a blocking thread: every [`ChatStore`]
+    /// method blocks on storage I/O (and argon2), which must not stall the
+    /// async workers that serve every other connection.
+    pub(crate) async fn blocking<T, F>(&self, op: F) -> Result<T, Error>
+    where
+        T: Send + 'static,
+        F: FnOnce(&ChatStore) -> storage::Result<T> + Send + 'static,
+    {
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || op(&store))
+            .await?
+            .map_err(Error::from)
+    }
+}
+
+/// The node's whole HTTP application: the REST API under `/api`, the
+/// WebSocket at `/ws`, `/healthz` and `/openapi.json`.
+///
+/// Request bodies are capped at `config.max_body_bytes` (413 beyond), and
+/// every unknown path answers a JSON 404 like any other error.
+pub fn router(state: AppState) -> axum::Router {
+    let max_body = state.config.max_body_bytes;
+    http::routes()
+        .route("/ws", get(ws::handler))
+        .route("/openapi.json", get(openapi::serve))
+        .fallback(http::not_found)
+        .layer(DefaultBodyLimit::max(max_body))
+        .layer(axum::middleware::from_fn(http::trace))
+        .with_state(state)
+}

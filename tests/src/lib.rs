@@ -1,1 +1,15 @@
-//! Placeholder: filled by a later issue.
+//! Test support for Parley: real `parley` processes on loopback and real
+//! clients speaking the public HTTP and WebSocket protocol to them.
+//!
+//! - [`node`]: start, kill (`SIGKILL`), pause (`SIGSTOP`), resume and
+//!   restart node processes, each on free ports, sharing one temporary
+//!   embedded store per cluster;
+//! - [`client`]: an HTTP API client and a WebSocket client that records
+//!   every frame it receives;
+//! - [`wait`]: waiting on conditions with a timeout instead of sleeping.
+//!
+//! Everything targets 127.0.0.1 only.
+
+pub mod client;
+pub mod node;
+pub mod wait;

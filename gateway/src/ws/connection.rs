@@ -17,7 +17,7 @@ use storage::chat::{ConvId, UserId};
 use tokio::sync::{mpsc, oneshot, Mutex};
 use tracing::Instrument;
 
-use super::frames::{reference_of, ClientFrame};
+use super::frames::{parse_watermarks, reference_of, ClientFrame};
 use super::{error_text, sync};
 use crate::{AppState, Error};
 
@@ -288,8 +288,13 @@ impl Reader<'_> {
             ClientFrame::Sync {
                 reference,
                 watermarks,
-            } => spawn_sync(self.state, user_id, watermarks, reference, self.out, false),
-            ClientFrame::Ping => self.reply(ServerFrame::Pong).await,
+            } => match parse_watermarks(watermarks) {
+                Ok(watermarks) => {
+                    spawn_sync(self.state, user_id, watermarks, reference, self.out, false)
+                }
+                Err(e) => self.fail(Error::BadRequest(e), reference).await,
+            },
+            ClientFrame::Ping {} => self.reply(ServerFrame::Pong).await,
             ClientFrame::Auth { .. } => {
                 let e = Error::BadRequest("already authenticated".into());
                 self.fail(e, Some("auth".into())).await

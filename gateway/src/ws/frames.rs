@@ -55,12 +55,25 @@ pub enum ClientFrame {
         /// Echoed in an `error` frame about this request.
         #[serde(rename = "ref")]
         reference: Option<String>,
-        /// Conversation id to the last seq the client has.
+        /// Conversation id (a JSON object key, so a string) to the last
+        /// seq the client has.
         #[serde(default)]
-        watermarks: BTreeMap<ConvId, Seq>,
+        watermarks: BTreeMap<String, Seq>,
     },
-    /// Liveness check; answered with `pong`.
-    Ping,
+    /// Liveness check; answered with `pong`. (A struct variant, so that
+    /// unknown fields are refused like on every other frame.)
+    Ping {},
+}
+
+/// Reads sync watermarks, whose keys JSON carries as strings.
+pub fn parse_watermarks(raw: BTreeMap<String, Seq>) -> Result<BTreeMap<ConvId, Seq>, String> {
+    raw.into_iter()
+        .map(|(k, v)| {
+            k.parse::<ConvId>()
+                .map(|conv_id| (conv_id, v))
+                .map_err(|_| format!("watermark key {k:?} is not a conversation id"))
+        })
+        .collect()
 }
 
 /// The `ref` of a frame that failed to parse, else its `type`, so the
@@ -108,5 +121,8 @@ mod tests {
             Some("r9")
         );
         assert_eq!(reference_of("not json"), None);
+        let raw = BTreeMap::from([("7".to_owned(), 3)]);
+        assert_eq!(parse_watermarks(raw), Ok(BTreeMap::from([(7, 3)])));
+        assert!(parse_watermarks(BTreeMap::from([("x".to_owned(), 3)])).is_err());
     }
 }

@@ -1,0 +1,52 @@
+//! Gateway limits and timeouts, explicit and configurable.
+
+use serde::{Deserialize, Serialize};
+
+/// Limits and timeouts of the HTTP API and the WebSocket protocol. The
+/// node's configuration embeds it; every field documents its default.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct GatewayConfig {
+    /// How long a login token stays valid, in seconds. Default 30 days.
+    pub token_ttl_secs: u64,
+    /// Largest HTTP request body, in bytes. Default 64 KiB.
+    pub max_body_bytes: usize,
+    /// Largest WebSocket frame a client may send, in bytes. Default 16 KiB.
+    pub max_frame_bytes: usize,
+    /// Messages a user may send per second (HTTP and WebSocket together),
+    /// sustained. Default 20.
+    pub sends_per_second: u32,
+    /// Messages a user may send in a burst above the sustained rate. Default 40.
+    pub send_burst: u32,
+    /// Typing indicators a session may send per second; extra ones are
+    /// dropped silently (they are advisory). Default 2.
+    pub typing_per_second: u32,
+    /// How often the server pings an idle WebSocket, in seconds. Default 20.
+    pub heartbeat_secs: u64,
+    /// A WebSocket that sends nothing (not even a pong) for this long is
+    /// closed, in seconds. Default 60.
+    pub idle_timeout_secs: u64,
+    /// Frames queued for one slow client before it is disconnected.
+    /// Default 1024.
+    pub outbound_queue: usize,
+    /// How long a client has to send its `auth` frame when it did not put
+    /// its token in the URL, in seconds. Default 10.
+    pub auth_timeout_secs: u64,
+}
+
+impl Default for GatewayConfig {
+    fn default() -> Self {
+        Self {
+            token_ttl_secs: 30 * 24 * 3600,
+            max_body_bytes: 64 * 1024,
+            max_frame_bytes: 16 * 1024,
+            sends_per_second: 20,
+            send_burst: 40,
+            typing_per_second: 2,
+            heartbeat_secs: 20,
+            idle_timeout_secs: 60,
+            outbound_queue: 1024,
+            auth_timeout_secs: 10,
+        }
+    }
+}

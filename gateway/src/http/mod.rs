@@ -1,0 +1,101 @@
+//! The REST API: one file per resource, all under `/api`.
+//!
+//! Each handler authenticates (every route but register and login takes an
+//! [`AuthUser`](crate::AuthUser)), makes exactly one store call on a
+//! blocking thread, and only after it committed tells the cluster what
+//! changed. Storage validates input and the caller's rights inside that one
+//! transaction, so a refused request has changed nothing.
+
+pub(crate) mod chats;
+pub(crate) mod conversations;
+pub(crate) mod extract;
+pub(crate) mod groups;
+pub(crate) mod health;
+pub(crate) mod members;
+pub(crate) mod messages;
+pub(crate) mod push;
+pub(crate) mod session;
+pub(crate) mod users;
+pub(crate) mod views;
+
+#[cfg(test)]
+mod tests;
+
+use std::time::Instant;
+
+use axum::extract::Request;
+use axum::middleware::Next;
+use axum::response::Response;
+use axum::routing::{delete, get, patch, post};
+use axum::Router;
+use tracing::Instrument;
+
+use crate::{AppState, Error};
+
+/// Page size when a listing's `limit` is not given (storage caps any
+/// requested size at its `max_page_size`).
+pub(crate) const DEFAULT_PAGE: usize = 50;
+
+/// Every REST route (and `/healthz`).
+pub(crate) fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/healthz", get(health::health))
+        .route("/metrics", get(health::metrics))
+        .route("/api/register", post(session::register))
+        .route("/api/login", post(session::login))
+        .route("/api/logout", post(session::logout))
+        .route("/api/users", get(users::search))
+        .route("/api/users/{id}", get(users::profile))
+        .route("/api/chats", get(chats::list))
+        .route("/api/direct/{user_id}", post(chats::open_direct))
+        .route("/api/groups", post(groups::create))
+        .route(
+            "/api/groups/{id}",
+            patch(groups::edit).delete(groups::delete),
+        )
+        .route("/api/groups/{id}/history", get(groups::history))
+        .route("/api/groups/{id}/members", post(members::add))
+        .route(
+            "/api/groups/{id}/members/{user_id}",
+            delete(members::remove),
+        )
+        .route("/api/groups/{id}/leave", post(members::leave))
+        .route("/api/conversations/{id}", get(conversations::show))
+        .route("/api/conversations/{id}/messages", get(messages::history))
+        .route(
+            "/api/conversations/{id}/messages/{seq}/status",
+            get(messages::status),
+        )
+        .route("/api/conversations/{id}/receipts", get(messages::receipts))
+        .route("/api/push-subscriptions", post(push::add).get(push::list))
+        .route("/api/push-subscriptions/{id}", delete(push::remove))
+}
+
+/// Unknown paths get the JSON error shape too.
+pub(crate) async fn not_found() -> Error {
+    storage::Error::NotFound { what: "route" }.into()
+}
+
+/// One span per request (method, path, and the user once authenticated),
+/// and a debug line with the status and latency. The query string is left
+/// out: it may carry a token.
+pub(crate) async fn trace(req: Request, next: Next) -> Response {
+    let span = tracing::debug_span!(
+        "http",
+        method = %req.method(),
+        path = %req.uri().path(),
+        user = tracing::field::Empty,
+    );
+    async move {
+        let started = Instant::now();
+        let response = next.run(req).await;
+        tracing::debug!(
+            status = response.status().as_u16(),
+            ms = started.elapsed().as_millis() as u64,
+            "handled"
+        );
+        response
+    }
+    .instrument(span)
+    .await
+}

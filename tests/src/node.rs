@@ -1,0 +1,305 @@
+//! `parley` processes for tests.
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+/// Builds (once per test process) and returns the `parley` binary, so a
+/// test never runs a stale one.
+pub fn parley_bin() -> PathBuf {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        if let Ok(path) = std::env::var("PARLEY_BIN") {
+            return PathBuf::from(path);
+        }
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let status = Command::new(cargo)
+            .args(["build", "--quiet", "-p", "node", "--bin", "parley"])
+            .status()
+            .expect("running cargo build for the parley binary");
+        assert!(status.success(), "cargo build -p node failed");
+        // The test binary lives in target/<profile>/deps/.
+        let exe = std::env::current_exe().expect("current exe");
+        let profile_dir = exe
+            .parent()
+            .and_then(Path::parent)
+            .expect("test binary in target/<profile>/deps");
+        profile_dir.join("parley")
+    })
+    .clone()
+}
+
+/// A port nobody listens on right now (bound then released; the kernel
+/// does not hand it out again at once).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// Timing settings of a test cluster: short leases so failover is quick.
+#[derive(Debug, Clone)]
+pub struct Timing {
+    /// Lease renewal period.
+    pub heartbeat_ms: u64,
+    /// Lease lifetime.
+    pub lease_ttl_ms: u64,
+}
+
+impl Default for Timing {
+    fn default() -> Self {
+        Self {
+            heartbeat_ms: 200,
+            lease_ttl_ms: 1500,
+        }
+    }
+}
+
+/// One node process.
+pub struct Node {
+    /// Its configured name.
+    pub name: String,
+    /// Its gateway address.
+    pub http: SocketAddr,
+    /// Its cluster transport address.
+    pub cluster_addr: SocketAddr,
+    data_dir: PathBuf,
+    log: PathBuf,
+    cookie: String,
+    timing: Timing,
+    extra_env: Vec<(String, String)>,
+    child: Option<Child>,
+}
+
+impl Node {
+    /// Describes a node (not started yet) storing into `data_dir`.
+    pub fn new(name: &str, data_dir: &Path, cookie: &str, timing: Timing) -> Self {
+        Self {
+            name: name.to_owned(),
+            http: SocketAddr::from(([127, 0, 0, 1], free_port())),
+            cluster_addr: SocketAddr::from(([127, 0, 0, 1], free_port())),
+            data_dir: data_dir.to_owned(),
+            log: data_dir.join(format!("{name}.log")),
+            cookie: cookie.to_owned(),
+            timing,
+            extra_env: Vec::new(),
+            child: None,
+        }
+    }
+
+    /// Adds an environment variable for the process (limits, settings).
+    pub fn env(mut self, key: &str, value: &str) -> Self {
+        self.extra_env.push((key.to_owned(), value.to_owned()));
+        self
+    }
+
+    /// Starts the process and waits until its gateway answers.
+    pub async fn start(&mut self) {
+        assert!(self.child.is_none(), "{} already running", self.name);
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("log file");
+        let mut cmd = Command::new(parley_bin());
+        cmd.env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("PARLEY_NODE_NAME", &self.name)
+            .env("PARLEY_HTTP_ADDR", self.http.to_string())
+            .env("PARLEY_CLUSTER_ADDR", self.cluster_addr.to_string())
+            .env("PARLEY_DATA_DIR", &self.data_dir)
+            .env("PARLEY_COOKIE", &self.cookie)
+            .env("PARLEY_HEARTBEAT_MS", self.timing.heartbeat_ms.to_string())
+            .env("PARLEY_LEASE_TTL_MS", self.timing.lease_ttl_ms.to_string())
+            .env("PARLEY_LOG", "info,actors=debug")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log file"))
+            .stderr(log);
+        for (k, v) in &self.extra_env {
+            cmd.env(k, v);
+        }
+        self.child = Some(cmd.spawn().expect("spawning parley"));
+        let url = self.url("/healthz");
+        let http = reqwest::Client::new();
+        let name = self.name.clone();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(r) = http.get(&url).send().await {
+                if r.status().is_success() {
+                    return;
+                }
+            }
+            if let Some(child) = self.child.as_mut() {
+                if let Ok(Some(status)) = child.try_wait() {
+                    panic!(
+                        "{name} exited at start ({status}); log:\n{}",
+                        self.log_text()
+                    );
+                }
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{name} did not come up in 20 s; log:\n{}",
+                self.log_text()
+            );
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    /// The node's log so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// `http://addr{path}`.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.http)
+    }
+
+    /// The WebSocket URL with a token.
+    pub fn ws_url(&self, token: &str) -> String {
+        format!("ws://{}/ws?token={token}", self.http)
+    }
+
+    fn signal(&self, signal: &str) {
+        if let Some(child) = &self.child {
+            let status = Command::new("kill")
+                .args([signal, &child.id().to_string()])
+                .status()
+                .expect("kill");
+            assert!(status.success(), "kill {signal} failed");
+        }
+    }
+
+    /// `kill -9`: the process dies at once, nothing graceful.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// `SIGTERM` and wait for a graceful exit.
+    pub async fn stop(&mut self) {
+        self.signal("-TERM");
+        if let Some(mut child) = self.child.take() {
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+            loop {
+                if let Ok(Some(_)) = child.try_wait() {
+                    return;
+                }
+                if tokio::time::Instant::now() >= deadline {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    panic!("{} ignored SIGTERM for 15 s", self.name);
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    }
+
+    /// `SIGSTOP`: the process hangs, its sockets stay open.
+    pub fn pause(&self) {
+        self.signal("-STOP");
+    }
+
+    /// `SIGCONT` after [`Node::pause`].
+    pub fn resume(&self) {
+        self.signal("-CONT");
+    }
+
+    /// Whether the process is running.
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = Command::new("kill")
+                .args(["-CONT", &child.id().to_string()])
+                .status();
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Several nodes sharing one temporary embedded store.
+pub struct TestCluster {
+    /// The nodes, started.
+    pub nodes: Vec<Node>,
+    dir: tempfile::TempDir,
+}
+
+impl TestCluster {
+    /// Starts `n` nodes named `n1`..`nN` and waits until each sees all.
+    pub async fn start(n: usize) -> Self {
+        Self::start_with(n, Timing::default(), &[]).await
+    }
+
+    /// Like [`TestCluster::start`] with explicit timing and extra env.
+    pub async fn start_with(n: usize, timing: Timing, env: &[(&str, &str)]) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cookie = format!("test-cookie-{}", free_port());
+        let mut nodes = Vec::new();
+        for i in 1..=n {
+            let mut node = Node::new(&format!("n{i}"), dir.path(), &cookie, timing.clone());
+            for (k, v) in env {
+                node = node.env(k, v);
+            }
+            node.start().await;
+            nodes.push(node);
+        }
+        let cluster = Self { nodes, dir };
+        cluster.await_full_mesh().await;
+        cluster
+    }
+
+    /// Waits until every running node reports every running node live.
+    pub async fn await_full_mesh(&self) {
+        let running: Vec<&Node> = self.nodes.iter().filter(|n| n.is_running()).collect();
+        let want = running.len() as f64;
+        let http = reqwest::Client::new();
+        for node in &running {
+            let url = node.url("/metrics");
+            crate::wait::until(
+                &format!("{} to see {want} nodes", node.name),
+                Duration::from_secs(20),
+                || {
+                    let http = http.clone();
+                    let url = url.clone();
+                    async move {
+                        let text = http.get(&url).send().await.ok()?.text().await.ok()?;
+                        let live = text
+                            .lines()
+                            .find(|l| l.starts_with("parley_live_nodes "))?
+                            .rsplit(' ')
+                            .next()?
+                            .parse::<f64>()
+                            .ok()?;
+                        (live == want).then_some(())
+                    }
+                },
+            )
+            .await;
+        }
+    }
+
+    /// The directory of the shared store and the logs.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Every node's log, for a failure message.
+    pub fn logs(&self) -> String {
+        self.nodes
+            .iter()
+            .map(|n| format!("===== {} =====\n{}", n.name, n.log_text()))
+            .collect()
+    }
+}
