@@ -1,0 +1,456 @@
+//! The WebSocket protocol against one real node: every client frame, the
+//! server frames they cause, and the bad input a client can send.
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use tests::client::{Api, User, Ws};
+use tests::node::TestCluster;
+
+const T: Duration = Duration::from_secs(10);
+
+async fn connect(cluster: &TestCluster, user: &User) -> Ws {
+    let ws = Ws::connect(&cluster.nodes[0].ws_url(&user.token))
+        .await
+        .expect("connect");
+    ws.wait_for("hello", T, |f| f["type"] == "hello").await;
+    ws
+}
+
+fn send(conv_id: u64, id: &str, body: &str) -> Value {
+    json!({"type": "send", "conv_id": conv_id, "client_msg_id": id, "body": body})
+}
+
+fn is_error_for(f: &Value, code: &str, reference: &str) -> bool {
+    f["type"] == "error" && f["code"] == code && f["ref"] == reference
+}
+
+#[tokio::test]
+async fn direct_chat_send_receive_resend_receipts_typing() {
+    let cluster = TestCluster::start(1).await;
+    let api = Api::new(cluster.nodes[0].http);
+    let (alice, bob) = (api.user("alice").await, api.user("bob").await);
+    let mut a = connect(&cluster, &alice).await;
+    let b = connect(&cluster, &bob).await;
+
+    // First message by user id: opens the direct chat.
+    a.send(json!({"type":"send","to_user": bob.id,"client_msg_id":"m1","body":"hi bob"}))
+        .await;
+    let sent = a
+        .wait_for("sent m1", T, |f| {
+            f["type"] == "sent" && f["client_msg_id"] == "m1"
+        })
+        .await;
+    assert_eq!(sent["seq"], 1);
+    let conv = sent["conv_id"].as_u64().expect("conv id");
+    let got = b
+        .wait_for("bob gets m1", T, |f| {
+            f["type"] == "message" && f["seq"] == 1
+        })
+        .await;
+    assert_eq!(got["body"], "hi bob");
+    assert_eq!(got["sender"], alice.id);
+    assert_eq!(got["conv_id"], conv);
+
+    // A resend of the same client_msg_id gets the original seq, no duplicate.
+    a.send(send(conv, "m1", "hi bob")).await;
+    a.send(send(conv, "m2", "second")).await;
+    a.wait_for("sent m2", T, |f| {
+        f["type"] == "sent" && f["client_msg_id"] == "m2"
+    })
+    .await;
+    let sents = a.of_type("sent");
+    let m1: Vec<_> = sents
+        .iter()
+        .filter(|f| f["client_msg_id"] == "m1")
+        .collect();
+    assert_eq!(m1.len(), 2);
+    assert!(m1.iter().all(|f| f["seq"] == 1));
+    b.wait_for("bob gets m2", T, |f| {
+        f["type"] == "message" && f["seq"] == 2
+    })
+    .await;
+    let bob_msgs: Vec<u64> = b
+        .of_type("message")
+        .iter()
+        .map(|f| f["seq"].as_u64().expect("seq"))
+        .collect();
+    assert_eq!(bob_msgs, [1, 2], "no duplicate delivery of the resend");
+
+    // Typing goes to the other member only.
+    let mut b = b;
+    b.send(json!({"type":"typing","conv_id": conv})).await;
+    let typing = a.wait_for("typing", T, |f| f["type"] == "typing").await;
+    assert_eq!(typing["user_id"], bob.id);
+    assert!(typing["expires_in_ms"].as_u64().expect("ttl") > 0);
+
+    // Receipts: bob has seen up to 2; alice hears it.
+    b.send(json!({"type":"ack","conv_id": conv,"seq": 2,"kind":"seen"}))
+        .await;
+    let receipt = a
+        .wait_for("receipt", T, |f| {
+            f["type"] == "receipt" && f["user_id"] == bob.id
+        })
+        .await;
+    assert_eq!(receipt["seen_seq"], 2);
+    assert_eq!(receipt["delivered_seq"], 2);
+    let (_, status) = api
+        .call(
+            "GET",
+            &format!("/api/conversations/{conv}/messages/2/status"),
+            Some(&alice.token),
+            None,
+        )
+        .await;
+    assert_eq!(status["members"][0]["status"], "seen", "{status}");
+
+    // Ping.
+    a.send(json!({"type":"ping"})).await;
+    a.wait_for("pong", T, |f| f["type"] == "pong").await;
+}
+
+#[tokio::test]
+async fn reconnect_syncs_everything_missed_in_order() {
+    let cluster = TestCluster::start(1).await;
+    let api = Api::new(cluster.nodes[0].http);
+    let (alice, bob, carol) = (
+        api.user("alice").await,
+        api.user("bob").await,
+        api.user("carol").await,
+    );
+    let group = api.group(&alice, "team", &[&bob, &carol]).await;
+    let mut a = connect(&cluster, &alice).await;
+    for i in 1..=30 {
+        a.send(send(group, &format!("g{i}"), &format!("group {i}")))
+            .await;
+    }
+    a.wait_for_n("30 sent", 30, T, |f| f["type"] == "sent")
+        .await;
+
+    // Bob was offline: on connect he gets all 30, in order, then `synced`.
+    let b = connect(&cluster, &bob).await;
+    b.wait_for("synced", T, |f| f["type"] == "synced").await;
+    let seqs: Vec<u64> = b
+        .of_type("message")
+        .iter()
+        .map(|f| f["seq"].as_u64().expect("seq"))
+        .collect();
+    assert_eq!(seqs, (1..=30).collect::<Vec<_>>());
+
+    // He acknowledges delivery up to 20, reconnects, and asks to sync from
+    // his own watermark of 25: he gets 26..30.
+    let mut b = b;
+    b.send(json!({"type":"ack","conv_id": group,"seq": 20,"kind":"delivered"}))
+        .await;
+    a.wait_for("bob's receipt", T, |f| {
+        f["type"] == "receipt" && f["user_id"] == bob.id
+    })
+    .await;
+    b.close().await;
+    let mut b = connect(&cluster, &bob).await;
+    b.wait_for("synced", T, |f| f["type"] == "synced").await;
+    let seqs: Vec<u64> = b
+        .of_type("message")
+        .iter()
+        .map(|f| f["seq"].as_u64().expect("seq"))
+        .collect();
+    assert_eq!(
+        seqs,
+        (21..=30).collect::<Vec<_>>(),
+        "sync from the delivered watermark"
+    );
+    b.send(json!({"type":"sync","watermarks": {group.to_string(): 25}}))
+        .await;
+    b.wait_for_n("second synced", 2, T, |f| f["type"] == "synced")
+        .await;
+    let seqs: Vec<u64> = b
+        .of_type("message")
+        .iter()
+        .skip(10)
+        .map(|f| f["seq"].as_u64().expect("seq"))
+        .collect();
+    assert_eq!(seqs, (26..=30).collect::<Vec<_>>());
+}
+
+#[tokio::test]
+async fn presence_follows_connections_and_group_events_arrive() {
+    let cluster = TestCluster::start(1).await;
+    let api = Api::new(cluster.nodes[0].http);
+    let (alice, bob, carol) = (
+        api.user("alice").await,
+        api.user("bob").await,
+        api.user("carol").await,
+    );
+    let group = api.group(&alice, "team", &[&bob]).await;
+    let a = connect(&cluster, &alice).await;
+    let b = connect(&cluster, &bob).await;
+    a.wait_for("bob online", T, |f| {
+        f["type"] == "presence" && f["user_id"] == bob.id && f["online"] == true
+    })
+    .await;
+    let (_, user) = api
+        .call(
+            "GET",
+            &format!("/api/users/{}", bob.id),
+            Some(&alice.token),
+            None,
+        )
+        .await;
+    assert_eq!(user["online"], true);
+    b.close().await;
+    // (Alice's connect-time snapshot said "offline, never seen"; the
+    // transition carries when he was last seen.)
+    a.wait_for("bob offline", T, |f| {
+        f["type"] == "presence"
+            && f["user_id"] == bob.id
+            && f["online"] == false
+            && f["last_seen"].as_u64().is_some()
+    })
+    .await;
+
+    // Membership changes made over HTTP reach the members' sockets.
+    let (status, _) = api
+        .call(
+            "POST",
+            &format!("/api/groups/{group}/members"),
+            Some(&alice.token),
+            Some(json!({"user_id": carol.id})),
+        )
+        .await;
+    assert_eq!(status, 201);
+    a.wait_for("member_joined", T, |f| {
+        f["type"] == "member_joined" && f["user_id"] == carol.id
+    })
+    .await;
+    let (status, _) = api
+        .call(
+            "PATCH",
+            &format!("/api/groups/{group}"),
+            Some(&alice.token),
+            Some(json!({"description": "renamed"})),
+        )
+        .await;
+    assert_eq!(status, 200);
+    a.wait_for("group_updated", T, |f| {
+        f["type"] == "group_updated" && f["description"] == "renamed"
+    })
+    .await;
+    let (status, _) = api
+        .call(
+            "DELETE",
+            &format!("/api/groups/{group}"),
+            Some(&alice.token),
+            None,
+        )
+        .await;
+    assert_eq!(status, 204);
+    a.wait_for("deleted", T, |f| {
+        f["type"] == "group_updated" && f["deleted"] == true
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn bad_frames_get_named_errors_and_the_connection_stays_usable() {
+    let cluster = TestCluster::start(1).await;
+    let api = Api::new(cluster.nodes[0].http);
+    let (alice, bob, eve) = (
+        api.user("alice").await,
+        api.user("bob").await,
+        api.user("eve").await,
+    );
+    let conv = api.direct(&alice, &bob).await;
+    let mut e = connect(&cluster, &eve).await;
+
+    e.send_text("{not json").await;
+    e.wait_for("malformed", T, |f| {
+        f["type"] == "error" && f["code"] == "bad_request" && f["ref"].is_null()
+    })
+    .await;
+    e.send(json!({"type":"dance"})).await;
+    e.wait_for("unknown type", T, |f| {
+        is_error_for(f, "bad_request", "dance")
+    })
+    .await;
+    e.send(json!({"type":"send","conv_id": conv,"client_msg_id":"x1","body":"let me in"}))
+        .await;
+    e.wait_for("non-member send", T, |f| is_error_for(f, "forbidden", "x1"))
+        .await;
+    e.send(json!({"type":"ack","conv_id": conv,"seq": 1,"kind":"seen","ref":"a1"}))
+        .await;
+    e.wait_for("non-member ack", T, |f| is_error_for(f, "forbidden", "a1"))
+        .await;
+    e.send(json!({"type":"send","conv_id": 9999,"client_msg_id":"x2","body":"?"}))
+        .await;
+    e.wait_for("unknown conversation", T, |f| {
+        is_error_for(f, "not_found", "x2")
+    })
+    .await;
+    let big = "x".repeat(5000);
+    e.send(json!({"type":"send","conv_id": conv,"client_msg_id":"x3","body": big}))
+        .await;
+    e.wait_for("oversized message", T, |f| {
+        is_error_for(f, "too_large", "x3")
+    })
+    .await;
+    let huge = "y".repeat(20_000);
+    e.send(json!({"type":"send","conv_id": conv,"client_msg_id":"x4","body": huge}))
+        .await;
+    e.wait_for("oversized frame", T, |f| is_error_for(f, "too_large", "x4"))
+        .await;
+    e.send(json!({"type":"send","to_user": eve.id,"client_msg_id":"x5","body":"me"}))
+        .await;
+    e.wait_for("chat with self", T, |f| {
+        is_error_for(f, "bad_request", "x5")
+    })
+    .await;
+    e.send(json!({"type":"sync","watermarks": {"abc": 1}}))
+        .await;
+    e.wait_for("bad watermark", T, |f| {
+        f["type"] == "error"
+            && f["code"] == "bad_request"
+            && f["message"].as_str().is_some_and(|m| m.contains("abc"))
+    })
+    .await;
+
+    // Still usable, and nothing was written.
+    e.send(json!({"type":"ping"})).await;
+    e.wait_for("pong", T, |f| f["type"] == "pong").await;
+    assert!(!e.ended());
+    let (_, history) = api
+        .call(
+            "GET",
+            &format!("/api/conversations/{conv}/messages"),
+            Some(&alice.token),
+            None,
+        )
+        .await;
+    assert_eq!(
+        history["messages"].as_array().map(Vec::len),
+        Some(0),
+        "{history}"
+    );
+}
+
+#[tokio::test]
+async fn a_flood_is_rate_limited() {
+    let cluster = TestCluster::start(1).await;
+    let api = Api::new(cluster.nodes[0].http);
+    let (alice, bob) = (api.user("alice").await, api.user("bob").await);
+    let conv = api.direct(&alice, &bob).await;
+    let mut a = connect(&cluster, &alice).await;
+    // Default budget: 20/s sustained, bursts of 40.
+    for i in 0..100 {
+        a.send(send(conv, &format!("f{i}"), "flood")).await;
+    }
+    let limited = a
+        .wait_for("rate limited", T, |f| {
+            f["type"] == "error" && f["code"] == "rate_limited"
+        })
+        .await;
+    assert!(limited["ref"].as_str().is_some_and(|r| r.starts_with('f')));
+    let sent = a
+        .wait_for_n("the allowed ones", 40, T, |f| f["type"] == "sent")
+        .await;
+    assert!(sent.len() < 100, "every send went through: {}", sent.len());
+}
+
+#[tokio::test]
+async fn authentication_by_url_or_first_frame() {
+    let cluster = TestCluster::start(1).await;
+    let node = &cluster.nodes[0];
+    let api = Api::new(node.http);
+    let alice = api.user("alice").await;
+
+    let refused = Ws::connect(&node.ws_url("not-a-token")).await;
+    assert!(refused.is_err_and(|e| e.contains("401")));
+
+    let mut ws = Ws::connect(&format!("ws://{}/ws", node.http))
+        .await
+        .expect("connect");
+    ws.send(json!({"type":"auth","token": alice.token})).await;
+    let hello = ws.wait_for("hello", T, |f| f["type"] == "hello").await;
+    assert_eq!(hello["user_id"], alice.id);
+
+    let mut bad = Ws::connect(&format!("ws://{}/ws", node.http))
+        .await
+        .expect("connect");
+    bad.send(json!({"type":"auth","token":"nope"})).await;
+    bad.wait_for("auth error", T, |f| is_error_for(f, "unauthorized", "auth"))
+        .await;
+    tests::wait::until("socket closed", T, || {
+        let closed = bad.closed();
+        async move { closed }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn offline_members_get_a_push_notification() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    // A push endpoint on loopback that records request bodies.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let endpoint = format!("http://{}/push", listener.local_addr().expect("addr"));
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<String>(8);
+    tokio::spawn(async move {
+        while let Ok((mut sock, _)) = listener.accept().await {
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 16384];
+                let mut got = Vec::new();
+                loop {
+                    let n = sock.read(&mut buf).await.unwrap_or(0);
+                    if n == 0 {
+                        break;
+                    }
+                    got.extend_from_slice(&buf[..n]);
+                    let text = String::from_utf8_lossy(&got).to_string();
+                    if let Some((head, body)) = text.split_once("\r\n\r\n") {
+                        let len = head
+                            .lines()
+                            .find_map(|l| {
+                                l.to_lowercase()
+                                    .strip_prefix("content-length: ")
+                                    .map(|v| v.trim().parse::<usize>().unwrap_or(0))
+                            })
+                            .unwrap_or(0);
+                        if body.len() >= len {
+                            let _ = tx.send(body.to_owned()).await;
+                            let _ = sock
+                                .write_all(b"HTTP/1.1 201 Created\r\ncontent-length: 0\r\n\r\n")
+                                .await;
+                            break;
+                        }
+                    }
+                }
+            });
+        }
+    });
+
+    let cluster = TestCluster::start(1).await;
+    let api = Api::new(cluster.nodes[0].http);
+    let (alice, bob) = (api.user("alice").await, api.user("bob").await);
+    let (status, body) = api
+        .call(
+            "POST",
+            "/api/push-subscriptions",
+            Some(&bob.token),
+            Some(json!({"endpoint": endpoint, "keys": {"p256dh": "key", "auth": "secret"}})),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let mut a = connect(&cluster, &alice).await;
+    a.send(json!({"type":"send","to_user": bob.id,"client_msg_id":"p1","body":"are you there?"}))
+        .await;
+    let body = tokio::time::timeout(T, rx.recv())
+        .await
+        .expect("a push within 10 s")
+        .expect("push body");
+    let push: Value = serde_json::from_str(&body).expect("json push");
+    assert_eq!(push["user_id"], bob.id);
+    assert_eq!(push["sender"], alice.id);
+    assert_eq!(push["preview"], "are you there?");
+}
