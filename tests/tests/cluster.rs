@@ -1,0 +1,272 @@
+//! Three real `parley` processes on loopback, clients on different nodes:
+//! cross-node delivery and order, presence, typing and receipts, and
+//! failover after `kill -9` of a conversation's home node.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use tests::client::{Api, User, Ws};
+use tests::node::TestCluster;
+
+const T: Duration = Duration::from_secs(15);
+
+async fn connect(cluster: &TestCluster, node: usize, user: &User) -> Ws {
+    let ws = Ws::connect(&cluster.nodes[node].ws_url(&user.token))
+        .await
+        .expect("connect");
+    ws.wait_for("hello", T, |f| f["type"] == "hello").await;
+    ws
+}
+
+/// The (seq → (sender, client_msg_id)) history a client received.
+fn received(ws: &Ws, conv: u64) -> BTreeMap<u64, (u64, String)> {
+    ws.of_type("message")
+        .into_iter()
+        .filter(|f| f["conv_id"] == conv)
+        .map(|f| {
+            (
+                f["seq"].as_u64().expect("seq"),
+                (
+                    f["sender"].as_u64().expect("sender"),
+                    f["client_msg_id"].as_str().expect("id").to_owned(),
+                ),
+            )
+        })
+        .collect()
+}
+
+/// Sends until the server acknowledges, resending the same client_msg_id
+/// every `every` (a real client's behaviour after a lost connection or
+/// node): returns the seq.
+async fn send_reliably(
+    ws: &mut Ws,
+    conv: u64,
+    id: &str,
+    every: Duration,
+    deadline: Duration,
+) -> u64 {
+    let start = Instant::now();
+    loop {
+        ws.send(json!({"type":"send","conv_id": conv,"client_msg_id": id,"body": id}))
+            .await;
+        let until = Instant::now() + every;
+        while Instant::now() < until {
+            if let Some(f) = ws
+                .of_type("sent")
+                .into_iter()
+                .find(|f| f["client_msg_id"] == id)
+            {
+                return f["seq"].as_u64().expect("seq");
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(start.elapsed() < deadline, "{id} never acknowledged");
+    }
+}
+
+/// Which node runs the conversation actors (its metrics say so).
+async fn nodes_with_conversations(cluster: &TestCluster) -> Vec<usize> {
+    let http = reqwest::Client::new();
+    let mut out = Vec::new();
+    for (i, node) in cluster.nodes.iter().enumerate() {
+        if !node.is_running() {
+            continue;
+        }
+        let text = http
+            .get(node.url("/metrics"))
+            .send()
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("text");
+        let active = text
+            .lines()
+            .find(|l| l.starts_with("parley_conversations "))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0);
+        if active > 0.0 {
+            out.push(i);
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn group_and_direct_chat_across_nodes_in_one_order() {
+    let cluster = TestCluster::start(3).await;
+    let api = Api::new(cluster.nodes[0].http);
+    let users = [
+        api.user("alice").await,
+        api.user("bob").await,
+        api.user("carol").await,
+    ];
+    let group = api.group(&users[0], "team", &[&users[1], &users[2]]).await;
+    let direct = api.direct(&users[0], &users[1]).await;
+    let mut clients = Vec::new();
+    for (i, u) in users.iter().enumerate() {
+        clients.push(connect(&cluster, i, u).await);
+    }
+    // Everyone sends at once.
+    const EACH: usize = 20;
+    for i in 0..EACH {
+        for (c, client) in clients.iter_mut().enumerate() {
+            client
+                .send(json!({"type":"send","conv_id": group,"client_msg_id": format!("u{c}-{i}"),"body":"x"}))
+                .await;
+        }
+    }
+    clients[0]
+        .send(json!({"type":"send","conv_id": direct,"client_msg_id":"d1","body":"psst"}))
+        .await;
+    for client in &clients {
+        client
+            .wait_for_n("all group messages", 3 * EACH, T, |f| {
+                f["type"] == "message" && f["conv_id"] == group
+            })
+            .await;
+    }
+    let histories: Vec<_> = clients.iter().map(|c| received(c, group)).collect();
+    let seqs: Vec<u64> = histories[0].keys().copied().collect();
+    assert_eq!(seqs, (1..=(3 * EACH) as u64).collect::<Vec<_>>(), "gapless");
+    assert_eq!(
+        histories[0], histories[1],
+        "alice and bob saw different orders"
+    );
+    assert_eq!(
+        histories[0], histories[2],
+        "alice and carol saw different orders"
+    );
+    // Each sender's own messages keep their sending order.
+    for c in 0..3 {
+        let mine: Vec<&String> = histories[0]
+            .values()
+            .filter(|(s, _)| *s == users[c].id)
+            .map(|(_, id)| id)
+            .collect();
+        let expected: Vec<String> = (0..EACH).map(|i| format!("u{c}-{i}")).collect();
+        assert_eq!(mine, expected.iter().collect::<Vec<_>>());
+    }
+    // The direct chat reached bob on node 2, and not carol.
+    clients[1]
+        .wait_for("direct message", T, |f| {
+            f["type"] == "message" && f["conv_id"] == direct
+        })
+        .await;
+    assert!(received(&clients[2], direct).is_empty());
+}
+
+#[tokio::test]
+async fn presence_typing_and_receipts_cross_nodes_and_survive_a_kill() {
+    let cluster = TestCluster::start(3).await;
+    let api = Api::new(cluster.nodes[0].http);
+    let (alice, bob) = (api.user("alice").await, api.user("bob").await);
+    let conv = api.direct(&alice, &bob).await;
+    let a = connect(&cluster, 0, &alice).await;
+    let online = |f: &Value, who: u64, state: bool| {
+        f["type"] == "presence" && f["user_id"] == who && f["online"] == state
+    };
+
+    // Bob connects on node 2: alice (node 1) sees him online.
+    let mut b = connect(&cluster, 1, &bob).await;
+    a.wait_for("bob online", T, |f| online(f, bob.id, true))
+        .await;
+
+    // Typing and receipts cross nodes.
+    b.send(json!({"type":"typing","conv_id": conv})).await;
+    a.wait_for("typing", T, |f| {
+        f["type"] == "typing" && f["user_id"] == bob.id
+    })
+    .await;
+    let mut a = a;
+    let seq = send_reliably(&mut a, conv, "hello", Duration::from_secs(2), T).await;
+    b.wait_for("message", T, |f| f["type"] == "message" && f["seq"] == seq)
+        .await;
+    b.send(json!({"type":"ack","conv_id": conv,"seq": seq,"kind":"seen"}))
+        .await;
+    a.wait_for("receipt", T, |f| {
+        f["type"] == "receipt" && f["user_id"] == bob.id && f["seen_seq"] == seq
+    })
+    .await;
+
+    // A clean disconnect: offline.
+    b.close().await;
+    a.wait_for("bob offline after disconnect", T, |f| {
+        online(f, bob.id, false) && !f["last_seen"].is_null()
+    })
+    .await;
+
+    // Bob comes back on node 3, which is then killed.
+    let _b = connect(&cluster, 2, &bob).await;
+    a.wait_for_n("bob online again", 2, T, |f| online(f, bob.id, true))
+        .await;
+    let mut cluster = cluster;
+    let killed = Instant::now();
+    cluster.nodes[2].kill();
+    a.wait_for_n("bob offline after kill -9 of his node", 2, T, |f| {
+        online(f, bob.id, false) && !f["last_seen"].is_null()
+    })
+    .await;
+    eprintln!(
+        "presence: bob shown offline {:?} after kill -9 of his node",
+        killed.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn a_conversation_is_usable_again_after_its_home_node_is_killed() {
+    let mut cluster = TestCluster::start(3).await;
+    let api = Api::new(cluster.nodes[0].http);
+    let users = [
+        api.user("alice").await,
+        api.user("bob").await,
+        api.user("carol").await,
+    ];
+    let group = api.group(&users[0], "team", &[&users[1], &users[2]]).await;
+    let mut clients = Vec::new();
+    for (i, u) in users.iter().enumerate() {
+        clients.push(connect(&cluster, i, u).await);
+    }
+    send_reliably(
+        &mut clients[0],
+        group,
+        "before-1",
+        Duration::from_secs(2),
+        T,
+    )
+    .await;
+    let homes = nodes_with_conversations(&cluster).await;
+    assert_eq!(homes.len(), 1, "exactly one node runs the group: {homes:?}");
+    let home = homes[0];
+
+    // kill -9 the home node; the clients of the survivors keep sending.
+    let killed = Instant::now();
+    cluster.nodes[home].kill();
+    let survivor = (0..3).find(|&i| i != home).expect("a survivor");
+    let seq = send_reliably(
+        &mut clients[survivor],
+        group,
+        "after-kill",
+        Duration::from_millis(100),
+        Duration::from_secs(20),
+    )
+    .await;
+    let recovery = killed.elapsed();
+    eprintln!("failover: the group accepted a send {recovery:?} after kill -9 of its home node");
+    assert_eq!(seq, 2, "gapless after failover");
+
+    // The dead node's client reconnects to a survivor and syncs.
+    let user = &users[home];
+    let back = connect(&cluster, survivor, user).await;
+    back.wait_for("synced", T, |f| f["type"] == "synced").await;
+    let history = received(&back, group);
+    assert_eq!(
+        history.keys().copied().collect::<Vec<_>>(),
+        [1, 2],
+        "{history:?}"
+    );
+    assert_eq!(nodes_with_conversations(&cluster).await.len(), 1);
+    let _ = cluster.logs();
+}
