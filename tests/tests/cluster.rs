@@ -140,10 +140,10 @@ async fn group_and_direct_chat_across_nodes_in_one_order() {
         "alice and carol saw different orders"
     );
     // Each sender's own messages keep their sending order.
-    for c in 0..3 {
+    for (c, user) in users.iter().enumerate() {
         let mine: Vec<&String> = histories[0]
             .values()
-            .filter(|(s, _)| *s == users[c].id)
+            .filter(|(s, _)| *s == user.id)
             .map(|(_, id)| id)
             .collect();
         let expected: Vec<String> = (0..EACH).map(|i| format!("u{c}-{i}")).collect();
