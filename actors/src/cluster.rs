@@ -97,7 +97,9 @@ impl Cluster {
                 live: RwLock::new(BTreeSet::from([config.node_name.clone()])),
                 placed_on: RwLock::new(Vec::new()),
                 incarnation: rand::random(),
-                next_session: AtomicU64::new(1),
+                // Random start: a restarted node does not reuse the ids of
+                // its previous life, so a late reply cannot reach a stranger.
+                next_session: AtomicU64::new(u64::from(rand::random::<u32>()) << 20),
                 users_scope,
                 hosts_scope,
                 config,

@@ -270,3 +270,35 @@ async fn a_conversation_is_usable_again_after_its_home_node_is_killed() {
     assert_eq!(nodes_with_conversations(&cluster).await.len(), 1);
     let _ = cluster.logs();
 }
+
+#[tokio::test]
+async fn garbage_on_the_cluster_port_does_not_hurt_a_node() {
+    use tokio::io::AsyncWriteExt;
+
+    let cluster = TestCluster::start(2).await;
+    let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+    for round in 0..20 {
+        let mut sock = tokio::net::TcpStream::connect(cluster.nodes[0].cluster_addr)
+            .await
+            .expect("connect to the cluster port");
+        let bytes: Vec<u8> = (0..(round * 97 + 4))
+            .map(|_| {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                seed as u8
+            })
+            .collect();
+        let _ = sock.write_all(&bytes).await;
+    }
+    // Still serving, and still a cluster of two.
+    let api = Api::new(cluster.nodes[0].http);
+    let (alice, bob) = (api.user("alice").await, api.user("bob").await);
+    let conv = api.direct(&alice, &bob).await;
+    let mut a = connect(&cluster, 0, &alice).await;
+    let b = connect(&cluster, 1, &bob).await;
+    send_reliably(&mut a, conv, "still-alive", Duration::from_secs(2), T).await;
+    b.wait_for("message across nodes", T, |f| f["type"] == "message")
+        .await;
+    cluster.await_full_mesh().await;
+}
