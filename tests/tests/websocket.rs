@@ -454,3 +454,92 @@ async fn offline_members_get_a_push_notification() {
     assert_eq!(push["sender"], alice.id);
     assert_eq!(push["preview"], "are you there?");
 }
+
+#[tokio::test]
+async fn a_client_that_does_not_read_is_disconnected_and_loses_nothing() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("parley.toml");
+    std::fs::write(
+        &config,
+        "[gateway]\noutbound_queue = 300\nsends_per_second = 100000\nsend_burst = 100000\n",
+    )
+    .expect("config");
+    let config = config.to_string_lossy().to_string();
+    let cluster = TestCluster::start_with(
+        1,
+        tests::node::Timing::default(),
+        &[("PARLEY_CONFIG", config.as_str())],
+    )
+    .await;
+    let node = &cluster.nodes[0];
+    let api = Api::new(node.http);
+    let (alice, bob) = (api.user("alice").await, api.user("bob").await);
+    api.direct(&alice, &bob).await;
+
+    // Bob upgrades by hand, with a tiny receive buffer, and never reads.
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket.set_recv_buffer_size(4096).expect("rcvbuf");
+    let mut raw = socket.connect(node.http).await.expect("connect");
+    let request = format!(
+        "GET /ws?token={} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+        bob.token, node.http
+    );
+    raw.write_all(request.as_bytes()).await.expect("upgrade");
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        raw.read_exact(&mut byte).await.expect("upgrade response");
+        head.push(byte[0]);
+    }
+    assert!(String::from_utf8_lossy(&head).starts_with("HTTP/1.1 101"));
+
+    let mut a = connect(&cluster, &alice).await;
+    a.wait_for("bob online", T, |f| {
+        f["type"] == "presence" && f["user_id"] == bob.id && f["online"] == true
+    })
+    .await;
+    const N: usize = 4000;
+    let body = "z".repeat(4000);
+    for i in 0..N {
+        a.send(
+            json!({"type":"send","to_user": bob.id,"client_msg_id": format!("s{i}"),"body": body}),
+        )
+        .await;
+    }
+    a.wait_for_n("all sent", N, Duration::from_secs(60), |f| {
+        f["type"] == "sent"
+    })
+    .await;
+    a.wait_for("bob dropped as too slow", Duration::from_secs(30), |f| {
+        f["type"] == "presence" && f["user_id"] == bob.id && f["online"] == false
+    })
+    .await;
+    let (_, metrics) = {
+        let text = reqwest::get(node.url("/metrics"))
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("text");
+        (0, text)
+    };
+    assert!(
+        metrics.contains("parley_slow_consumers_total 1"),
+        "{metrics}"
+    );
+    drop(raw);
+
+    // Reconnecting, bob gets everything, in order.
+    let b = connect(&cluster, &bob).await;
+    b.wait_for("synced", Duration::from_secs(60), |f| f["type"] == "synced")
+        .await;
+    let seqs: Vec<u64> = b
+        .of_type("message")
+        .iter()
+        .map(|f| f["seq"].as_u64().expect("seq"))
+        .collect();
+    assert_eq!(seqs, (1..=N as u64).collect::<Vec<_>>());
+}

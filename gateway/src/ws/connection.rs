@@ -121,7 +121,15 @@ async fn run(state: AppState, sink: Sink, mut stream: Stream, user_id: UserId, s
         out: &out_tx,
         last_typing: HashMap::new(),
     };
-    while let Some(incoming) = stream.next().await {
+    let mut writer = writer;
+    loop {
+        let incoming = tokio::select! {
+            incoming = stream.next() => incoming,
+            // The writer ended (closed by the server, idle, broken): stop
+            // reading too, so the socket is released.
+            _ = &mut writer => break,
+        };
+        let Some(incoming) = incoming else { break };
         *last_heard.lock().await = Instant::now();
         match incoming {
             Ok(Message::Text(text)) => reader.frame(&text).await,
@@ -140,7 +148,10 @@ async fn run(state: AppState, sink: Sink, mut stream: Stream, user_id: UserId, s
     session.stop(Some("socket closed".into()));
     drop(reader);
     drop(out_tx);
-    let _ = tokio::time::timeout(Duration::from_secs(2), writer).await;
+    if !writer.is_finished() {
+        let _ = tokio::time::timeout(Duration::from_secs(2), &mut writer).await;
+        writer.abort();
+    }
     tracing::debug!("disconnected");
 }
 
@@ -320,8 +331,15 @@ async fn write(
         tokio::select! {
             frame = frames.recv() => match frame {
                 Some(text) => {
-                    if sink.send(Message::Text(text.into())).await.is_err() {
-                        return;
+                    tokio::select! {
+                        sent = sink.send(Message::Text(text.into())) => {
+                            if sent.is_err() {
+                                return;
+                            }
+                        }
+                        // Blocked on a client that does not read, and the
+                        // session gave up on it: drop the socket.
+                        _ = &mut close, if close_open => return,
                     }
                 }
                 None => break,
