@@ -463,7 +463,9 @@ async fn a_client_that_does_not_read_is_disconnected_and_loses_nothing() {
     let config = dir.path().join("parley.toml");
     std::fs::write(
         &config,
-        "[gateway]\noutbound_queue = 300\nsends_per_second = 100000\nsend_burst = 100000\n",
+        // Small commit batches keep the sender's own bursts (a `sent` and a
+        // `message` per message of a batch) well inside its queue.
+        "max_batch = 32\n[gateway]\noutbound_queue = 600\nsends_per_second = 100000\nsend_burst = 100000\n",
     )
     .expect("config");
     let config = config.to_string_lossy().to_string();
