@@ -545,3 +545,48 @@ async fn a_client_that_does_not_read_is_disconnected_and_loses_nothing() {
         .collect();
     assert_eq!(seqs, (1..=N as u64).collect::<Vec<_>>());
 }
+
+/// `parley_conversations` as the node reports it.
+async fn active_conversations(node: &tests::node::Node) -> f64 {
+    let text = reqwest::get(node.url("/metrics"))
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    text.lines()
+        .find(|l| l.starts_with("parley_conversations "))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .expect("parley_conversations in /metrics")
+}
+
+#[tokio::test]
+async fn idle_conversations_stop_and_come_back_where_they_left_off() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("parley.toml");
+    std::fs::write(&config, "conversation_idle_secs = 1\n").expect("config");
+    let config = config.to_string_lossy().to_string();
+    let cluster = TestCluster::start_with(
+        1,
+        tests::node::Timing::default(),
+        &[("PARLEY_CONFIG", config.as_str())],
+    )
+    .await;
+    let node = &cluster.nodes[0];
+    let api = Api::new(node.http);
+    let (alice, bob) = (api.user("alice").await, api.user("bob").await);
+    let conv = api.direct(&alice, &bob).await;
+    let mut a = connect(&cluster, &alice).await;
+    a.send(send(conv, "i1", "first")).await;
+    a.wait_for("sent i1", T, |f| f["type"] == "sent" && f["seq"] == 1)
+        .await;
+    assert_eq!(active_conversations(node).await, 1.0);
+    tests::wait::until("the idle actor to stop", T, || async {
+        (active_conversations(node).await == 0.0).then_some(())
+    })
+    .await;
+    a.send(send(conv, "i2", "second")).await;
+    a.wait_for("sent i2", T, |f| f["type"] == "sent" && f["seq"] == 2)
+        .await;
+}
