@@ -631,3 +631,29 @@ fn reopening_with_another_schema_version_is_refused() {
         Err(Error::SchemaVersion { found: 99, .. })
     ));
 }
+
+#[test]
+fn deleting_a_group_fences_its_appends() {
+    let f = fixture();
+    let (a, b) = (f.user("alice"), f.user("bob"));
+    let g = f
+        .store
+        .create_group(a.id, "g", "", &[b.id])
+        .expect("group")
+        .id;
+    let epoch = f.store.activate_conversation(g).expect("activate").epoch;
+    f.send(g, epoch, 1, a.id, "before");
+    f.store.delete_group(a.id, g).expect("delete");
+    f.rejects(
+        |s| s.append(g, epoch, 2, &msg(a.id, "after", "too late")),
+        |e| matches!(e, Error::StaleEpoch { .. }),
+    );
+    f.rejects(
+        |s| s.activate_conversation(g),
+        |e| matches!(e, Error::NotFound { .. }),
+    );
+    f.rejects(
+        |s| s.append(9999, 0, 1, &msg(a.id, "x", "nowhere")),
+        |e| matches!(e, Error::StaleEpoch { .. }),
+    );
+}

@@ -200,6 +200,10 @@ impl ChatStore {
             conv.updated_at = now;
             conv.updated_by = actor;
             put(tx, keys::CONV, &(conv_id,), &conv)?;
+            // Fence out the conversation's actor: appends check the epoch.
+            let mut meta: ConvMeta = get(tx, keys::CONV_META, &(conv_id,))?.unwrap_or_default();
+            meta.epoch += 1;
+            put(tx, keys::CONV_META, &(conv_id,), &meta)?;
             let members = super::members::active_members(tx, conv_id)?;
             let ids: Vec<UserId> = members.iter().map(|m| m.user_id).collect();
             for &user_id in &ids {

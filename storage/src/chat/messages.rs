@@ -110,9 +110,11 @@ impl ChatStore {
         let now = self.now();
         let limits = self.limits().clone();
         self.db().run(|tx| {
-            load_conv(tx, conv_id)?;
+            // No read of the conversation row: deleting a group bumps its
+            // epoch, so the fence below also refuses appends to deleted
+            // conversations (and an unknown one has epoch 0, never held).
             let mut meta: ConvMeta = get(tx, keys::CONV_META, &(conv_id,))?.unwrap_or_default();
-            if meta.epoch != epoch {
+            if meta.epoch != epoch || epoch == 0 {
                 return Err(Error::StaleEpoch {
                     conv_id,
                     presented: epoch,
