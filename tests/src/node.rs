@@ -242,9 +242,28 @@ impl TestCluster {
         Self::start_with(n, Timing::default(), &[]).await
     }
 
+    /// Like [`TestCluster::start`], every node reading `toml` as its
+    /// configuration file (`PARLEY_CONFIG`).
+    pub async fn start_with_config(n: usize, toml: &str) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("parley.toml");
+        std::fs::write(&path, toml).expect("writing the config file");
+        let path = path.to_string_lossy().into_owned();
+        Self::start_in(dir, n, Timing::default(), &[("PARLEY_CONFIG", &path)]).await
+    }
+
     /// Like [`TestCluster::start`] with explicit timing and extra env.
     pub async fn start_with(n: usize, timing: Timing, env: &[(&str, &str)]) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
+        Self::start_in(dir, n, timing, env).await
+    }
+
+    async fn start_in(
+        dir: tempfile::TempDir,
+        n: usize,
+        timing: Timing,
+        env: &[(&str, &str)],
+    ) -> Self {
         let cookie = format!("test-cookie-{}", free_port());
         let mut nodes = Vec::new();
         for i in 1..=n {

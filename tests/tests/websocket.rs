@@ -459,20 +459,11 @@ async fn offline_members_get_a_push_notification() {
 async fn a_client_that_does_not_read_is_disconnected_and_loses_nothing() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-    let dir = tempfile::tempdir().expect("tempdir");
-    let config = dir.path().join("parley.toml");
-    std::fs::write(
-        &config,
-        // Small commit batches keep the sender's own bursts (a `sent` and a
-        // `message` per message of a batch) well inside its queue.
-        "max_batch = 32\n[gateway]\noutbound_queue = 600\nsends_per_second = 100000\nsend_burst = 100000\n",
-    )
-    .expect("config");
-    let config = config.to_string_lossy().to_string();
-    let cluster = TestCluster::start_with(
+    // Small commit batches keep the sender's own bursts (a `sent` and a
+    // `message` per message of a batch) well inside its queue.
+    let cluster = TestCluster::start_with_config(
         1,
-        tests::node::Timing::default(),
-        &[("PARLEY_CONFIG", config.as_str())],
+        "max_batch = 32\n[gateway]\noutbound_queue = 600\nsends_per_second = 100000\nsend_burst = 100000\n",
     )
     .await;
     let node = &cluster.nodes[0];
@@ -563,16 +554,7 @@ async fn active_conversations(node: &tests::node::Node) -> f64 {
 
 #[tokio::test]
 async fn idle_conversations_stop_and_come_back_where_they_left_off() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let config = dir.path().join("parley.toml");
-    std::fs::write(&config, "conversation_idle_secs = 1\n").expect("config");
-    let config = config.to_string_lossy().to_string();
-    let cluster = TestCluster::start_with(
-        1,
-        tests::node::Timing::default(),
-        &[("PARLEY_CONFIG", config.as_str())],
-    )
-    .await;
+    let cluster = TestCluster::start_with_config(1, "conversation_idle_secs = 1\n").await;
     let node = &cluster.nodes[0];
     let api = Api::new(node.http);
     let (alice, bob) = (api.user("alice").await, api.user("bob").await);
