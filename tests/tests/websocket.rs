@@ -572,3 +572,38 @@ async fn idle_conversations_stop_and_come_back_where_they_left_off() {
     a.wait_for("sent i2", T, |f| f["type"] == "sent" && f["seq"] == 2)
         .await;
 }
+
+#[tokio::test]
+async fn a_silent_client_is_pinged_then_closed_as_idle() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let cluster =
+        TestCluster::start_with_config(1, "[gateway]\nheartbeat_secs = 1\nidle_timeout_secs = 2\n")
+            .await;
+    let node = &cluster.nodes[0];
+    let api = Api::new(node.http);
+    let alice = api.user("alice").await;
+    // A hand-made client that never answers pings.
+    let mut raw = tokio::net::TcpStream::connect(node.http)
+        .await
+        .expect("connect");
+    let request = format!(
+        "GET /ws?token={} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+        alice.token, node.http
+    );
+    raw.write_all(request.as_bytes()).await.expect("upgrade");
+    let mut bytes = Vec::new();
+    tokio::time::timeout(T, raw.read_to_end(&mut bytes))
+        .await
+        .expect("the server closes an idle socket within 10 s")
+        .expect("read");
+    // Unmasked server frames: a ping (0x89) came before the close (0x88)
+    // whose payload starts with code 1001 (0x03e9).
+    let ping = bytes.windows(2).position(|w| w == [0x89, 0x00]);
+    let close = bytes
+        .windows(4)
+        .position(|w| w[0] == 0x88 && w[2] == 0x03 && w[3] == 0xe9);
+    assert!(ping.is_some() && close.is_some(), "{bytes:02x?}");
+    assert!(ping < close);
+}
