@@ -45,6 +45,8 @@ struct Inner {
     /// The reachable live nodes at the last re-homing check.
     placed_on: RwLock<Vec<String>>,
     incarnation: u64,
+    /// Set when the node starts leaving: it serves no conversation any more.
+    leaving: std::sync::atomic::AtomicBool,
     next_session: AtomicU64,
     users_scope: String,
     hosts_scope: String,
@@ -97,6 +99,7 @@ impl Cluster {
                 live: RwLock::new(BTreeSet::from([config.node_name.clone()])),
                 placed_on: RwLock::new(Vec::new()),
                 incarnation: rand::random(),
+                leaving: std::sync::atomic::AtomicBool::new(false),
                 // Random start: a restarted node does not reuse the ids of
                 // its previous life, so a late reply cannot reach a stranger.
                 next_session: AtomicU64::new(u64::from(rand::random::<u32>()) << 20),
@@ -212,8 +215,8 @@ impl Cluster {
     }
 
     /// The nodes that can serve: a live lease and a reachable host actor
-    /// (this node always counts). A killed peer drops out as soon as its
-    /// connection closes, before its lease runs out.
+    /// (this node counts until it starts leaving). A killed peer drops out
+    /// as soon as its connection closes, before its lease runs out.
     pub fn serving_nodes(&self) -> Vec<String> {
         let live = self
             .inner
@@ -222,11 +225,19 @@ impl Cluster {
             .map(|l| l.clone())
             .unwrap_or_default();
         let me = self.node_name();
+        let leaving = self.inner.leaving.load(Ordering::Relaxed);
         let mut nodes: Vec<String> = live
             .into_iter()
-            .filter(|n| n == me || self.host_of(n).is_some())
+            .filter(|n| {
+                if n == me {
+                    !leaving
+                } else {
+                    self.host_of(n).is_some()
+                }
+            })
             .collect();
-        if !nodes.iter().any(|n| n == me) {
+        // Alone, a node serves everything, even while it leaves.
+        if nodes.is_empty() {
             nodes.push(me.to_owned());
         }
         nodes.sort();
@@ -514,6 +525,9 @@ impl ClusterRuntime {
     /// every client socket with a code that says "reconnect elsewhere".
     pub async fn shutdown(self) {
         let cluster = self.cluster;
+        // From now on commands for conversations go to the other nodes,
+        // so the handoff below does not race new local activations.
+        cluster.inner.leaving.store(true, Ordering::Relaxed);
         let _ = self.stop_membership.send(true);
         let _ = self.membership.await;
         let store = cluster.store().clone();

@@ -93,7 +93,13 @@ async fn tick(
         .map_err(|e| crate::Error::Spawn(format!("node server: {e}")))?;
     let mut connected = BTreeSet::new();
     for info in sessions.values() {
-        let Some(name) = info.peer_name.as_ref().map(|n| n.name.clone()) else {
+        // The transport names a peer "{node name}@{host}"; leases use the
+        // node name alone.
+        let Some(name) = info
+            .peer_name
+            .as_ref()
+            .map(|n| n.name.split('@').next().unwrap_or_default().to_owned())
+        else {
             continue;
         };
         if expired.contains(&name) {

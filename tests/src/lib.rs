@@ -6,10 +6,13 @@
 //!   embedded store per cluster;
 //! - [`client`]: an HTTP API client and a WebSocket client that records
 //!   every frame it receives;
-//! - [`wait`]: waiting on conditions with a timeout instead of sleeping.
+//! - [`wait`]: waiting on conditions with a timeout instead of sleeping;
+//! - [`traffic`]: a driver of paced, resending, reconnecting clients that
+//!   records what they see, and checks it against the stored histories.
 //!
 //! Everything targets 127.0.0.1 only.
 
 pub mod client;
 pub mod node;
+pub mod traffic;
 pub mod wait;

@@ -125,9 +125,20 @@ async fn run(state: AppState, sink: Sink, mut stream: Stream, user_id: UserId, s
     loop {
         let incoming = tokio::select! {
             incoming = stream.next() => incoming,
-            // The writer ended (closed by the server, idle, broken): stop
-            // reading too, so the socket is released.
-            _ = &mut writer => break,
+            // The writer ended (closed by the server, idle, broken): give
+            // the client a moment to answer a close frame, so it is not
+            // lost to a reset, then release the socket.
+            _ = &mut writer => {
+                let _ = tokio::time::timeout(CLOSE_GRACE, async {
+                    while let Some(Ok(msg)) = stream.next().await {
+                        if matches!(msg, Message::Close(_)) {
+                            break;
+                        }
+                    }
+                })
+                .await;
+                break;
+            }
         };
         let Some(incoming) = incoming else { break };
         *last_heard.lock().await = Instant::now();
