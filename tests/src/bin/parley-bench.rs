@@ -1,0 +1,250 @@
+//! `parley-bench`: Parley's load generator.
+//!
+//! It simulates users over the real protocol (HTTP to log in, WebSocket to
+//! chat) against nodes it starts itself (`--nodes 1|3`, release build,
+//! fresh store, free ports, per-user send limits lifted) or against one
+//! running node on loopback (`--target`). Scenarios:
+//!
+//! - `idle`: connect many sessions that stay quiet; server RSS per session;
+//! - `direct`: paced one-to-one messages; persisted msgs/s and latency;
+//! - `fanout`: paced group messages; deliveries/s and latency;
+//! - `storm`: many clients logging in and connecting at once;
+//! - `failover`: kill -9 a busy conversation's home node; time to recover.
+//!
+//! Sends are open loop (a schedule of intended times; latency counts from
+//! the intended time). Every run reports the generator's own CPU beside the
+//! servers', stops by itself, kills the nodes it started, and prints a
+//! table and one JSON line. BENCHMARKS.md has the commands and results.
+
+#[path = "parley_bench/failover.rs"]
+mod failover;
+#[path = "parley_bench/idle.rs"]
+mod idle;
+#[path = "parley_bench/load.rs"]
+mod load;
+#[path = "parley_bench/procs.rs"]
+mod procs;
+#[path = "parley_bench/report.rs"]
+mod report;
+#[path = "parley_bench/seed.rs"]
+mod seed;
+#[path = "parley_bench/servers.rs"]
+mod servers;
+#[path = "parley_bench/storm.rs"]
+mod storm;
+#[path = "parley_bench/ws.rs"]
+mod ws;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{bail, Result};
+use clap::{Parser, Subcommand};
+
+use report::{put, Report};
+use seed::Seeder;
+use servers::{NodeSettings, Servers};
+
+/// Parley's load generator (targets 127.0.0.0/8 only).
+#[derive(Debug, Parser)]
+#[command(name = "parley-bench", version)]
+struct Cli {
+    /// Nodes to start and spread the clients over (1 or 3 to compare; the
+    /// same total load either way).
+    #[arg(long, global = true, default_value_t = 1)]
+    nodes: usize,
+    /// Load a running node at HOST:PORT instead (127.0.0.0/8 only). Users
+    /// are then registered through its API, at its real argon2 cost.
+    #[arg(long, global = true)]
+    target: Option<String>,
+    /// The --target's pid, to report its CPU and memory.
+    #[arg(long, global = true)]
+    server_pid: Option<u32>,
+    /// The parley binary (default: target/release/parley next to this one).
+    #[arg(long, global = true)]
+    parley_bin: Option<PathBuf>,
+    /// `max_batch` of the started nodes (messages per append transaction).
+    #[arg(long, global = true, default_value_t = 256)]
+    max_batch: usize,
+    /// Spread client sockets over 127.0.0.2 ..= 127.0.0.(1+N) (0: let the
+    /// kernel pick 127.0.0.1).
+    #[arg(long, global = true, default_value_t = 8)]
+    source_ips: u8,
+    /// WebSocket handshakes (and storm logins) in flight at once. Above
+    /// ~128 a node's accept queue overflows (tokio's listen backlog is 128)
+    /// and some connects wait out a 1 s SYN retransmission.
+    #[arg(long, global = true, default_value_t = 100)]
+    concurrency: usize,
+    /// HTTP requests in flight at once while seeding through the API and
+    /// measuring argon2.
+    #[arg(long, global = true, default_value_t = 8)]
+    http_concurrency: usize,
+    /// The generator's tokio worker threads (default: one per core).
+    #[arg(long, global = true)]
+    client_threads: Option<usize>,
+    /// Stop (and kill the nodes) after this many seconds whatever happens.
+    #[arg(long, global = true, default_value_t = 300)]
+    max_seconds: u64,
+    /// Keep the nodes' store and logs after the run.
+    #[arg(long, global = true)]
+    keep: bool,
+    /// The nodes' log filter (`PARLEY_LOG`); more than `warn` costs CPU.
+    #[arg(long, global = true, default_value = "warn")]
+    node_log: String,
+    #[command(subcommand)]
+    scenario: Scenario,
+}
+
+#[derive(Debug, Subcommand)]
+enum Scenario {
+    /// Idle sessions: server RSS per connected session.
+    Idle(idle::IdleArgs),
+    /// One-to-one chats at paced rates: persisted msgs/s and latency.
+    Direct(load::DirectArgs),
+    /// Group messages at paced rates: deliveries/s and latency.
+    Fanout(load::FanoutArgs),
+    /// Many clients logging in and connecting at once.
+    Storm(storm::StormArgs),
+    /// Kill -9 the home node of a busy conversation (3 nodes).
+    Failover(failover::FailoverArgs),
+    /// (internal) Holds a share of `idle`'s sessions in another process.
+    #[command(hide = true)]
+    IdleWorker(idle::WorkerArgs),
+}
+
+/// What every scenario needs: where the servers are and how to reach them.
+#[derive(Debug, Clone)]
+pub struct Env {
+    nodes: usize,
+    target: Option<SocketAddr>,
+    server_pid: Option<u32>,
+    settings: NodeSettings,
+    source_ips: u8,
+    concurrency: usize,
+    http_concurrency: usize,
+    keep: bool,
+    client_nofile: u64,
+    client_threads: usize,
+}
+
+impl Env {
+    /// The servers (not started) and where to seed their users.
+    async fn servers(&self) -> Result<(Servers, Seeder)> {
+        if let Some(addr) = self.target {
+            return Ok((Servers::target(addr, self.server_pid), Seeder::http(addr)));
+        }
+        let servers = Servers::prepare(self.nodes, &self.settings, self.keep)?;
+        let path = servers
+            .store_path()
+            .ok_or_else(|| anyhow::anyhow!("no store path"))?;
+        let seeder = Seeder::store(&path)?;
+        Ok((servers, seeder))
+    }
+
+    /// Starts the nodes (after seeding).
+    async fn start(&self, servers: &mut Servers) -> Result<()> {
+        if servers.owned() {
+            eprintln!("starting {} node(s)", servers.nodes.len());
+        }
+        servers.start_all(&self.settings).await
+    }
+
+    /// The run's setup, for the report.
+    fn describe(&self, report: &mut Report, servers: &Servers) {
+        let f = &mut report.fields;
+        match self.target {
+            Some(t) => put(f, "target", t.to_string()),
+            None => put(f, "nodes", servers.nodes.len()),
+        }
+        put(f, "cores", cores());
+        put(f, "client_threads", self.client_threads);
+        if servers.owned() {
+            put(f, "max_batch", self.settings.max_batch);
+        }
+        put(f, "client_nofile", self.client_nofile);
+        let limits: Vec<u64> = servers
+            .nofile()
+            .into_iter()
+            .filter_map(|(_, l)| l)
+            .collect();
+        if let Some(l) = limits.iter().min() {
+            put(f, "server_nofile", *l);
+        }
+    }
+}
+
+fn cores() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    let target = match &cli.target {
+        Some(t) => Some(servers::parse_target(t)?),
+        None => None,
+    };
+    if target.is_none() && !(1..=16).contains(&cli.nodes) {
+        bail!("--nodes must be 1 to 16");
+    }
+    let client_nofile = procs::raise_nofile(servers::WANT_NOFILE);
+    let client_threads = cli.client_threads.unwrap_or_else(cores).max(1);
+    let bin = match &cli.parley_bin {
+        Some(b) => b.clone(),
+        None => servers::default_bin()?,
+    };
+    let env = Env {
+        nodes: if target.is_some() { 1 } else { cli.nodes },
+        target,
+        server_pid: cli.server_pid,
+        settings: NodeSettings {
+            max_batch: cli.max_batch.max(1),
+            bin,
+            log: cli.node_log.clone(),
+        },
+        source_ips: cli.source_ips,
+        concurrency: cli.concurrency.max(1),
+        http_concurrency: cli.http_concurrency.max(1),
+        keep: cli.keep,
+        client_nofile,
+        client_threads,
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(client_threads)
+        .enable_all()
+        .build()?;
+    let _ = ws::base();
+    let max = Duration::from_secs(cli.max_seconds.max(1));
+    let result = runtime.block_on(async {
+        let run = async {
+            match &cli.scenario {
+                Scenario::Idle(a) => idle::run(&env, a).await,
+                Scenario::Direct(a) => load::direct(&env, a).await,
+                Scenario::Fanout(a) => load::fanout(&env, a).await,
+                Scenario::Storm(a) => storm::run(&env, a).await,
+                Scenario::Failover(a) => failover::run(&env, a).await,
+                Scenario::IdleWorker(a) => {
+                    idle::worker(a, env.concurrency).await?;
+                    Ok(Report::new("idle-worker"))
+                }
+            }
+        };
+        tokio::select! {
+            r = tokio::time::timeout(max, run) => match r {
+                Ok(r) => r,
+                Err(_) => bail!("stopped after --max-seconds {}", max.as_secs()),
+            },
+            _ = tokio::signal::ctrl_c() => bail!("interrupted"),
+        }
+    });
+    // Whatever the outcome the nodes are gone by now (dropped with the
+    // scenario); do not wait for client sockets to close politely.
+    runtime.shutdown_timeout(Duration::from_millis(200));
+    let report = result?;
+    if !matches!(cli.scenario, Scenario::IdleWorker(_)) {
+        report.print();
+    }
+    Ok(())
+}
