@@ -17,6 +17,7 @@ use ractor_cluster::node::NodeConnectionMode;
 use ractor_cluster::{NodeServer, NodeServerMessage};
 use storage::chat::{ChatStore, ConvId, UserId};
 
+use crate::committer::Committer;
 use crate::config::ClusterConfig;
 use crate::conversation::{ConvMsg, ConversationActor};
 use crate::frames::{ErrorCode, ServerFrame};
@@ -38,6 +39,7 @@ struct Inner {
     store: ChatStore,
     metrics: Arc<Metrics>,
     push: PushNotifier,
+    committer: Committer,
     sessions: LocalSessions,
     conversations: tokio::sync::Mutex<HashMap<ConvId, ActorRef<ConvMsg>>>,
     /// Names of the nodes with a live lease, as of the last heartbeat.
@@ -87,6 +89,7 @@ impl Cluster {
         metrics: Arc<Metrics>,
     ) -> Result<ClusterRuntime, Error> {
         let push = PushNotifier::new(store.clone(), metrics.clone(), config.push_timeout);
+        let committer = Committer::start(store.clone(), metrics.clone(), config.max_batch);
         let users_scope = format!("{}/users", config.cluster_name);
         let hosts_scope = format!("{}/hosts", config.cluster_name);
         let cluster = Cluster {
@@ -94,6 +97,7 @@ impl Cluster {
                 store,
                 metrics,
                 push,
+                committer,
                 sessions: LocalSessions::default(),
                 conversations: tokio::sync::Mutex::new(HashMap::new()),
                 live: RwLock::new(BTreeSet::from([config.node_name.clone()])),
@@ -173,6 +177,11 @@ impl Cluster {
     /// The push notifier.
     pub fn push(&self) -> &PushNotifier {
         &self.inner.push
+    }
+
+    /// The node's message writer.
+    pub fn committer(&self) -> &Committer {
+        &self.inner.committer
     }
 
     /// The sessions connected to this node.

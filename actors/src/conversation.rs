@@ -14,7 +14,7 @@ use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use ractor::{Actor, ActorProcessingErr, ActorRef};
-use storage::chat::{AppendOutcome, ConvId, NewMessage, Seq, UserId};
+use storage::chat::{AppendOutcome, AppendRequest, ConvId, NewMessage, Seq, UserId};
 use storage::Error as StoreError;
 
 use crate::frames::{ErrorCode, ServerFrame};
@@ -253,21 +253,20 @@ impl ConvState {
             self.flush_queued = true;
             let _ = myself.cast(ConvMsg::Flush);
         }
-        let messages: Vec<NewMessage> = batch.iter().map(|(_, m)| m.clone()).collect();
-        let store = self.cluster.store().clone();
-        let (conv_id, epoch, next_seq) = (self.conv_id, self.epoch, self.next_seq);
-        let started = Instant::now();
-        let result = tokio::task::spawn_blocking(move || {
-            store.append_batch(conv_id, epoch, next_seq, &messages)
-        })
-        .await
-        .map_err(Error::from)
-        .and_then(|r| r.map_err(Error::from));
+        let request = AppendRequest {
+            conv_id: self.conv_id,
+            epoch: self.epoch,
+            next_seq: self.next_seq,
+            messages: batch.iter().map(|(_, m)| m.clone()).collect(),
+        };
+        let conv_id = self.conv_id;
+        let result = self
+            .cluster
+            .committer()
+            .append(request)
+            .await
+            .map_err(Error::from);
         let metrics = self.cluster.metrics();
-        metrics
-            .commit_seconds
-            .observe(started.elapsed().as_secs_f64());
-        metrics.commit_batches.inc();
         match result {
             Ok(outcomes) => {
                 self.committed(batch, outcomes).await;
@@ -361,11 +360,14 @@ impl ConvState {
             Err(e) => tracing::warn!(conv_id, error = %e, "member refresh failed"),
         }
         let frame = match change {
-            ConvChange::MemberJoined { user_id, by } => ServerFrame::MemberJoined {
-                conv_id,
-                user_id,
-                by,
-            },
+            ConvChange::MemberJoined { user_id, by } => {
+                self.introduce(user_id).await;
+                ServerFrame::MemberJoined {
+                    conv_id,
+                    user_id,
+                    by,
+                }
+            }
             ConvChange::MemberLeft { user_id, by } => {
                 audience.insert(user_id);
                 ServerFrame::MemberLeft {
@@ -389,6 +391,28 @@ impl ConvState {
         self.cluster
             .fanout(audience.into_iter().collect(), vec![frame.to_json()])
             .await;
+    }
+
+    /// A new member and the others are now contacts: tell each side who
+    /// of the other is online (transitions only reach existing contacts).
+    async fn introduce(&self, newcomer: UserId) {
+        let presence = |user_id| {
+            ServerFrame::Presence {
+                user_id,
+                online: self.cluster.is_online(user_id),
+                last_seen: None,
+            }
+            .to_json()
+        };
+        let others: Vec<UserId> = self
+            .members
+            .iter()
+            .copied()
+            .filter(|&u| u != newcomer)
+            .collect();
+        let about_others: Vec<String> = others.iter().map(|&u| presence(u)).collect();
+        self.cluster.fanout(vec![newcomer], about_others).await;
+        self.cluster.fanout(others, vec![presence(newcomer)]).await;
     }
 
     async fn refuse(&self, to: &SessionAddr, code: ErrorCode, message: &str, reference: &str) {

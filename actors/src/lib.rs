@@ -5,11 +5,13 @@
 //! - [`conversation`]: one sequencer per active conversation, on its home node;
 //! - [`presence`]: turns process-group changes into presence frames;
 //! - [`push`]: notifications for users with no live session;
+//! - [`committer`]: the node's one message writer (group commit);
 //! - [`host`]: each node's mailbox for its peers; [`wire`]: what they say;
 //! - [`membership`]: leases and reconnection; [`placement`]: rendezvous hashing;
 //! - [`Cluster`]: the handle tying them together; [`frames`]: what clients get.
 
 pub mod cluster;
+pub mod committer;
 pub mod config;
 pub mod conversation;
 pub mod error;

@@ -79,12 +79,10 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     let store = ChatStore::open(db, config.limits.clone())?;
     refuse_default_cookie_in_a_cluster(&config, &store).await?;
 
-    let listener = tokio::net::TcpListener::bind(config.http_addr)
-        .await
-        .map_err(|source| Error::Io {
-            what: format!("binding the gateway to {}", config.http_addr),
-            source,
-        })?;
+    let listener = listen(config.http_addr).map_err(|source| Error::Io {
+        what: format!("binding the gateway to {}", config.http_addr),
+        source,
+    })?;
     let metrics = Arc::new(Metrics::new());
     let runtime = Cluster::start(config.cluster(), store.clone(), metrics).await?;
     let state = gateway::AppState::new(store, runtime.cluster().clone(), config.gateway.clone());
@@ -122,6 +120,22 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Connections waiting to be accepted. Tokio's default (128) makes a
+/// connection storm wait out TCP's 1 s and 3 s retransmits.
+const ACCEPT_BACKLOG: u32 = 4096;
+
+/// Binds the gateway's listener with a deep accept queue.
+fn listen(addr: std::net::SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(ACCEPT_BACKLOG)
 }
 
 /// A node that finds other live nodes in its store would join them: with

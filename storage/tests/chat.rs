@@ -657,3 +657,46 @@ fn deleting_a_group_fences_its_appends() {
         |e| matches!(e, Error::StaleEpoch { .. }),
     );
 }
+
+#[test]
+fn append_many_commits_several_conversations_at_once() {
+    use storage::chat::AppendRequest;
+
+    let f = fixture();
+    let (a, b, c) = (f.user("alice"), f.user("bob"), f.user("carol"));
+    let ab = f.store.open_direct(a.id, b.id).expect("dm").id;
+    let ac = f.store.open_direct(a.id, c.id).expect("dm").id;
+    let e_ab = f.store.activate_conversation(ab).expect("activate").epoch;
+    let e_ac = f.store.activate_conversation(ac).expect("activate").epoch;
+    let request = |conv, epoch, next_seq, id: &str| AppendRequest {
+        conv_id: conv,
+        epoch,
+        next_seq,
+        messages: vec![msg(a.id, id, "hi")],
+    };
+    let results = f
+        .store
+        .append_many(&[
+            request(ab, e_ab, 1, "x"),
+            request(ac, e_ac + 1, 1, "stale"),
+            request(ac, e_ac, 1, "y"),
+        ])
+        .expect("append_many");
+    assert!(matches!(&results[0], Ok(o) if o.len() == 1 && o[0].is_ok()));
+    assert!(matches!(&results[1], Err(Error::StaleEpoch { .. })));
+    assert!(matches!(&results[2], Ok(o) if o.len() == 1 && o[0].is_ok()));
+    let seqs = |conv| {
+        f.store
+            .history(a.id, conv, None, 10)
+            .expect("history")
+            .iter()
+            .map(|m| (m.seq, m.client_msg_id.clone()))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(seqs(ab), [(1, "x".to_owned())]);
+    assert_eq!(
+        seqs(ac),
+        [(1, "y".to_owned())],
+        "the fenced request wrote nothing"
+    );
+}

@@ -607,3 +607,29 @@ async fn a_silent_client_is_pinged_then_closed_as_idle() {
     assert!(ping.is_some() && close.is_some(), "{bytes:02x?}");
     assert!(ping < close);
 }
+
+#[tokio::test]
+async fn a_new_member_and_the_group_learn_each_others_presence() {
+    let cluster = TestCluster::start(1).await;
+    let api = Api::new(cluster.nodes[0].http);
+    let (alice, bob) = (api.user("alice").await, api.user("bob").await);
+    let group = api.group(&alice, "team", &[]).await;
+    let a = connect(&cluster, &alice).await;
+    let b = connect(&cluster, &bob).await;
+    let (status, _) = api
+        .call(
+            "POST",
+            &format!("/api/groups/{group}/members"),
+            Some(&alice.token),
+            Some(json!({"user_id": bob.id})),
+        )
+        .await;
+    assert_eq!(status, 201);
+    let online = |who: u64| {
+        move |f: &Value| f["type"] == "presence" && f["user_id"] == who && f["online"] == true
+    };
+    a.wait_for("alice learns bob is online", T, online(bob.id))
+        .await;
+    b.wait_for("bob learns alice is online", T, online(alice.id))
+        .await;
+}

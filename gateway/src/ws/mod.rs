@@ -24,6 +24,9 @@ use crate::{AppState, Error};
 /// connection stays usable.
 const HARD_FRAME_FACTOR: usize = 4;
 
+/// Initial read buffer of a connection (it grows for larger frames).
+const READ_BUFFER_BYTES: usize = 4 * 1024;
+
 /// `?token=` on the upgrade request.
 #[derive(Debug, Deserialize)]
 pub(crate) struct WsQuery {
@@ -49,6 +52,9 @@ pub(crate) async fn handler(
         .max_frame_bytes
         .saturating_mul(HARD_FRAME_FACTOR);
     upgrade
+        // axum's default read buffer is 128 KiB per connection, which
+        // dominated an idle session's memory; frames are small.
+        .read_buffer_size(READ_BUFFER_BYTES)
         .max_message_size(hard_limit)
         .max_frame_size(hard_limit)
         .on_upgrade(move |socket| connection::serve(state, socket, user))

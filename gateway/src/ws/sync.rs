@@ -68,12 +68,12 @@ pub(crate) async fn presence(
 ) -> Result<(), Error> {
     let contacts = state.blocking(move |s| s.contacts(user_id)).await?;
     for contact in contacts {
+        // Read the slow part first and look at the process group last,
+        // right before queueing: a transition announced meanwhile then
+        // reaches the client after this snapshot, never before it.
+        let last_seen = state.blocking(move |s| s.last_seen(contact)).await?;
         let online = state.cluster.is_online(contact);
-        let last_seen = if online {
-            None
-        } else {
-            state.blocking(move |s| s.last_seen(contact)).await?
-        };
+        let last_seen = if online { None } else { last_seen };
         let frame = ServerFrame::Presence {
             user_id: contact,
             online,

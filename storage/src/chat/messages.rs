@@ -109,100 +109,46 @@ impl ChatStore {
     ) -> Result<Vec<Result<AppendOutcome>>> {
         let now = self.now();
         let limits = self.limits().clone();
+        self.db()
+            .run(|tx| append_in(tx, &limits, now, conv_id, epoch, next_seq, messages))
+    }
+
+    /// Appends the batches of several conversations in ONE transaction:
+    /// a node's group commit across conversations, so many quiet
+    /// conversations cost one commit instead of one each.
+    ///
+    /// Each request succeeds or fails on its own, as
+    /// [`ChatStore::append_batch`] would (a fenced conversation writes
+    /// nothing and does not hold the others back). The outer error (an
+    /// engine failure) means nothing at all was written.
+    pub fn append_many(
+        &self,
+        requests: &[AppendRequest],
+    ) -> Result<Vec<Result<Vec<Result<AppendOutcome>>>>> {
+        let now = self.now();
+        let limits = self.limits().clone();
         self.db().run(|tx| {
-            // No read of the conversation row: deleting a group bumps its
-            // epoch, so the fence below also refuses appends to deleted
-            // conversations (and an unknown one has epoch 0, never held).
-            let mut meta: ConvMeta = get(tx, keys::CONV_META, &(conv_id,))?.unwrap_or_default();
-            if meta.epoch != epoch || epoch == 0 {
-                return Err(Error::StaleEpoch {
-                    conv_id,
-                    presented: epoch,
-                    current: meta.epoch,
-                });
-            }
-            if meta.last_seq + 1 != next_seq {
-                return Err(Error::SequenceMismatch {
-                    conv_id,
-                    expected: meta.last_seq + 1,
-                    presented: next_seq,
-                });
-            }
-            let mut outcomes = Vec::with_capacity(messages.len());
-            // Per-batch caches: each sender's membership is read once, and
-            // each sender's receipt is written once, after the loop.
-            let mut is_member: HashMap<UserId, bool> = HashMap::new();
-            let mut sender_seen: HashMap<UserId, Seq> = HashMap::new();
-            for m in messages {
-                let outcome = (|| {
-                    limits.message(&m.body, &m.client_msg_id)?;
-                    let member = match is_member.get(&m.sender) {
-                        Some(&known) => known,
-                        None => {
-                            let row: Option<Member> = get(tx, keys::MEMBER, &(conv_id, m.sender))?;
-                            let active = row.is_some_and(|r| r.status == MemberStatus::Active);
-                            is_member.insert(m.sender, active);
-                            active
-                        }
-                    };
-                    if !member {
-                        return Err(Error::NotMember {
-                            conv_id,
-                            user_id: m.sender,
-                        });
+            let mut results = Vec::with_capacity(requests.len());
+            for r in requests {
+                let result = append_in(
+                    tx,
+                    &limits,
+                    now,
+                    r.conv_id,
+                    r.epoch,
+                    r.next_seq,
+                    &r.messages,
+                );
+                match result {
+                    // The fence refused before writing anything.
+                    Err(e @ (Error::StaleEpoch { .. } | Error::SequenceMismatch { .. })) => {
+                        results.push(Err(e))
                     }
-                    if let Some(original) = existing(tx, conv_id, m.sender, &m.client_msg_id)? {
-                        return Ok(AppendOutcome::Duplicate(original));
-                    }
-                    let seq = meta.last_seq + 1;
-                    let message = Message {
-                        conv_id,
-                        seq,
-                        sender: m.sender,
-                        client_msg_id: m.client_msg_id.clone(),
-                        body: m.body.clone(),
-                        sent_at: now,
-                    };
-                    put(tx, keys::MSG, &(conv_id, seq), &message)?;
-                    put(
-                        tx,
-                        keys::MSG_DEDUP,
-                        &(conv_id, m.sender, &m.client_msg_id),
-                        &seq,
-                    )?;
-                    sender_seen.insert(m.sender, seq);
-                    meta.last_seq = seq;
-                    meta.last_message = Some(MessageSummary {
-                        seq,
-                        sender: m.sender,
-                        preview: m.body.chars().take(PREVIEW_CHARS).collect(),
-                        sent_at: now,
-                    });
-                    Ok(AppendOutcome::Appended(message))
-                })();
-                match outcome {
-                    // This message's own fault: reported, the batch goes on.
-                    Err(e @ (Error::Invalid { .. } | Error::NotMember { .. })) => {
-                        outcomes.push(Err(e))
-                    }
-                    // Engine errors abort the transaction (and maybe retry it).
                     Err(e) => return Err(e),
-                    Ok(o) => outcomes.push(Ok(o)),
+                    Ok(outcomes) => results.push(Ok(outcomes)),
                 }
             }
-            // Sending shows the sender has read the conversation up to their
-            // own message, the newest one: both watermarks move there.
-            for (sender, seq) in sender_seen {
-                let receipt = Receipt {
-                    delivered_seq: seq,
-                    delivered_at: Some(now),
-                    seen_seq: seq,
-                    seen_at: Some(now),
-                };
-                put(tx, keys::RECEIPT, &(conv_id, sender), &receipt)?;
-            }
-            put(tx, keys::CONV_META, &(conv_id,), &meta)?;
-            Ok(outcomes)
+            Ok(results)
         })
     }
 
@@ -258,4 +204,121 @@ fn decode_messages(rows: Vec<crate::KeyValue>) -> Result<Vec<Message>> {
     rows.into_iter()
         .map(|(_, v)| crate::codec::decode(keys::MSG.name, &v))
         .collect()
+}
+
+/// One conversation's batch for [`ChatStore::append_many`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppendRequest {
+    /// The conversation.
+    pub conv_id: ConvId,
+    /// The epoch its actor holds.
+    pub epoch: u64,
+    /// The sequence number the first new message takes.
+    pub next_seq: Seq,
+    /// The messages, in order.
+    pub messages: Vec<NewMessage>,
+}
+
+/// The body of an append inside a caller's transaction: checks the fence
+/// first (writing nothing when it refuses), then appends.
+fn append_in(
+    tx: &mut dyn Transaction,
+    limits: &super::Limits,
+    now: super::Millis,
+    conv_id: ConvId,
+    epoch: u64,
+    next_seq: Seq,
+    messages: &[NewMessage],
+) -> Result<Vec<Result<AppendOutcome>>> {
+    // No read of the conversation row: deleting a group bumps its
+    // epoch, so the fence below also refuses appends to deleted
+    // conversations (and an unknown one has epoch 0, never held).
+    let mut meta: ConvMeta = get(tx, keys::CONV_META, &(conv_id,))?.unwrap_or_default();
+    if meta.epoch != epoch || epoch == 0 {
+        return Err(Error::StaleEpoch {
+            conv_id,
+            presented: epoch,
+            current: meta.epoch,
+        });
+    }
+    if meta.last_seq + 1 != next_seq {
+        return Err(Error::SequenceMismatch {
+            conv_id,
+            expected: meta.last_seq + 1,
+            presented: next_seq,
+        });
+    }
+    let mut outcomes = Vec::with_capacity(messages.len());
+    // Per-batch caches: each sender's membership is read once, and
+    // each sender's receipt is written once, after the loop.
+    let mut is_member: HashMap<UserId, bool> = HashMap::new();
+    let mut sender_seen: HashMap<UserId, Seq> = HashMap::new();
+    for m in messages {
+        let outcome = (|| {
+            limits.message(&m.body, &m.client_msg_id)?;
+            let member = match is_member.get(&m.sender) {
+                Some(&known) => known,
+                None => {
+                    let row: Option<Member> = get(tx, keys::MEMBER, &(conv_id, m.sender))?;
+                    let active = row.is_some_and(|r| r.status == MemberStatus::Active);
+                    is_member.insert(m.sender, active);
+                    active
+                }
+            };
+            if !member {
+                return Err(Error::NotMember {
+                    conv_id,
+                    user_id: m.sender,
+                });
+            }
+            if let Some(original) = existing(tx, conv_id, m.sender, &m.client_msg_id)? {
+                return Ok(AppendOutcome::Duplicate(original));
+            }
+            let seq = meta.last_seq + 1;
+            let message = Message {
+                conv_id,
+                seq,
+                sender: m.sender,
+                client_msg_id: m.client_msg_id.clone(),
+                body: m.body.clone(),
+                sent_at: now,
+            };
+            put(tx, keys::MSG, &(conv_id, seq), &message)?;
+            put(
+                tx,
+                keys::MSG_DEDUP,
+                &(conv_id, m.sender, &m.client_msg_id),
+                &seq,
+            )?;
+            sender_seen.insert(m.sender, seq);
+            meta.last_seq = seq;
+            meta.last_message = Some(MessageSummary {
+                seq,
+                sender: m.sender,
+                preview: m.body.chars().take(PREVIEW_CHARS).collect(),
+                sent_at: now,
+            });
+            Ok(AppendOutcome::Appended(message))
+        })();
+        match outcome {
+            // This message's own fault: reported, the batch goes on.
+            Err(e @ (Error::Invalid { .. } | Error::NotMember { .. })) => outcomes.push(Err(e)),
+            // Engine errors abort the transaction (and maybe retry it).
+            Err(e) => return Err(e),
+            Ok(o) => outcomes.push(Ok(o)),
+        }
+    }
+    // Sending shows the sender has read the conversation up to their
+    // own message, the newest one: both watermarks move there.
+    for (sender, seq) in sender_seen {
+        let receipt = Receipt {
+            delivered_seq: seq,
+            delivered_at: Some(now),
+            seen_seq: seq,
+            seen_at: Some(now),
+        };
+        put(tx, keys::RECEIPT, &(conv_id, sender), &receipt)?;
+    }
+    put(tx, keys::CONV_META, &(conv_id,), &meta)?;
+    Ok(outcomes)
 }

@@ -27,7 +27,7 @@ use serde::Serialize;
 
 pub use chat_list::{ChatSummary, MessageStatus};
 pub use limits::Limits;
-pub use messages::{AppendOutcome, NewMessage};
+pub use messages::{AppendOutcome, AppendRequest, NewMessage};
 pub use model::*;
 pub use receipts::{AckKind, MemberReceipt};
 pub use users::NewUser;

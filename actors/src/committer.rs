@@ -1,0 +1,117 @@
+//! The node's single writer of messages: a group commit across
+//! conversations.
+//!
+//! Each conversation actor already batches its own concurrent sends, but a
+//! node with many quiet conversations would still pay one store commit per
+//! message. Conversation actors therefore hand their batches to this one
+//! task, which takes everything queued at that moment (up to a cap), commits
+//! it in one transaction with [`ChatStore::append_many`], and answers each
+//! actor. A fenced conversation fails alone; an engine failure of the shared
+//! transaction makes every request retry in a transaction of its own, so
+//! one bad batch cannot fail its neighbours.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use storage::chat::{AppendOutcome, AppendRequest, ChatStore};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::metrics::Metrics;
+
+/// The outcome of one conversation's batch.
+pub type BatchResult = storage::Result<Vec<storage::Result<AppendOutcome>>>;
+
+struct Job {
+    request: AppendRequest,
+    reply: oneshot::Sender<BatchResult>,
+}
+
+/// Handle on the writer task. Cheap to clone.
+#[derive(Clone)]
+pub struct Committer {
+    jobs: mpsc::Sender<Job>,
+}
+
+impl Committer {
+    /// Starts the writer; a transaction carries at most `max_messages`
+    /// messages (one conversation's batch is never split).
+    pub fn start(store: ChatStore, metrics: Arc<Metrics>, max_messages: usize) -> Self {
+        let (jobs, rx) = mpsc::channel(4096);
+        tokio::spawn(run(store, metrics, max_messages.max(1), rx));
+        Self { jobs }
+    }
+
+    /// Commits one conversation's batch, together with whatever other
+    /// conversations have queued.
+    pub async fn append(&self, request: AppendRequest) -> BatchResult {
+        let (reply, answer) = oneshot::channel();
+        let conv_id = request.conv_id;
+        if self.jobs.send(Job { request, reply }).await.is_err() {
+            return Err(storage::Error::invalid(
+                "conv_id",
+                format!("conversation {conv_id}: the node's writer has stopped"),
+            ));
+        }
+        answer.await.unwrap_or_else(|_| {
+            Err(storage::Error::invalid(
+                "conv_id",
+                format!("conversation {conv_id}: the node's writer dropped the batch"),
+            ))
+        })
+    }
+}
+
+async fn run(
+    store: ChatStore,
+    metrics: Arc<Metrics>,
+    max_messages: usize,
+    mut rx: mpsc::Receiver<Job>,
+) {
+    while let Some(first) = rx.recv().await {
+        let mut size = first.request.messages.len();
+        let mut jobs = vec![first];
+        while size < max_messages {
+            match rx.try_recv() {
+                Ok(job) => {
+                    size += job.request.messages.len();
+                    jobs.push(job);
+                }
+                Err(_) => break,
+            }
+        }
+        let (requests, replies): (Vec<AppendRequest>, Vec<oneshot::Sender<BatchResult>>) =
+            jobs.into_iter().map(|j| (j.request, j.reply)).unzip();
+        let store = store.clone();
+        let started = Instant::now();
+        let results = tokio::task::spawn_blocking(move || commit(&store, requests)).await;
+        metrics.commit_batches.inc();
+        metrics
+            .commit_seconds
+            .observe(started.elapsed().as_secs_f64());
+        match results {
+            Ok(results) => {
+                for (reply, result) in replies.into_iter().zip(results) {
+                    let _ = reply.send(result);
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "the writer's storage task failed");
+                // The replies are dropped: each actor reports the failure.
+            }
+        }
+    }
+}
+
+/// One transaction for all; on an engine failure, one per request.
+fn commit(store: &ChatStore, requests: Vec<AppendRequest>) -> Vec<BatchResult> {
+    if requests.len() > 1 {
+        match store.append_many(&requests) {
+            Ok(results) => return results,
+            Err(e) => tracing::warn!(error = %e, "group commit failed; committing one by one"),
+        }
+    }
+    requests
+        .iter()
+        .map(|r| store.append_batch(r.conv_id, r.epoch, r.next_seq, &r.messages))
+        .collect()
+}
