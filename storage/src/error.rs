@@ -20,6 +20,10 @@ pub enum Error {
     #[error("foundationdb: {0}")]
     Fdb(#[from] foundationdb::FdbError),
 
+    /// An operating-system failure outside the engine (starting a thread).
+    #[error("i/o: {0}")]
+    Io(String),
+
     /// A retryable error kept happening until the retry budget ran out.
     #[error("transaction gave up after {attempts} attempts: {last}")]
     RetriesExhausted {

@@ -29,6 +29,12 @@ pub struct SqliteOptions {
     pub fsync_every_commit: bool,
     /// Idle connections kept for reuse. Default 16.
     pub max_idle_connections: usize,
+    /// Copy the write-ahead log into the database from a background thread
+    /// this often, instead of inside whichever commit crosses SQLite's
+    /// auto-checkpoint threshold (which stalls that commit and every writer
+    /// queued behind it). `None` keeps SQLite's automatic checkpoints.
+    /// Default 500 ms.
+    pub checkpoint_every: Option<Duration>,
 }
 
 impl Default for SqliteOptions {
@@ -37,6 +43,7 @@ impl Default for SqliteOptions {
             busy_timeout: Duration::from_secs(5),
             fsync_every_commit: false,
             max_idle_connections: 16,
+            checkpoint_every: Some(Duration::from_millis(500)),
         }
     }
 }
@@ -46,21 +53,33 @@ pub struct SqliteBackend {
     path: PathBuf,
     options: SqliteOptions,
     idle: Mutex<Vec<Connection>>,
+    /// Tells the checkpoint thread to stop when the backend is dropped.
+    stop_checkpoints: Option<std::sync::mpsc::Sender<()>>,
 }
 
 impl SqliteBackend {
     /// Opens (creating if needed) the store file at `path`.
     pub fn open(path: impl AsRef<Path>, options: SqliteOptions) -> Result<Self> {
-        let backend = Self {
+        let mut backend = Self {
             path: path.as_ref().to_path_buf(),
             options,
             idle: Mutex::new(Vec::new()),
+            stop_checkpoints: None,
         };
         let conn = backend.connect()?;
         conn.execute_batch(
             "CREATE TABLE IF NOT EXISTS kv (k BLOB PRIMARY KEY NOT NULL, v BLOB NOT NULL) WITHOUT ROWID;",
         )?;
         backend.release(conn);
+        if let Some(every) = backend.options.checkpoint_every {
+            let conn = backend.connect()?;
+            let (stop, stopped) = std::sync::mpsc::channel();
+            std::thread::Builder::new()
+                .name("sqlite-checkpoint".into())
+                .spawn(move || checkpoint_loop(&conn, every, &stopped))
+                .map_err(|e| crate::Error::Io(e.to_string()))?;
+            backend.stop_checkpoints = Some(stop);
+        }
         Ok(backend)
     }
 
@@ -74,6 +93,9 @@ impl SqliteBackend {
             "NORMAL"
         };
         conn.execute_batch(&format!("PRAGMA synchronous={sync};"))?;
+        if self.options.checkpoint_every.is_some() {
+            conn.execute_batch("PRAGMA wal_autocheckpoint=0;")?;
+        }
         conn.set_prepared_statement_cache_capacity(32);
         Ok(conn)
     }
@@ -115,6 +137,19 @@ impl Backend for SqliteBackend {
             backend: self,
             conn: Some(conn),
         }))
+    }
+}
+
+/// Runs passive checkpoints (they never block writers) until told to stop.
+fn checkpoint_loop(conn: &Connection, every: Duration, stop: &std::sync::mpsc::Receiver<()>) {
+    while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = stop.recv_timeout(every) {
+        let done: rusqlite::Result<(i64, i64, i64)> =
+            conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            });
+        if let Err(e) = done {
+            tracing::debug!(error = %e, "background checkpoint");
+        }
     }
 }
 
