@@ -43,21 +43,20 @@ impl Committer {
 
     /// Commits one conversation's batch, together with whatever other
     /// conversations have queued.
-    pub async fn append(&self, request: AppendRequest) -> BatchResult {
+    pub async fn append(
+        &self,
+        request: AppendRequest,
+    ) -> Result<Vec<storage::Result<AppendOutcome>>, crate::Error> {
         let (reply, answer) = oneshot::channel();
-        let conv_id = request.conv_id;
         if self.jobs.send(Job { request, reply }).await.is_err() {
-            return Err(storage::Error::invalid(
-                "conv_id",
-                format!("conversation {conv_id}: the node's writer has stopped"),
-            ));
+            return Err(crate::Error::Spawn("the node's writer has stopped".into()));
         }
-        answer.await.unwrap_or_else(|_| {
-            Err(storage::Error::invalid(
-                "conv_id",
-                format!("conversation {conv_id}: the node's writer dropped the batch"),
-            ))
-        })
+        match answer.await {
+            Ok(result) => Ok(result?),
+            Err(_) => Err(crate::Error::Spawn(
+                "the node's writer dropped the batch".into(),
+            )),
+        }
     }
 }
 

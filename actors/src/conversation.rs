@@ -260,12 +260,7 @@ impl ConvState {
             messages: batch.iter().map(|(_, m)| m.clone()).collect(),
         };
         let conv_id = self.conv_id;
-        let result = self
-            .cluster
-            .committer()
-            .append(request)
-            .await
-            .map_err(Error::from);
+        let result = self.cluster.committer().append(request).await;
         let metrics = self.cluster.metrics();
         match result {
             Ok(outcomes) => {
