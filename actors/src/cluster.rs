@@ -504,6 +504,22 @@ impl Cluster {
         }
     }
 
+    /// Two users just became contacts (a new direct chat): tell each
+    /// whether the other is online, since presence transitions only reach
+    /// existing contacts.
+    pub async fn introduce(&self, a: UserId, b: UserId) {
+        let presence = |user_id| {
+            ServerFrame::Presence {
+                user_id,
+                online: self.is_online(user_id),
+                last_seen: None,
+            }
+            .to_json()
+        };
+        self.fanout(vec![a], vec![presence(b)]).await;
+        self.fanout(vec![b], vec![presence(a)]).await;
+    }
+
     /// Tells the conversation's actor (wherever it lives) about a change
     /// the HTTP API committed.
     pub async fn conversation_changed(&self, conv_id: ConvId, change: crate::ConvChange) {

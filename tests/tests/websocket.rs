@@ -633,3 +633,38 @@ async fn a_new_member_and_the_group_learn_each_others_presence() {
     b.wait_for("bob learns alice is online", T, online(alice.id))
         .await;
 }
+
+#[tokio::test]
+async fn a_new_direct_chat_introduces_both_users_presence() {
+    let cluster = TestCluster::start(1).await;
+    let api = Api::new(cluster.nodes[0].http);
+    let (alice, bob, carol) = (
+        api.user("alice").await,
+        api.user("bob").await,
+        api.user("carol").await,
+    );
+    let mut a = connect(&cluster, &alice).await;
+    let b = connect(&cluster, &bob).await;
+    let c = connect(&cluster, &carol).await;
+    let online = |who: u64| {
+        move |f: &Value| f["type"] == "presence" && f["user_id"] == who && f["online"] == true
+    };
+    // Over the WebSocket: the first message to a user opens the chat.
+    a.send(json!({"type":"send","to_user": bob.id,"client_msg_id":"h1","body":"hi"}))
+        .await;
+    a.wait_for("alice learns bob is online", T, online(bob.id))
+        .await;
+    b.wait_for("bob learns alice is online", T, online(alice.id))
+        .await;
+    // Over HTTP.
+    api.direct(&carol, &alice).await;
+    c.wait_for("carol learns alice is online", T, online(alice.id))
+        .await;
+    a.wait_for("alice learns carol is online", T, online(carol.id))
+        .await;
+    // Strangers hear nothing.
+    assert!(b
+        .of_type("presence")
+        .iter()
+        .all(|f| f["user_id"] != carol.id));
+}

@@ -109,8 +109,11 @@ pub(crate) async fn open_direct(
     me: AuthUser,
     Path(user_id): Path<UserId>,
 ) -> Result<Json<ConversationView>, Error> {
-    let conv = state
-        .blocking(move |store| store.open_direct(me.user_id, user_id))
+    let (conv, created) = state
+        .blocking(move |store| store.open_direct_created(me.user_id, user_id))
         .await?;
+    if created {
+        state.cluster.introduce(me.user_id, user_id).await;
+    }
     Ok(Json(conv.into()))
 }

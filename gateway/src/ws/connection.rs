@@ -250,10 +250,15 @@ impl Reader<'_> {
                     (None, Some(other)) => {
                         match self
                             .state
-                            .blocking(move |s| s.open_direct(user_id, other))
+                            .blocking(move |s| s.open_direct_created(user_id, other))
                             .await
                         {
-                            Ok(conv) => conv.id,
+                            Ok((conv, created)) => {
+                                if created {
+                                    self.state.cluster.introduce(user_id, other).await;
+                                }
+                                conv.id
+                            }
                             Err(e) => return self.fail(e, reference).await,
                         }
                     }

@@ -64,6 +64,12 @@ impl ChatStore {
     /// The direct chat between `a` and `b`, created on first use. Idempotent:
     /// one conversation per pair, whichever of the two asks.
     pub fn open_direct(&self, a: UserId, b: UserId) -> Result<Conversation> {
+        self.open_direct_created(a, b).map(|(conv, _)| conv)
+    }
+
+    /// [`ChatStore::open_direct`], also saying whether this call created
+    /// it (the two users just became contacts).
+    pub fn open_direct_created(&self, a: UserId, b: UserId) -> Result<(Conversation, bool)> {
         if a == b {
             return Err(Error::invalid(
                 "user_id",
@@ -76,7 +82,7 @@ impl ChatStore {
             require_user(tx, a)?;
             require_user(tx, b)?;
             if let Some(conv_id) = get::<ConvId, _>(tx, keys::DM, &pair)? {
-                return load_conv(tx, conv_id);
+                return Ok((load_conv(tx, conv_id)?, false));
             }
             let id = next_id(tx, keys::meta::LAST_CONV_ID)?;
             let conv = Conversation {
@@ -92,7 +98,7 @@ impl ChatStore {
             };
             create_conv(tx, &conv, &[(a, Role::Member), (b, Role::Member)])?;
             put(tx, keys::DM, &pair, &id)?;
-            Ok(conv)
+            Ok((conv, true))
         })
     }
 
