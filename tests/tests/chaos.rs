@@ -721,6 +721,24 @@ async fn kill_the_home_node_of_busy_conversations() {
     s.finish().await;
 }
 
+/// Whether the shared store's write lock is free at this instant (a
+/// transaction can start without waiting).
+fn store_write_lock_free(dir: &std::path::Path) -> bool {
+    let options = storage::SqliteOptions {
+        busy_timeout: Duration::ZERO,
+        checkpoint_every: None,
+        ..storage::SqliteOptions::default()
+    };
+    let Ok(backend) = storage::SqliteBackend::open(dir.join("parley.sqlite"), options) else {
+        return false;
+    };
+    let db = storage::Database::new(backend).with_retry(storage::RetryPolicy {
+        max_attempts: 1,
+        ..storage::RetryPolicy::default()
+    });
+    db.run(|_| Ok(())).is_ok()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_hung_past_its_lease_commits_nothing_stale() {
     let _serial = SERIAL.lock().await;
@@ -739,8 +757,29 @@ async fn a_node_hung_past_its_lease_commits_nothing_stale() {
 
     let mut probers = s.probers(&affected, survivors[0]).await;
 
+    // Hang the node outside a store transaction: one paused while holding
+    // the embedded store's write lock stalls every node (a documented
+    // property of a shared SQLite file), which is not what this scenario
+    // is about. Once stopped it cannot take the lock, so a free lock seen
+    // after the pause stays free of it.
+    let mut attempts = 0;
+    loop {
+        s.cluster.nodes[victim].pause();
+        let dir = s.cluster.dir().to_owned();
+        let free = tokio::task::spawn_blocking(move || store_write_lock_free(&dir))
+            .await
+            .unwrap_or(false);
+        attempts += 1;
+        if free || attempts >= 50 {
+            break;
+        }
+        s.cluster.nodes[victim].resume();
+        tokio::time::sleep(Duration::from_millis(3 * attempts)).await;
+    }
+    if attempts > 1 {
+        eprintln!("[pause] {name} was paused {attempts} times to catch it outside a commit");
+    }
     let (paused, paused_ms) = (Instant::now(), now_ms());
-    s.cluster.nodes[victim].pause();
     // A send into the hung node: it reads it only after SIGCONT, when its
     // conversation actors are stale.
     let stale_probe =
