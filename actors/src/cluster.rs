@@ -299,7 +299,10 @@ impl Cluster {
 
     pub(crate) async fn route_hops(&self, conv_id: ConvId, hops: u8, cmd: ConvCommand) {
         let home = self.home_of(conv_id);
-        if home == self.node_name() || hops >= MAX_HOPS {
+        // Past the hop limit a node serves the conversation itself, unless
+        // it is leaving: then it must not start actors it would abandon.
+        let leaving = self.inner.leaving.load(Ordering::Relaxed);
+        if home == self.node_name() || (hops >= MAX_HOPS && !leaving) {
             return self.deliver_to_conversation(conv_id, cmd).await;
         }
         let msg = ClusterMsg::Conversation {
@@ -393,21 +396,28 @@ impl Cluster {
     /// Asks every local conversation actor to commit what it has and stop,
     /// and waits (up to 5 s) until they have.
     pub async fn handoff_all(&self) {
-        let actors: Vec<ActorRef<ConvMsg>> = {
-            let convs = self.inner.conversations.lock().await;
-            convs.values().cloned().collect()
-        };
-        for actor in &actors {
-            let _ = actor.cast(ConvMsg::Handoff);
-        }
+        let mut told: std::collections::HashSet<ActorId> = std::collections::HashSet::new();
         let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-        while tokio::time::Instant::now() < deadline {
-            if self.inner.conversations.lock().await.is_empty() {
+        loop {
+            let actors: Vec<ActorRef<ConvMsg>> = {
+                let convs = self.inner.conversations.lock().await;
+                convs.values().cloned().collect()
+            };
+            if actors.is_empty() {
+                return;
+            }
+            // Tell the ones started since the last look too.
+            for actor in actors {
+                if told.insert(actor.get_id()) {
+                    let _ = actor.cast(ConvMsg::Handoff);
+                }
+            }
+            if tokio::time::Instant::now() >= deadline {
+                tracing::warn!("some conversations did not stop within 5 s");
                 return;
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        tracing::warn!("some conversations did not stop within 5 s");
     }
 
     /// Records the live members and moves away the conversations whose
