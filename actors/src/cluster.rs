@@ -514,10 +514,10 @@ impl Cluster {
         }
     }
 
-    /// Two users just became contacts (a new direct chat): tell each
-    /// whether the other is online, since presence transitions only reach
-    /// existing contacts.
-    pub async fn introduce(&self, a: UserId, b: UserId) {
+    /// `newcomer` just became a contact of `others` (a new direct chat, a
+    /// new group member): tell each side whether the other is online, since
+    /// presence transitions only reach existing contacts.
+    pub async fn introduce(&self, newcomer: UserId, others: &[UserId]) {
         let presence = |user_id| {
             ServerFrame::Presence {
                 user_id,
@@ -526,8 +526,9 @@ impl Cluster {
             }
             .to_json()
         };
-        self.fanout(vec![a], vec![presence(b)]).await;
-        self.fanout(vec![b], vec![presence(a)]).await;
+        let about_others: Vec<String> = others.iter().map(|&u| presence(u)).collect();
+        self.fanout(vec![newcomer], about_others).await;
+        self.fanout(others.to_vec(), vec![presence(newcomer)]).await;
     }
 
     /// Tells the conversation's actor (wherever it lives) about a change

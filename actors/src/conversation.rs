@@ -388,26 +388,15 @@ impl ConvState {
             .await;
     }
 
-    /// A new member and the others are now contacts: tell each side who
-    /// of the other is online (transitions only reach existing contacts).
+    /// A new member and the others are now contacts.
     async fn introduce(&self, newcomer: UserId) {
-        let presence = |user_id| {
-            ServerFrame::Presence {
-                user_id,
-                online: self.cluster.is_online(user_id),
-                last_seen: None,
-            }
-            .to_json()
-        };
         let others: Vec<UserId> = self
             .members
             .iter()
             .copied()
             .filter(|&u| u != newcomer)
             .collect();
-        let about_others: Vec<String> = others.iter().map(|&u| presence(u)).collect();
-        self.cluster.fanout(vec![newcomer], about_others).await;
-        self.cluster.fanout(others, vec![presence(newcomer)]).await;
+        self.cluster.introduce(newcomer, &others).await;
     }
 
     async fn refuse(&self, to: &SessionAddr, code: ErrorCode, message: &str, reference: &str) {

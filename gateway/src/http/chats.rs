@@ -113,7 +113,7 @@ pub(crate) async fn open_direct(
         .blocking(move |store| store.open_direct_created(me.user_id, user_id))
         .await?;
     if created {
-        state.cluster.introduce(me.user_id, user_id).await;
+        state.cluster.introduce(me.user_id, &[user_id]).await;
     }
     Ok(Json(conv.into()))
 }

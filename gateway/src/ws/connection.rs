@@ -255,7 +255,7 @@ impl Reader<'_> {
                         {
                             Ok((conv, created)) => {
                                 if created {
-                                    self.state.cluster.introduce(user_id, other).await;
+                                    self.state.cluster.introduce(user_id, &[other]).await;
                                 }
                                 conv.id
                             }
