@@ -135,6 +135,19 @@ impl Api {
         body["id"].as_u64().expect("group id")
     }
 
+    /// `by` adds `user` to `group`; asserts the 201.
+    pub async fn add_member(&self, by: &User, group: u64, user: &User) {
+        let (status, body) = self
+            .call(
+                "POST",
+                &format!("/api/groups/{group}/members"),
+                Some(&by.token),
+                Some(json!({"user_id": user.id})),
+            )
+            .await;
+        assert_eq!(status, 201, "add member: {body}");
+    }
+
     /// Opens the direct chat of `a` with `b`; returns its id.
     pub async fn direct(&self, a: &User, b: &User) -> u64 {
         let (status, body) = self

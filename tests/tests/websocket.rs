@@ -209,15 +209,7 @@ async fn presence_follows_connections_and_group_events_arrive() {
     .await;
 
     // Membership changes made over HTTP reach the members' sockets.
-    let (status, _) = api
-        .call(
-            "POST",
-            &format!("/api/groups/{group}/members"),
-            Some(&alice.token),
-            Some(json!({"user_id": carol.id})),
-        )
-        .await;
-    assert_eq!(status, 201);
+    api.add_member(&alice, group, &carol).await;
     a.wait_for("member_joined", T, |f| {
         f["type"] == "member_joined" && f["user_id"] == carol.id
     })
@@ -616,15 +608,7 @@ async fn a_new_member_and_the_group_learn_each_others_presence() {
     let group = api.group(&alice, "team", &[]).await;
     let a = connect(&cluster, &alice).await;
     let b = connect(&cluster, &bob).await;
-    let (status, _) = api
-        .call(
-            "POST",
-            &format!("/api/groups/{group}/members"),
-            Some(&alice.token),
-            Some(json!({"user_id": bob.id})),
-        )
-        .await;
-    assert_eq!(status, 201);
+    api.add_member(&alice, group, &bob).await;
     let online = |who: u64| {
         move |f: &Value| f["type"] == "presence" && f["user_id"] == who && f["online"] == true
     };
