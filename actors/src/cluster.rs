@@ -27,7 +27,7 @@ use crate::presence::PresenceActor;
 use crate::push::PushNotifier;
 use crate::registry::LocalSessions;
 use crate::session::SessionMsg;
-use crate::wire::{ClusterMsg, ConvCommand, SessionAddr};
+use crate::wire::{ClusterMsg, ConvCommand, Outgoing, SessionAddr};
 use crate::{placement, Error};
 
 /// Forwards allowed between nodes whose membership views disagree, before
@@ -452,7 +452,7 @@ impl Cluster {
     }
 
     /// Sends frames to every session of `users` on every serving node.
-    pub async fn fanout(&self, users: Vec<UserId>, frames: Vec<String>) {
+    pub async fn fanout(&self, users: Vec<UserId>, frames: Vec<Outgoing>) {
         if users.is_empty() || frames.is_empty() {
             return;
         }
@@ -489,14 +489,33 @@ impl Cluster {
     }
 
     /// Writes frames to this node's sessions of `users`.
-    pub fn deliver_local(&self, users: &[UserId], frames: &[String]) {
+    pub fn deliver_local(&self, users: &[UserId], frames: &[Outgoing]) {
         for &user_id in users {
             for session in self.inner.sessions.of_user(user_id) {
                 for frame in frames {
-                    let _ = session.cast(SessionMsg::Frame(frame.clone().into_bytes()));
+                    let msg = match frame.order {
+                        Some((conv_id, seq)) => SessionMsg::Message(
+                            crate::session::encode_message(conv_id, seq, &frame.json),
+                        ),
+                        None => SessionMsg::Frame(frame.json.clone().into_bytes()),
+                    };
+                    let _ = session.cast(msg);
                 }
             }
         }
+    }
+
+    /// Ends every session opened with a login, on every node: its token
+    /// was revoked.
+    pub async fn revoke_login(&self, login: storage::chat::DeviceKey) {
+        let me = self.node_name().to_owned();
+        let msg = ClusterMsg::Revoked { login };
+        for node in self.serving_nodes() {
+            if node != me {
+                self.send_remote(&node, &msg);
+            }
+        }
+        self.dispatch_local(msg).await;
     }
 
     /// Handles a message from a peer (or from this node to itself).
@@ -506,6 +525,11 @@ impl Cluster {
                 self.route_hops(conv_id, hops, cmd).await
             }
             ClusterMsg::Fanout { user_ids, frames } => self.deliver_local(&user_ids, &frames),
+            ClusterMsg::Revoked { login } => {
+                for session in self.inner.sessions.of_login(&login) {
+                    let _ = session.cast(SessionMsg::Revoked(Vec::new()));
+                }
+            }
             ClusterMsg::ToSession { session_id, frame } => {
                 if let Some(session) = self.inner.sessions.get(session_id) {
                     let _ = session.cast(SessionMsg::Frame(frame.into_bytes()));
@@ -526,9 +550,10 @@ impl Cluster {
             }
             .to_json()
         };
-        let about_others: Vec<String> = others.iter().map(|&u| presence(u)).collect();
+        let about_others: Vec<Outgoing> = others.iter().map(|&u| presence(u).into()).collect();
         self.fanout(vec![newcomer], about_others).await;
-        self.fanout(others.to_vec(), vec![presence(newcomer)]).await;
+        self.fanout(others.to_vec(), vec![presence(newcomer).into()])
+            .await;
     }
 
     /// Tells the conversation's actor (wherever it lives) about a change
@@ -544,7 +569,8 @@ impl Cluster {
                 description: String::new(),
                 deleted: true,
             };
-            self.fanout(members.clone(), vec![frame.to_json()]).await;
+            self.fanout(members.clone(), vec![frame.to_json().into()])
+                .await;
         }
         self.route(conv_id, ConvCommand::Changed(change)).await
     }

@@ -18,7 +18,7 @@ use storage::chat::{AppendOutcome, AppendRequest, ConvId, NewMessage, Seq, UserI
 use storage::Error as StoreError;
 
 use crate::frames::{ErrorCode, ServerFrame};
-use crate::wire::{ConvCommand, SessionAddr};
+use crate::wire::{ConvCommand, Outgoing, SessionAddr};
 use crate::{Cluster, ConvChange, Error};
 
 /// How long typing indicators are shown unless renewed.
@@ -200,22 +200,26 @@ impl ConvState {
                     .copied()
                     .filter(|&u| u != user_id)
                     .collect();
-                self.cluster.fanout(others, vec![frame.to_json()]).await;
+                self.cluster
+                    .fanout(others, vec![frame.to_json().into()])
+                    .await;
             }
             ConvCommand::Ack {
                 from,
                 reference,
                 user_id,
+                device,
                 kind,
                 seq,
             } => {
                 let store = self.cluster.store().clone();
                 let conv_id = self.conv_id;
-                let result =
-                    tokio::task::spawn_blocking(move || store.ack(user_id, conv_id, kind, seq))
-                        .await
-                        .map_err(Error::from)
-                        .and_then(|r| r.map_err(Error::from));
+                let result = tokio::task::spawn_blocking(move || {
+                    store.ack(user_id, device.as_ref(), conv_id, kind, seq)
+                })
+                .await
+                .map_err(Error::from)
+                .and_then(|r| r.map_err(Error::from));
                 match result {
                     Ok((receipt, true)) => {
                         let frame = ServerFrame::Receipt {
@@ -225,7 +229,7 @@ impl ConvState {
                             seen_seq: receipt.seen_seq,
                         };
                         self.cluster
-                            .fanout(self.members.clone(), vec![frame.to_json()])
+                            .fanout(self.members.clone(), vec![frame.to_json().into()])
                             .await;
                     }
                     Ok((_, false)) => {}
@@ -312,7 +316,7 @@ impl ConvState {
                     if let AppendOutcome::Appended(message) = outcome {
                         self.next_seq = message.seq + 1;
                         self.cluster.metrics().messages_committed.inc();
-                        frames.push(ServerFrame::message(&message).to_json());
+                        frames.push(Outgoing::message(&message));
                         offline_pushes.push(message);
                     }
                 }
@@ -384,7 +388,7 @@ impl ConvState {
             }
         };
         self.cluster
-            .fanout(audience.into_iter().collect(), vec![frame.to_json()])
+            .fanout(audience.into_iter().collect(), vec![frame.to_json().into()])
             .await;
     }
 

@@ -146,10 +146,19 @@ pub enum ServerFrame {
         /// Whether it was deleted.
         deleted: bool,
     },
-    /// A sync finished: everything missed up to now was sent.
+    /// A sync finished: every message of the user's conversations up to
+    /// now was sent, in order per conversation. Live messages follow.
     Synced {
         /// Messages sent by the sync.
         messages: u64,
+        /// The `ref` of the `sync` request it answers (none for the
+        /// automatic sync at connect).
+        #[serde(rename = "ref", default, skip_serializing_if = "Option::is_none")]
+        reference: Option<String>,
+        /// Conversations of the request that could not be synced (left,
+        /// removed, deleted, unknown); every other one was.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        errors: Vec<ConvError>,
     },
     /// Answer to a `ping`.
     Pong,
@@ -163,6 +172,18 @@ pub enum ServerFrame {
         #[serde(rename = "ref")]
         reference: Option<String>,
     },
+}
+
+/// Why one conversation of a `sync` request was not synced.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConvError {
+    /// The conversation.
+    pub conv_id: ConvId,
+    /// The error class (`forbidden` for one the user is not in, `not_found`
+    /// for one that does not exist or was deleted).
+    pub code: ErrorCode,
+    /// For humans.
+    pub message: String,
 }
 
 impl ServerFrame {

@@ -2,6 +2,7 @@
 //! cluster machinery that places them on nodes.
 //!
 //! - [`session`]: one actor per WebSocket client, member of `user:{id}`;
+//!   [`outbound`]: its byte-bounded queue to the socket;
 //! - [`conversation`]: one sequencer per active conversation, on its home node;
 //! - [`presence`]: turns process-group changes into presence frames;
 //! - [`push`]: notifications for users with no live session;
@@ -19,6 +20,7 @@ pub mod frames;
 pub mod host;
 pub mod membership;
 pub mod metrics;
+pub mod outbound;
 pub mod placement;
 pub mod presence;
 pub mod push;

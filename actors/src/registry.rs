@@ -8,13 +8,14 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 
 use ractor::ActorRef;
-use storage::chat::UserId;
+use storage::chat::{DeviceKey, UserId};
 
 use crate::session::SessionMsg;
 
 #[derive(Default)]
 struct Maps {
     by_id: HashMap<u64, (UserId, ActorRef<SessionMsg>)>,
+    login: HashMap<u64, DeviceKey>,
     by_user: HashMap<UserId, Vec<u64>>,
 }
 
@@ -32,15 +33,23 @@ impl LocalSessions {
     }
 
     /// Adds a session.
-    pub fn insert(&self, session_id: u64, user_id: UserId, actor: ActorRef<SessionMsg>) {
+    pub fn insert(
+        &self,
+        session_id: u64,
+        user_id: UserId,
+        login: DeviceKey,
+        actor: ActorRef<SessionMsg>,
+    ) {
         let mut m = self.lock();
         m.by_id.insert(session_id, (user_id, actor));
+        m.login.insert(session_id, login);
         m.by_user.entry(user_id).or_default().push(session_id);
     }
 
     /// Removes a session.
     pub fn remove(&self, session_id: u64) {
         let mut m = self.lock();
+        m.login.remove(&session_id);
         if let Some((user_id, _)) = m.by_id.remove(&session_id) {
             if let Some(ids) = m.by_user.get_mut(&user_id) {
                 ids.retain(|&id| id != session_id);
@@ -67,6 +76,16 @@ impl LocalSessions {
                     .collect()
             })
             .unwrap_or_default()
+    }
+
+    /// The local sessions opened with one login (token).
+    pub fn of_login(&self, login: &DeviceKey) -> Vec<ActorRef<SessionMsg>> {
+        let m = self.lock();
+        m.login
+            .iter()
+            .filter(|(_, l)| *l == login)
+            .filter_map(|(id, _)| m.by_id.get(id).map(|(_, a)| a.clone()))
+            .collect()
     }
 
     /// Every local session.

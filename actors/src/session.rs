@@ -1,15 +1,32 @@
-//! SessionActor: one per connected WebSocket client.
+//! SessionActor: one per connected WebSocket client (one device).
 //!
-//! It is the only writer to its socket (through the bounded queue the
-//! gateway drains), and its membership of the `user:{id}` process group is
-//! what makes its user online across the cluster.
+//! It is the only writer to its socket (through the byte-bounded
+//! [`Outbound`] queue the gateway drains), and its membership of the
+//! `user:{id}` process group is what makes its user online across the
+//! cluster.
+//!
+//! It also owns the device's delivery contract (docs/PROTOCOL.md): it
+//! remembers, per conversation, the last seq it put on the socket, so the
+//! device gets every message of each conversation once and in order.
+//! Stored messages the device is owed (at connect, after an explicit
+//! `sync`, or when a live message arrives past a gap) are read from the
+//! store right here, between live messages, so nothing live can overtake
+//! or be lost behind a sync.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use ractor_cluster::RactorClusterMessage;
-use storage::chat::UserId;
-use tokio::sync::{mpsc, oneshot};
+use serde::{Deserialize, Serialize};
+use storage::chat::{ConvId, DeviceKey, Message, Seq, UserId};
+use tokio::sync::mpsc;
 
-use crate::Cluster;
+use crate::frames::{ConvError, ErrorCode, ServerFrame};
+use crate::outbound::{Outbound, QueueError};
+use crate::{Cluster, Error};
 
 /// WebSocket close code for "try again later / elsewhere" (RFC 6455 1012,
 /// service restart): the client should reconnect, to another node if this
@@ -17,6 +34,11 @@ use crate::Cluster;
 pub const CLOSE_RESTART: u16 = 1012;
 /// Close code for a client that read too slowly (1008, policy violation).
 pub const CLOSE_SLOW_CONSUMER: u16 = 1008;
+/// Close code for a session whose login was revoked (1008).
+pub const CLOSE_REVOKED: u16 = 1008;
+
+/// Messages read from the store per query while catching a device up.
+const PAGE: usize = 200;
 
 /// Why the server closes a socket.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -34,8 +56,39 @@ pub struct CloseReason {
 pub enum SessionMsg {
     /// A JSON text frame to write to the client.
     Frame(Vec<u8>),
+    /// A `message` frame: [`encode_message`]'s header, then the JSON.
+    Message(Vec<u8>),
+    /// The client asked to sync: a JSON [`SyncRequest`].
+    Sync(Vec<u8>),
     /// Close the socket: the node is shutting down. Payload: the reason.
     Close(Vec<u8>),
+    /// Close the socket: its login was revoked.
+    Revoked(Vec<u8>),
+}
+
+/// Packs a `message` frame with the (conversation, seq) that orders it.
+pub fn encode_message(conv_id: ConvId, seq: Seq, json: &str) -> Vec<u8> {
+    let mut bytes = Vec::with_capacity(16 + json.len());
+    bytes.extend_from_slice(&conv_id.to_be_bytes());
+    bytes.extend_from_slice(&seq.to_be_bytes());
+    bytes.extend_from_slice(json.as_bytes());
+    bytes
+}
+
+fn decode_message(bytes: Vec<u8>) -> Option<(ConvId, Seq, String)> {
+    let conv_id = ConvId::from_be_bytes(bytes.get(..8)?.try_into().ok()?);
+    let seq = Seq::from_be_bytes(bytes.get(8..16)?.try_into().ok()?);
+    let json = String::from_utf8(bytes.get(16..)?.to_vec()).ok()?;
+    Some((conv_id, seq, json))
+}
+
+/// A client's `sync`: it holds every message up to these seqs.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct SyncRequest {
+    /// The request's `ref`, echoed in `synced`.
+    pub reference: Option<String>,
+    /// Per conversation, the last seq the client holds.
+    pub watermarks: BTreeMap<ConvId, Seq>,
 }
 
 /// What the gateway hands the session when it spawns it.
@@ -44,31 +97,44 @@ pub struct SessionArgs {
     pub user_id: UserId,
     /// The session's id on this node.
     pub session_id: u64,
-    /// Frames for the socket writer; bounded, so a slow client cannot make
-    /// the server grow without limit.
-    pub outbound: mpsc::Sender<String>,
+    /// The device: whose delivery cursors this session starts from.
+    pub device: DeviceKey,
+    /// The device of the login token used: revoking the token ends the
+    /// session.
+    pub login: DeviceKey,
+    /// Frames for the socket writer; bounded in frames and bytes.
+    pub outbound: Outbound,
+    /// How long a catch-up waits for the client to make room before the
+    /// client is cut off as too slow.
+    pub patience: Duration,
+    /// Syncs requested and not finished; the gateway refuses more.
+    pub pending_syncs: Arc<AtomicUsize>,
     /// Fired once when the server decides to close the socket.
-    pub close: oneshot::Sender<CloseReason>,
+    pub close: mpsc::Sender<CloseReason>,
     /// The node's cluster handle.
     pub cluster: Cluster,
 }
 
-/// The session's state: its identity and its way to the socket.
+/// The session's state: its identity, its way to the socket and how far
+/// each conversation has been sent.
 pub struct SessionState {
     user_id: UserId,
     session_id: u64,
-    outbound: mpsc::Sender<String>,
-    close: Option<oneshot::Sender<CloseReason>>,
+    device: DeviceKey,
+    outbound: Outbound,
+    patience: Duration,
+    pending_syncs: Arc<AtomicUsize>,
+    close: Option<mpsc::Sender<CloseReason>>,
     cluster: Cluster,
+    /// Per conversation, the last seq put on the socket.
+    sent: HashMap<ConvId, Seq>,
+    /// Conversations with messages the device has not been sent yet, to
+    /// catch up on right after start.
+    behind: Vec<ConvId>,
 }
 
-impl SessionState {
-    fn close(&mut self, reason: CloseReason) {
-        if let Some(tx) = self.close.take() {
-            let _ = tx.send(reason);
-        }
-    }
-}
+/// The socket could not take more: the session is closing.
+struct Gone;
 
 /// The session actor.
 pub struct SessionActor;
@@ -84,22 +150,80 @@ impl Actor for SessionActor {
         args: SessionArgs,
     ) -> Result<Self::State, ActorProcessingErr> {
         let cluster = args.cluster;
-        cluster
-            .sessions()
-            .insert(args.session_id, args.user_id, myself.clone());
+        // Registered before the device's positions are read: a message
+        // committed after the read reaches this session live, one
+        // committed before it is in the store when the catch-up reads.
+        cluster.sessions().insert(
+            args.session_id,
+            args.user_id,
+            args.login.clone(),
+            myself.clone(),
+        );
+        let store = cluster.store().clone();
+        let (user_id, device) = (args.user_id, args.device.clone());
+        let starts = tokio::task::spawn_blocking(move || store.open_device(user_id, &device))
+            .await
+            .map_err(Error::from)
+            .and_then(|r| r.map_err(Error::from));
+        let starts = match starts {
+            Ok(starts) => starts,
+            Err(e) => {
+                cluster.sessions().remove(args.session_id);
+                return Err(e.into());
+            }
+        };
         ractor::pg::join_scoped(
             cluster.users_scope().to_owned(),
             crate::user_group(args.user_id),
             vec![myself.get_cell()],
         );
         cluster.metrics().sessions.inc();
+        let behind = starts
+            .iter()
+            .filter(|s| s.last_seq > s.after)
+            .map(|s| s.conv_id)
+            .collect();
         Ok(SessionState {
             user_id: args.user_id,
             session_id: args.session_id,
+            device: args.device,
             outbound: args.outbound,
+            patience: args.patience,
+            pending_syncs: args.pending_syncs,
             close: Some(args.close),
             cluster,
+            sent: starts.iter().map(|s| (s.conv_id, s.after)).collect(),
+            behind,
         })
+    }
+
+    async fn post_start(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        // The automatic sync: everything after the device's cursors, before
+        // any live message (those wait in the mailbox meanwhile).
+        let behind = std::mem::take(&mut state.behind);
+        let mut messages = 0;
+        for conv_id in behind {
+            match state.catch_up(conv_id).await {
+                Ok(n) => messages += n,
+                Err(CatchUpError::Gone) => return Ok(()),
+                Err(CatchUpError::Store(e)) => {
+                    tracing::warn!(conv_id, error = %e, "sync at connect failed")
+                }
+            }
+        }
+        let synced = ServerFrame::Synced {
+            messages,
+            reference: None,
+            errors: Vec::new(),
+        };
+        if state.push_waiting(synced.to_json()).await.is_err() {
+            state.slow(&myself);
+        }
+        Ok(())
     }
 
     async fn handle(
@@ -108,33 +232,29 @@ impl Actor for SessionActor {
         message: Self::Msg,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
-        match message {
-            SessionMsg::Frame(bytes) => {
-                let Ok(text) = String::from_utf8(bytes) else {
+        if state.close.is_none() {
+            return Ok(()); // closing: the socket takes nothing more
+        }
+        let outcome = match message {
+            SessionMsg::Frame(bytes) => match String::from_utf8(bytes) {
+                Ok(text) => state.push_live(text),
+                Err(_) => {
                     tracing::warn!(session = state.session_id, "dropping a non-UTF-8 frame");
-                    return Ok(());
-                };
-                match state.outbound.try_send(text) {
-                    Ok(()) => {
-                        state.cluster.metrics().frames_delivered.inc();
-                    }
-                    Err(mpsc::error::TrySendError::Full(_)) => {
-                        state.cluster.metrics().slow_consumers.inc();
-                        tracing::info!(
-                            session = state.session_id,
-                            user = state.user_id,
-                            "disconnecting a client that reads too slowly"
-                        );
-                        state.close(CloseReason {
-                            code: CLOSE_SLOW_CONSUMER,
-                            reason: "too slow: outbound queue full".into(),
-                        });
-                        myself.stop(Some("slow consumer".into()));
-                    }
-                    Err(mpsc::error::TrySendError::Closed(_)) => {
-                        myself.stop(Some("socket closed".into()));
-                    }
+                    Ok(())
                 }
+            },
+            SessionMsg::Message(bytes) => match decode_message(bytes) {
+                Some((conv_id, seq, json)) => state.deliver(conv_id, seq, json).await,
+                None => {
+                    tracing::warn!(session = state.session_id, "dropping a malformed message");
+                    Ok(())
+                }
+            },
+            SessionMsg::Sync(bytes) => {
+                let request = serde_json::from_slice::<SyncRequest>(&bytes).unwrap_or_default();
+                let outcome = state.sync(request).await;
+                state.pending_syncs.fetch_sub(1, Ordering::AcqRel);
+                outcome
             }
             SessionMsg::Close(reason) => {
                 state.close(CloseReason {
@@ -142,6 +262,23 @@ impl Actor for SessionActor {
                     reason: String::from_utf8_lossy(&reason).into_owned(),
                 });
                 myself.stop(Some("closed by the server".into()));
+                return Ok(());
+            }
+            SessionMsg::Revoked(_) => {
+                state.close(CloseReason {
+                    code: CLOSE_REVOKED,
+                    reason: "logged out".into(),
+                });
+                myself.stop(Some("login revoked".into()));
+                return Ok(());
+            }
+        };
+        match outcome {
+            Ok(()) => {}
+            Err(QueueError::Full) => state.slow(&myself),
+            Err(QueueError::Closed) => {
+                state.close = None;
+                myself.stop(Some("socket closed".into()));
             }
         }
         Ok(())
@@ -155,5 +292,177 @@ impl Actor for SessionActor {
         state.cluster.sessions().remove(state.session_id);
         state.cluster.metrics().sessions.dec();
         Ok(())
+    }
+}
+
+/// Why a catch-up stopped.
+enum CatchUpError {
+    /// The socket is closing.
+    Gone,
+    /// The store refused or failed (not a member any more, unavailable).
+    Store(Error),
+}
+
+impl From<Gone> for CatchUpError {
+    fn from(_: Gone) -> Self {
+        CatchUpError::Gone
+    }
+}
+
+impl SessionState {
+    fn close(&mut self, reason: CloseReason) {
+        if let Some(tx) = self.close.take() {
+            let _ = tx.try_send(reason);
+        }
+    }
+
+    /// Cuts off a client that does not read what it is sent.
+    fn slow(&mut self, myself: &ActorRef<SessionMsg>) {
+        if self.close.is_none() {
+            return;
+        }
+        self.cluster.metrics().slow_consumers.inc();
+        tracing::info!(
+            session = self.session_id,
+            user = self.user_id,
+            queued_bytes = self.outbound.queued_bytes(),
+            "disconnecting a client that reads too slowly"
+        );
+        self.close(CloseReason {
+            code: CLOSE_SLOW_CONSUMER,
+            reason: "too slow: outbound queue full".into(),
+        });
+        myself.stop(Some("slow consumer".into()));
+    }
+
+    /// Queues a live frame; a full queue means the client is too slow.
+    fn push_live(&self, text: String) -> Result<(), QueueError> {
+        self.outbound.try_push(text)?;
+        self.cluster.metrics().frames_delivered.inc();
+        Ok(())
+    }
+
+    /// Queues a frame of a catch-up, paced by the client's reading.
+    async fn push_waiting(&self, text: String) -> Result<(), Gone> {
+        match self.outbound.push(text, self.patience).await {
+            Ok(()) => {
+                self.cluster.metrics().frames_delivered.inc();
+                Ok(())
+            }
+            Err(_) => Err(Gone),
+        }
+    }
+
+    /// A live `message` frame: sent if it is the next of its conversation,
+    /// dropped if the device already has it, and preceded by whatever the
+    /// device missed if it comes after a gap.
+    async fn deliver(&mut self, conv_id: ConvId, seq: Seq, json: String) -> Result<(), QueueError> {
+        let sent = match self.sent.get(&conv_id) {
+            Some(&sent) => sent,
+            None => {
+                // A conversation the user joined after connecting.
+                let store = self.cluster.store().clone();
+                let (user_id, device) = (self.user_id, self.device.clone());
+                let start = tokio::task::spawn_blocking(move || {
+                    store.device_start(user_id, &device, conv_id)
+                })
+                .await;
+                match start {
+                    Ok(Ok(start)) => {
+                        self.sent.insert(conv_id, start);
+                        start
+                    }
+                    _ => return Ok(()), // not (or no longer) a member
+                }
+            }
+        };
+        if seq <= sent {
+            return Ok(());
+        }
+        if seq == sent + 1 {
+            self.push_live(json)?;
+            self.sent.insert(conv_id, seq);
+            return Ok(());
+        }
+        match self.catch_up(conv_id).await {
+            Ok(_) => Ok(()),
+            Err(CatchUpError::Gone) => Err(QueueError::Full),
+            Err(CatchUpError::Store(e)) => {
+                tracing::debug!(conv_id, error = %e, "could not fill a gap");
+                Ok(())
+            }
+        }
+    }
+
+    /// Sends every stored message of `conv_id` after the last one sent.
+    /// Returns how many it sent.
+    async fn catch_up(&mut self, conv_id: ConvId) -> Result<u64, CatchUpError> {
+        let mut count = 0;
+        loop {
+            let after = self.sent.get(&conv_id).copied().unwrap_or(0);
+            let store = self.cluster.store().clone();
+            let user_id = self.user_id;
+            let page: Vec<Message> = tokio::task::spawn_blocking(move || {
+                store.messages_after(user_id, conv_id, after, PAGE)
+            })
+            .await
+            .map_err(|e| CatchUpError::Store(e.into()))?
+            .map_err(|e| CatchUpError::Store(e.into()))?;
+            let full = page.len() >= PAGE;
+            for m in &page {
+                self.push_waiting(ServerFrame::message(m).to_json()).await?;
+                self.sent.insert(conv_id, m.seq);
+                count += 1;
+            }
+            if !full {
+                return Ok(count);
+            }
+        }
+    }
+
+    /// An explicit `sync`: the client's watermarks replace what this
+    /// session sent for those conversations; every conversation then
+    /// catches up, and `synced` always ends it, naming the conversations
+    /// that could not be synced.
+    async fn sync(&mut self, request: SyncRequest) -> Result<(), QueueError> {
+        let mut errors = Vec::new();
+        let mut messages = 0;
+        let mut refused = Vec::new();
+        for (&conv_id, &held) in &request.watermarks {
+            self.sent.insert(conv_id, held);
+        }
+        let convs: Vec<ConvId> = self.sent.keys().copied().collect();
+        for conv_id in convs {
+            match self.catch_up(conv_id).await {
+                Ok(n) => messages += n,
+                Err(CatchUpError::Gone) => return Err(QueueError::Full),
+                Err(CatchUpError::Store(e)) => {
+                    refused.push(conv_id);
+                    if request.watermarks.contains_key(&conv_id) {
+                        let code = e.code();
+                        errors.push(ConvError {
+                            conv_id,
+                            code,
+                            message: match code {
+                                ErrorCode::Forbidden => "not a member of this conversation".into(),
+                                ErrorCode::NotFound => "no such conversation".into(),
+                                _ => e.to_string(),
+                            },
+                        });
+                    }
+                }
+            }
+        }
+        for conv_id in refused {
+            self.sent.remove(&conv_id);
+        }
+        let synced = ServerFrame::Synced {
+            messages,
+            reference: request.reference,
+            errors,
+        };
+        self.push_waiting(synced.to_json())
+            .await
+            .map_err(|Gone| QueueError::Full)
     }
 }

@@ -6,7 +6,7 @@
 //! never a panic inside the transport.
 
 use serde::{Deserialize, Serialize};
-use storage::chat::{AckKind, ConvId, Seq, UserId};
+use storage::chat::{AckKind, ConvId, DeviceKey, Message, Seq, UserId};
 
 use crate::{ConvChange, Error};
 
@@ -50,6 +50,8 @@ pub enum ConvCommand {
         reference: Option<String>,
         /// The member.
         user_id: UserId,
+        /// The device that acknowledged: its sync cursor moves too.
+        device: Option<DeviceKey>,
         /// Which watermark.
         kind: AckKind,
         /// Up to which message.
@@ -57,6 +59,34 @@ pub enum ConvCommand {
     },
     /// The HTTP API changed the conversation: refresh and tell the members.
     Changed(ConvChange),
+}
+
+/// A frame for sessions: its JSON text, and for a `message` frame the
+/// (conversation, seq) that places it, so each session can deliver a
+/// conversation's messages in order, drop the ones it already sent and
+/// fetch any it missed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Outgoing {
+    /// The JSON text frame.
+    pub json: String,
+    /// Set on `message` frames.
+    pub order: Option<(ConvId, Seq)>,
+}
+
+impl Outgoing {
+    /// The `message` frame of a stored message.
+    pub fn message(m: &Message) -> Self {
+        Self {
+            json: crate::frames::ServerFrame::message(m).to_json(),
+            order: Some((m.conv_id, m.seq)),
+        }
+    }
+}
+
+impl From<String> for Outgoing {
+    fn from(json: String) -> Self {
+        Self { json, order: None }
+    }
 }
 
 /// A message between nodes.
@@ -78,7 +108,12 @@ pub enum ClusterMsg {
         /// Recipients.
         user_ids: Vec<UserId>,
         /// Frames, in order.
-        frames: Vec<String>,
+        frames: Vec<Outgoing>,
+    },
+    /// A login was revoked: close every session opened with it.
+    Revoked {
+        /// The login's device key.
+        login: DeviceKey,
     },
     /// A JSON frame for one session.
     ToSession {

@@ -29,6 +29,13 @@ pub struct GatewayConfig {
     /// Frames queued for one slow client before it is disconnected.
     /// Default 1024.
     pub outbound_queue: usize,
+    /// Bytes queued for one client before it is disconnected (live
+    /// traffic) or paced (a sync waits for it to read). Bounds what a
+    /// client that does not read can make the node hold. Default 1 MiB.
+    pub outbound_queue_bytes: usize,
+    /// How long a sync waits for a client to read before cutting it off as
+    /// too slow, in seconds. Default 10.
+    pub sync_patience_secs: u64,
     /// How long a client has to send its `auth` frame when it did not put
     /// its token in the URL, in seconds. Default 10.
     pub auth_timeout_secs: u64,
@@ -46,6 +53,8 @@ impl Default for GatewayConfig {
             heartbeat_secs: 20,
             idle_timeout_secs: 60,
             outbound_queue: 1024,
+            outbound_queue_bytes: 1024 * 1024,
+            sync_patience_secs: 10,
             auth_timeout_secs: 10,
         }
     }

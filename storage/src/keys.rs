@@ -26,11 +26,14 @@
 //! | `push_sub` | (user_id, sub_id) | [`PushSubscription`](crate::chat::model::PushSubscription) |
 //! | `last_seen` | (user_id) | `u64` unix millis |
 //! | `node_lease` | (node name) | [`NodeLease`](crate::chat::model::NodeLease) |
+//! | `device` | (user_id, device key) | [`Device`](crate::chat::model::Device) |
+//! | `device_cursor` | (user_id, device key, conv_id) | `u64` seq: the device has every message up to it |
+//! | `own_unseen` | (conv_id, user_id, seq) | `()`: the member's own message above their seen watermark |
 
 use foundationdb_tuple::{Subspace, TuplePack};
 
 /// The schema version this build reads and writes.
-pub const SCHEMA_VERSION: u32 = 1;
+pub const SCHEMA_VERSION: u32 = 2;
 
 /// The tuple element every Parley key starts with.
 const ROOT: &str = "parley";
@@ -137,6 +140,15 @@ families! {
     LAST_SEEN = "last_seen";
     /// Cluster membership leases, by node name.
     NODE_LEASE = "node_lease";
+    /// A user's devices (client installations), by device key.
+    DEVICE = "device";
+    /// How far each device of a user has acknowledged each conversation:
+    /// where its next sync starts.
+    DEVICE_CURSOR = "device_cursor";
+    /// A member's own messages sent while they had not seen everything
+    /// before them: subtracted from their unread count, never counted as
+    /// seen.
+    OWN_UNSEEN = "own_unseen";
 }
 
 /// Names of the counters and markers in [`META`].

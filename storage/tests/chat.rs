@@ -495,15 +495,21 @@ fn receipts_are_monotonic_watermarks() {
         [(b.id, MessageStatus::Sent), (c.id, MessageStatus::Sent)]
     );
 
-    let (r, moved) = f.store.ack(b.id, g, AckKind::Delivered, 3).expect("ack");
+    let (r, moved) = f
+        .store
+        .ack(b.id, None, g, AckKind::Delivered, 3)
+        .expect("ack");
     assert!(moved && r.delivered_seq == 3 && r.seen_seq == 0);
-    let (r, moved) = f.store.ack(b.id, g, AckKind::Seen, 2).expect("ack");
+    let (r, moved) = f.store.ack(b.id, None, g, AckKind::Seen, 2).expect("ack");
     assert!(moved && r.seen_seq == 2 && r.delivered_seq == 3);
     // Going back changes nothing.
-    let (r, moved) = f.store.ack(b.id, g, AckKind::Delivered, 1).expect("ack");
+    let (r, moved) = f
+        .store
+        .ack(b.id, None, g, AckKind::Delivered, 1)
+        .expect("ack");
     assert!(!moved && r.delivered_seq == 3);
     // Seen implies delivered.
-    f.store.ack(c.id, g, AckKind::Seen, 1).expect("ack");
+    f.store.ack(c.id, None, g, AckKind::Seen, 1).expect("ack");
     assert_eq!(
         status(2),
         [(b.id, MessageStatus::Seen), (c.id, MessageStatus::Sent)]
@@ -514,12 +520,12 @@ fn receipts_are_monotonic_watermarks() {
     );
 
     f.rejects(
-        |s| s.ack(b.id, g, AckKind::Seen, 4),
+        |s| s.ack(b.id, None, g, AckKind::Seen, 4),
         |e| matches!(e, Error::Invalid { field: "seq", .. }),
     );
     let outsider = f.user("dave");
     f.rejects(
-        |s| s.ack(outsider.id, g, AckKind::Seen, 1),
+        |s| s.ack(outsider.id, None, g, AckKind::Seen, 1),
         |e| matches!(e, Error::NotMember { .. }),
     );
     let receipts = f.store.receipts(c.id, g).expect("receipts");
@@ -552,7 +558,8 @@ fn chat_list_orders_by_activity_with_unread_and_status() {
     assert_eq!(list.len(), 2);
     assert_eq!(list[0].conv_id, dm);
     assert_eq!(list[0].name, "bob");
-    assert_eq!(list[0].unread, 1); // d3: alice's own d2 marked d1 read
+    // d1 and d3: sending d2 marked nothing read, and her own d2 is not unread.
+    assert_eq!(list[0].unread, 2);
     assert_eq!(list[0].last_message.as_ref().map(|m| m.seq), Some(3));
     assert_eq!(list[0].last_message_status, None); // not alice's message
     assert_eq!(list[1].conv_id, g);
@@ -561,7 +568,7 @@ fn chat_list_orders_by_activity_with_unread_and_status() {
 
     let bobs = f.store.chat_list(b.id).expect("list");
     assert_eq!(bobs[0].last_message_status, Some(MessageStatus::Sent));
-    f.store.ack(a.id, dm, AckKind::Seen, 3).expect("ack");
+    f.store.ack(a.id, None, dm, AckKind::Seen, 3).expect("ack");
     let bobs = f.store.chat_list(b.id).expect("list");
     assert_eq!(bobs[0].last_message_status, Some(MessageStatus::Seen));
     assert_eq!(f.store.chat_list(a.id).expect("list")[0].unread, 0);

@@ -109,8 +109,11 @@ pub(crate) async fn logout(
     State(state): State<AppState>,
     me: AuthUser,
 ) -> Result<StatusCode, Error> {
+    let login = storage::chat::DeviceKey::of_token(&me.token);
     state
         .blocking(move |store| store.revoke_token(&me.token))
         .await?;
+    // Every WebSocket opened with the token ends too, on every node.
+    state.cluster.revoke_login(login).await;
     Ok(StatusCode::NO_CONTENT)
 }

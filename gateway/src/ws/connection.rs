@@ -2,23 +2,27 @@
 //! the reader (client frames to commands) and the writer (the session's
 //! queue, heartbeats, idle timeout, close codes).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actors::frames::ServerFrame;
-use actors::session::{CloseReason, SessionActor, SessionArgs};
+use actors::outbound::{self, Outbound, Queued};
+use actors::session::{
+    CloseReason, SessionActor, SessionArgs, SessionMsg, SyncRequest, CLOSE_SLOW_CONSUMER,
+};
 use actors::wire::ConvCommand;
 use axum::extract::ws::{CloseFrame, Message, WebSocket};
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
-use ractor::Actor;
-use storage::chat::{ConvId, UserId};
-use tokio::sync::{mpsc, oneshot, Mutex};
+use ractor::{Actor, ActorRef};
+use storage::chat::{ConvId, DeviceKey, UserId};
+use tokio::sync::{mpsc, Mutex};
 use tracing::Instrument;
 
 use super::frames::{parse_watermarks, reference_of, ClientFrame};
-use super::{error_text, sync};
+use super::{error_text, presence, Identity};
 use crate::{AppState, Error};
 
 /// Close code for "going away" (idle timeout).
@@ -27,42 +31,49 @@ const CLOSE_GOING_AWAY: u16 = 1001;
 const CLOSE_GRACE: Duration = Duration::from_secs(2);
 /// Close code for a policy violation (authentication failed or too slow).
 const CLOSE_POLICY: u16 = 1008;
+/// Close code for a server that could not set the session up (1011).
+const CLOSE_INTERNAL: u16 = 1011;
+/// Syncs a connection may have requested and not yet received `synced`
+/// for: one running and one waiting. More are refused.
+const MAX_PENDING_SYNCS: usize = 2;
 
 type Sink = SplitSink<WebSocket, Message>;
 type Stream = SplitStream<WebSocket>;
 
 /// Serves one upgraded socket until either side closes it.
-pub(crate) async fn serve(state: AppState, socket: WebSocket, user: Option<UserId>) {
+pub(crate) async fn serve(state: AppState, socket: WebSocket, user: Option<Identity>) {
     let (mut sink, mut stream) = socket.split();
-    let user_id = match user {
-        Some(user_id) => user_id,
+    let identity = match user {
+        Some(identity) => identity,
         None => match auth_by_frame(&state, &mut sink, &mut stream).await {
-            Some(user_id) => user_id,
+            Some(identity) => identity,
             None => return,
         },
     };
     let session_id = state.cluster.next_session_id();
-    let span = tracing::info_span!("ws", user_id, session_id);
-    run(state, sink, stream, user_id, session_id)
+    let span = tracing::info_span!("ws", user_id = identity.user_id, session_id);
+    run(state, sink, stream, identity, session_id)
         .instrument(span)
         .await
 }
 
 /// Waits for `{"type":"auth","token":...}`; answers anything else with an
 /// error and closes.
-async fn auth_by_frame(state: &AppState, sink: &mut Sink, stream: &mut Stream) -> Option<UserId> {
+async fn auth_by_frame(state: &AppState, sink: &mut Sink, stream: &mut Stream) -> Option<Identity> {
     let timeout = Duration::from_secs(state.config.auth_timeout_secs);
     let first = tokio::time::timeout(timeout, stream.next()).await;
     let outcome = match first {
         Ok(Some(Ok(Message::Text(text)))) => match serde_json::from_str::<ClientFrame>(&text) {
-            Ok(ClientFrame::Auth { token }) => crate::auth::authenticate(state, &token).await,
+            Ok(ClientFrame::Auth { token, device_id }) => {
+                super::identify(state, &token, device_id.as_deref()).await
+            }
             _ => Err(Error::Unauthorized),
         },
         Ok(_) => return None,
         Err(_) => Err(Error::Unauthorized),
     };
     match outcome {
-        Ok(user_id) => Some(user_id),
+        Ok(identity) => Some(identity),
         Err(e) => {
             let _ = sink.send(error_text(&e, Some("auth".into()))).await;
             let _ = sink
@@ -76,49 +87,69 @@ async fn auth_by_frame(state: &AppState, sink: &mut Sink, stream: &mut Stream) -
     }
 }
 
-async fn run(state: AppState, sink: Sink, mut stream: Stream, user_id: UserId, session_id: u64) {
-    let (out_tx, out_rx) = mpsc::channel::<String>(state.config.outbound_queue.max(1));
-    let (close_tx, close_rx) = oneshot::channel();
-    let args = SessionArgs {
-        user_id,
-        session_id,
-        outbound: out_tx.clone(),
-        close: close_tx,
-        cluster: state.cluster.clone(),
-    };
-    let session = match Actor::spawn(None, SessionActor, args).await {
-        Ok((session, _)) => session,
-        Err(e) => {
-            tracing::error!(error = %e, "spawning the session actor");
-            return;
-        }
-    };
-    tracing::debug!("connected");
+async fn run(state: AppState, sink: Sink, mut stream: Stream, who: Identity, session_id: u64) {
+    let config = &state.config;
+    let (out, out_rx) = outbound::channel(config.outbound_queue, config.outbound_queue_bytes);
+    // The session and the reader may both decide to close the socket.
+    let (close_tx, close_rx) = mpsc::channel(2);
+    let pending_syncs = Arc::new(AtomicUsize::new(0));
+    let user_id = who.user_id;
     let last_heard = Arc::new(Mutex::new(Instant::now()));
     let writer = tokio::spawn(
         write(
             sink,
             out_rx,
             close_rx,
-            Duration::from_secs(state.config.heartbeat_secs.max(1)),
-            Duration::from_secs(state.config.idle_timeout_secs.max(1)),
+            Duration::from_secs(config.heartbeat_secs.max(1)),
+            Duration::from_secs(config.idle_timeout_secs.max(1)),
             last_heard.clone(),
         )
         .in_current_span(),
     );
+    // `hello` goes first; the session's automatic sync follows it.
     let hello = ServerFrame::Hello {
         user_id,
         session_id,
         node: state.cluster.node_name().to_owned(),
     };
-    let _ = out_tx.send(hello.to_json()).await;
-    spawn_sync(&state, user_id, BTreeMap::new(), None, &out_tx, true);
+    let _ = out.try_push(hello.to_json());
+    let args = SessionArgs {
+        user_id,
+        session_id,
+        device: who.device.clone(),
+        login: who.login.clone(),
+        outbound: out.clone(),
+        patience: Duration::from_secs(config.sync_patience_secs.max(1)),
+        pending_syncs: pending_syncs.clone(),
+        close: close_tx.clone(),
+        cluster: state.cluster.clone(),
+    };
+    // The session reads the device's positions before the first client
+    // frame is read below: nothing the client does first can move them.
+    let session = match Actor::spawn(None, SessionActor, args).await {
+        Ok((session, _)) => session,
+        Err(e) => {
+            tracing::error!(error = %e, "spawning the session actor");
+            let _ = close_tx.try_send(CloseReason {
+                code: CLOSE_INTERNAL,
+                reason: "session could not start, retry".into(),
+            });
+            let _ = writer.await;
+            return;
+        }
+    };
+    tracing::debug!(device = who.device.as_str(), "connected");
+    spawn_presence(&state, user_id, &out);
 
     let mut reader = Reader {
         state: &state,
         user_id,
+        device: who.device,
         session_id,
-        out: &out_tx,
+        session: session.clone(),
+        out: &out,
+        close: close_tx,
+        pending_syncs,
         last_typing: HashMap::new(),
     };
     let mut writer = writer;
@@ -146,7 +177,7 @@ async fn run(state: AppState, sink: Sink, mut stream: Stream, user_id: UserId, s
             Ok(Message::Text(text)) => reader.frame(&text).await,
             Ok(Message::Binary(_)) => {
                 let e = Error::BadRequest("binary frames are not supported: send JSON text".into());
-                reader.reply(e.frame(None)).await;
+                reader.reply(e.frame(None));
             }
             Ok(Message::Close(_)) => break,
             Ok(_) => {} // ping / pong: liveness only
@@ -158,7 +189,7 @@ async fn run(state: AppState, sink: Sink, mut stream: Stream, user_id: UserId, s
     }
     session.stop(Some("socket closed".into()));
     drop(reader);
-    drop(out_tx);
+    drop(out);
     if !writer.is_finished() {
         let _ = tokio::time::timeout(Duration::from_secs(2), &mut writer).await;
         writer.abort();
@@ -166,29 +197,16 @@ async fn run(state: AppState, sink: Sink, mut stream: Stream, user_id: UserId, s
     tracing::debug!("disconnected");
 }
 
-/// Runs a sync in the background so the reader keeps reading meanwhile.
-fn spawn_sync(
-    state: &AppState,
-    user_id: UserId,
-    watermarks: BTreeMap<ConvId, u64>,
-    reference: Option<String>,
-    out: &mpsc::Sender<String>,
-    with_presence: bool,
-) {
+/// Sends the presence of the user's contacts in the background, so the
+/// reader keeps reading meanwhile.
+fn spawn_presence(state: &AppState, user_id: UserId, out: &Outbound) {
     let state = state.clone();
     let out = out.clone();
     tokio::spawn(
         async move {
-            if with_presence {
-                if let Err(e) = sync::presence(&state, user_id, &out).await {
-                    tracing::warn!(error = %e, "presence snapshot failed");
-                }
+            if let Err(e) = presence::presence(&state, user_id, &out).await {
+                tracing::warn!(error = %e, "presence snapshot failed");
             }
-            let frame = match sync::messages(&state, user_id, &watermarks, &out).await {
-                Ok(messages) => ServerFrame::Synced { messages },
-                Err(e) => e.frame(reference.or(Some("sync".into()))),
-            };
-            let _ = out.send(frame.to_json()).await;
         }
         .in_current_span(),
     );
@@ -198,18 +216,30 @@ fn spawn_sync(
 struct Reader<'a> {
     state: &'a AppState,
     user_id: UserId,
+    device: DeviceKey,
     session_id: u64,
-    out: &'a mpsc::Sender<String>,
+    session: ActorRef<SessionMsg>,
+    out: &'a Outbound,
+    close: mpsc::Sender<CloseReason>,
+    pending_syncs: Arc<AtomicUsize>,
     last_typing: HashMap<ConvId, Instant>,
 }
 
 impl Reader<'_> {
-    async fn reply(&self, frame: ServerFrame) {
-        let _ = self.out.send(frame.to_json()).await;
+    /// Queues an answer. A client that keeps asking without reading the
+    /// answers fills its queue and is cut off.
+    fn reply(&self, frame: ServerFrame) {
+        if self.out.try_push(frame.to_json()).is_err() {
+            self.state.cluster.metrics().slow_consumers.inc();
+            let _ = self.close.try_send(CloseReason {
+                code: CLOSE_SLOW_CONSUMER,
+                reason: "too slow: asks more than it reads".into(),
+            });
+        }
     }
 
     async fn fail(&self, e: Error, reference: Option<String>) {
-        self.reply(e.frame(reference)).await;
+        self.reply(e.frame(reference));
     }
 
     async fn frame(&mut self, text: &str) {
@@ -307,6 +337,7 @@ impl Reader<'_> {
                     from,
                     reference,
                     user_id,
+                    device: Some(self.device.clone()),
                     kind,
                     seq,
                 };
@@ -316,12 +347,13 @@ impl Reader<'_> {
                 reference,
                 watermarks,
             } => match parse_watermarks(watermarks) {
-                Ok(watermarks) => {
-                    spawn_sync(self.state, user_id, watermarks, reference, self.out, false)
-                }
+                Ok(watermarks) => self.sync(SyncRequest {
+                    reference,
+                    watermarks,
+                }),
                 Err(e) => self.fail(Error::BadRequest(e), reference).await,
             },
-            ClientFrame::Ping {} => self.reply(ServerFrame::Pong).await,
+            ClientFrame::Ping {} => self.reply(ServerFrame::Pong),
             ClientFrame::Auth { .. } => {
                 let e = Error::BadRequest("already authenticated".into());
                 self.fail(e, Some("auth".into())).await
@@ -330,12 +362,30 @@ impl Reader<'_> {
     }
 }
 
+impl Reader<'_> {
+    /// Hands a `sync` to the session, which runs it between live messages.
+    fn sync(&self, request: SyncRequest) {
+        let reference = request.reference.clone().or(Some("sync".into()));
+        if self.pending_syncs.fetch_add(1, Ordering::AcqRel) >= MAX_PENDING_SYNCS {
+            self.pending_syncs.fetch_sub(1, Ordering::AcqRel);
+            let e = Error::RateLimited {
+                retry_after_ms: 1000,
+            };
+            return self.reply(e.frame(reference));
+        }
+        let bytes = serde_json::to_vec(&request).unwrap_or_default();
+        if self.session.cast(SessionMsg::Sync(bytes)).is_err() {
+            self.pending_syncs.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+}
+
 /// Writes the session's frames, pings an idle client, and closes the
 /// socket on the server's word or after the idle timeout.
 async fn write(
     mut sink: Sink,
-    mut frames: mpsc::Receiver<String>,
-    mut close: oneshot::Receiver<CloseReason>,
+    mut frames: mpsc::Receiver<Queued>,
+    mut close: mpsc::Receiver<CloseReason>,
     heartbeat: Duration,
     idle_timeout: Duration,
     last_heard: Arc<Mutex<Instant>>,
@@ -346,29 +396,29 @@ async fn write(
     loop {
         tokio::select! {
             frame = frames.recv() => match frame {
-                Some(text) => {
+                Some(queued) => {
                     tokio::select! {
-                        sent = sink.send(Message::Text(text.into())) => {
+                        sent = sink.send(Message::Text(queued.text.as_str().into())) => {
                             if sent.is_err() {
                                 return;
                             }
                         }
                         // Blocked on a client that does not read, and the
                         // session gave up on it: drop the socket.
-                        _ = &mut close, if close_open => return,
+                        _ = close.recv(), if close_open => return,
                     }
                 }
                 None => break,
             },
-            reason = &mut close, if close_open => {
+            reason = close.recv(), if close_open => {
                 close_open = false;
-                if let Ok(reason) = reason {
+                if let Some(reason) = reason {
                     // Flush what is already queued, then close; a client too
                     // slow to take it within the grace period just loses it
                     // (it syncs on reconnect).
                     let goodbye = async {
-                        while let Ok(text) = frames.try_recv() {
-                            sink.send(Message::Text(text.into())).await?;
+                        while let Ok(queued) = frames.try_recv() {
+                            sink.send(Message::Text(queued.text.as_str().into())).await?;
                         }
                         sink.send(Message::Close(Some(CloseFrame {
                             code: reason.code,

@@ -13,6 +13,10 @@ pub enum ClientFrame {
     Auth {
         /// The bearer token from login.
         token: String,
+        /// The client installation, stable across connections (optional:
+        /// without it the token names the device).
+        #[serde(default)]
+        device_id: Option<String>,
     },
     /// Sends a message to a conversation, or to a user (their direct chat).
     Send {
@@ -49,8 +53,8 @@ pub enum ClientFrame {
         kind: AckKind,
     },
     /// Asks for every message after the given per-conversation sequence
-    /// numbers; conversations left out sync from the stored delivered
-    /// watermark.
+    /// numbers (the client's word wins over what the server sent it);
+    /// conversations left out catch up from what this connection sent.
     Sync {
         /// Echoed in an `error` frame about this request.
         #[serde(rename = "ref")]

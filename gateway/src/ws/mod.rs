@@ -10,12 +10,13 @@
 
 mod connection;
 mod frames;
-mod sync;
+mod presence;
 
 use axum::extract::ws::{Message, WebSocketUpgrade};
 use axum::extract::{Query, State};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
+use storage::chat::{DeviceKey, UserId};
 
 use crate::{AppState, Error};
 
@@ -27,10 +28,40 @@ const HARD_FRAME_FACTOR: usize = 4;
 /// Initial read buffer of a connection (it grows for larger frames).
 const READ_BUFFER_BYTES: usize = 4 * 1024;
 
-/// `?token=` on the upgrade request.
+/// `?token=` and `?device_id=` on the upgrade request.
 #[derive(Debug, Deserialize)]
 pub(crate) struct WsQuery {
     token: Option<String>,
+    device_id: Option<String>,
+}
+
+/// Who is connecting: the user, the login they used and the device they
+/// are on.
+#[derive(Debug, Clone)]
+pub(crate) struct Identity {
+    user_id: UserId,
+    login: DeviceKey,
+    device: DeviceKey,
+}
+
+/// Authenticates a token and names the device (the client's `device_id`,
+/// else the login itself).
+pub(crate) async fn identify(
+    state: &AppState,
+    token: &str,
+    device_id: Option<&str>,
+) -> Result<Identity, Error> {
+    let device = device_id
+        .map(DeviceKey::named)
+        .transpose()
+        .map_err(Error::from)?;
+    let user_id = crate::auth::authenticate(state, token).await?;
+    let login = DeviceKey::of_token(token);
+    Ok(Identity {
+        user_id,
+        device: device.unwrap_or_else(|| login.clone()),
+        login,
+    })
 }
 
 /// `GET /ws`: authenticates (when a token is in the URL, before upgrading,
@@ -41,8 +72,8 @@ pub(crate) async fn handler(
     upgrade: WebSocketUpgrade,
 ) -> Response {
     let user = match &query.token {
-        Some(token) => match crate::auth::authenticate(&state, token).await {
-            Ok(user_id) => Some(user_id),
+        Some(token) => match identify(&state, token, query.device_id.as_deref()).await {
+            Ok(identity) => Some(identity),
             Err(e) => return e.into_response(),
         },
         None => None,

@@ -27,7 +27,7 @@ pub struct ChatSummary {
     pub last_message: Option<MessageSummary>,
     /// The newest message's time, or when the user joined.
     pub last_activity_at: Millis,
-    /// Messages after the user's seen watermark.
+    /// Other members' messages after the user's seen watermark.
     pub unread: u64,
     /// When the newest message is the user's own: how far it got with the
     /// others (the least advanced of them).
@@ -53,9 +53,11 @@ impl ChatStore {
                 let meta: ConvMeta = get(tx, keys::CONV_META, &(conv_id,))?.unwrap_or_default();
                 let receipts = member_receipts(tx, conv_id)?;
                 let mine = receipts.iter().find(|r| r.user_id == user_id);
+                let seen = mine.map_or(0, |r| r.receipt.seen_seq);
                 let unread = meta
                     .last_seq
-                    .saturating_sub(mine.map_or(0, |r| r.receipt.seen_seq));
+                    .saturating_sub(seen)
+                    .saturating_sub(super::receipts::own_unseen(tx, conv_id, user_id, seen)?);
                 let others = || receipts.iter().filter(|r| r.user_id != user_id);
                 let last_message_status = meta
                     .last_message

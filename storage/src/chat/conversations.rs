@@ -235,16 +235,19 @@ pub(crate) fn index_member(
     user_id: UserId,
     now: u64,
 ) -> Result<()> {
+    let meta: ConvMeta = get(tx, keys::CONV_META, &(conv_id,))?.unwrap_or_default();
     put(
         tx,
         keys::USER_CONV,
         &(user_id, conv_id),
-        &UserConv { joined_at: now },
+        &UserConv {
+            joined_at: now,
+            joined_seq: meta.last_seq,
+        },
     )?;
     if get::<Receipt, _>(tx, keys::RECEIPT, &(conv_id, user_id))?.is_none() {
         // A newcomer starts with everything before they joined already read:
         // old messages are history, not unread.
-        let meta: ConvMeta = get(tx, keys::CONV_META, &(conv_id,))?.unwrap_or_default();
         let receipt = Receipt {
             delivered_seq: meta.last_seq,
             delivered_at: None,

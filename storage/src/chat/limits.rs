@@ -32,6 +32,9 @@ pub struct Limits {
     pub max_push_endpoint_bytes: usize,
     /// Most push subscriptions per user. Default 10.
     pub max_push_subscriptions: usize,
+    /// Most devices (delivery cursors) kept per user; the least recently
+    /// connected one is forgotten beyond it. Default 32.
+    pub max_devices: usize,
 }
 
 impl Default for Limits {
@@ -48,6 +51,7 @@ impl Default for Limits {
             max_page_size: 200,
             max_push_endpoint_bytes: 2048,
             max_push_subscriptions: 10,
+            max_devices: 32,
         }
     }
 }

@@ -200,6 +200,38 @@ impl ChatStore {
     }
 }
 
+/// Accounts for the sender's own new message `seq`. A sender who had
+/// everything before it has it too: their watermark moves over it. One who
+/// had not keeps their watermarks (sending proves nothing about messages a
+/// device never received), and the message is recorded as their own so it
+/// never counts as unread for them.
+fn own_message(
+    tx: &mut dyn Transaction,
+    senders: &mut HashMap<UserId, Receipt>,
+    conv_id: ConvId,
+    sender: UserId,
+    seq: Seq,
+    now: u64,
+) -> Result<()> {
+    let receipt = match senders.entry(sender) {
+        std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+        std::collections::hash_map::Entry::Vacant(e) => {
+            e.insert(get(tx, keys::RECEIPT, &(conv_id, sender))?.unwrap_or_default())
+        }
+    };
+    if receipt.delivered_seq + 1 == seq {
+        receipt.delivered_seq = seq;
+        receipt.delivered_at = Some(now);
+    }
+    if receipt.seen_seq + 1 == seq {
+        receipt.seen_seq = seq;
+        receipt.seen_at = Some(now);
+    } else {
+        put(tx, keys::OWN_UNSEEN, &(conv_id, sender, seq), &())?;
+    }
+    Ok(())
+}
+
 fn decode_messages(rows: Vec<crate::KeyValue>) -> Result<Vec<Message>> {
     rows.into_iter()
         .map(|(_, v)| crate::codec::decode(keys::MSG.name, &v))
@@ -252,7 +284,7 @@ fn append_in(
     // Per-batch caches: each sender's membership is read once, and
     // each sender's receipt is written once, after the loop.
     let mut is_member: HashMap<UserId, bool> = HashMap::new();
-    let mut sender_seen: HashMap<UserId, Seq> = HashMap::new();
+    let mut senders: HashMap<UserId, Receipt> = HashMap::new();
     for m in messages {
         let outcome = (|| {
             limits.message(&m.body, &m.client_msg_id)?;
@@ -290,7 +322,7 @@ fn append_in(
                 &(conv_id, m.sender, &m.client_msg_id),
                 &seq,
             )?;
-            sender_seen.insert(m.sender, seq);
+            own_message(tx, &mut senders, conv_id, m.sender, seq, now)?;
             meta.last_seq = seq;
             meta.last_message = Some(MessageSummary {
                 seq,
@@ -308,15 +340,7 @@ fn append_in(
             Ok(o) => outcomes.push(Ok(o)),
         }
     }
-    // Sending shows the sender has read the conversation up to their
-    // own message, the newest one: both watermarks move there.
-    for (sender, seq) in sender_seen {
-        let receipt = Receipt {
-            delivered_seq: seq,
-            delivered_at: Some(now),
-            seen_seq: seq,
-            seen_at: Some(now),
-        };
+    for (sender, receipt) in senders {
         put(tx, keys::RECEIPT, &(conv_id, sender), &receipt)?;
     }
     put(tx, keys::CONV_META, &(conv_id,), &meta)?;

@@ -7,6 +7,7 @@
 
 mod chat_list;
 mod conversations;
+mod devices;
 mod leases;
 pub mod limits;
 mod members;
@@ -26,6 +27,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 pub use chat_list::{ChatSummary, MessageStatus};
+pub use devices::{DeviceKey, SyncStart, MAX_DEVICE_ID_BYTES};
 pub use limits::Limits;
 pub use messages::{AppendOutcome, AppendRequest, NewMessage};
 pub use model::*;

@@ -176,6 +176,20 @@ pub struct MemberEvent {
 pub struct UserConv {
     /// When the user joined (or rejoined) it.
     pub joined_at: Millis,
+    /// The conversation's last seq when they joined: what came before is
+    /// history, never synced to their devices as new.
+    pub joined_seq: Seq,
+}
+
+/// One client installation of a user (a phone, a browser profile). Its
+/// delivery cursors live in the `device_cursor` family.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Device {
+    /// When it first connected (or logged in).
+    pub created_at: Millis,
+    /// When it last connected: the least recently used device is the one
+    /// forgotten when a user exceeds their device limit.
+    pub last_connected_at: Millis,
 }
 
 /// The latest message of a conversation, kept for chat lists.

@@ -7,6 +7,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::conversations::require_member;
+use super::devices::{advance_cursor, DeviceKey};
 use super::members::active_members;
 use super::{get, put, ChatStore, ConvId, ConvMeta, Receipt, Seq, UserId};
 use crate::keys;
@@ -76,9 +77,14 @@ impl ChatStore {
     /// Moves the actor's watermark of `kind` up to `seq`. Watermarks never
     /// move back: an older ack changes nothing. An ack past the last message
     /// is an [`Error::Invalid`]. Returns the receipt and whether it moved.
+    ///
+    /// The acknowledging `device`'s cursor moves too (its next sync starts
+    /// after `seq`); the member's own messages at or below a new seen
+    /// watermark stop being subtracted from their unread count.
     pub fn ack(
         &self,
         actor: UserId,
+        device: Option<&DeviceKey>,
         conv_id: ConvId,
         kind: AckKind,
         seq: Seq,
@@ -105,6 +111,12 @@ impl ChatStore {
                 receipt.seen_seq = seq;
                 receipt.seen_at = Some(now);
                 moved = true;
+                let (begin, _) = keys::OWN_UNSEEN.range(&(conv_id, actor));
+                let end = keys::OWN_UNSEEN.key(&(conv_id, actor, seq + 1));
+                tx.clear_range(&begin, &end)?;
+            }
+            if let Some(device) = device {
+                advance_cursor(tx, actor, device, conv_id, seq)?;
             }
             if moved {
                 put(tx, keys::RECEIPT, &(conv_id, actor), &receipt)?;
@@ -140,4 +152,19 @@ impl ChatStore {
                 .collect())
         })
     }
+}
+
+/// How many of `user_id`'s own messages lie above their seen watermark
+/// (sent while they had not seen everything before): not unread for them.
+pub(crate) fn own_unseen(
+    tx: &mut dyn Transaction,
+    conv_id: ConvId,
+    user_id: UserId,
+    seen: Seq,
+) -> Result<u64> {
+    let (_, end) = keys::OWN_UNSEEN.range(&(conv_id, user_id));
+    let begin = keys::OWN_UNSEEN.key(&(conv_id, user_id, seen + 1));
+    Ok(tx
+        .get_range(&begin, &end, crate::RangeOptions::default())?
+        .len() as u64)
 }

@@ -3,6 +3,7 @@
 use rand::RngCore;
 use sha2::{Digest, Sha256};
 
+use super::devices::DeviceKey;
 use super::{get, ChatStore, Millis, TokenRecord, User, UserId};
 use crate::keys;
 use crate::{Error, Result};
@@ -33,11 +34,15 @@ impl ChatStore {
             expires_at: now.saturating_add(ttl_ms),
         };
         let key = token_key(&token);
+        let device = DeviceKey::of_token(&token);
         self.db().run(|tx| {
             if get::<User, _>(tx, keys::USER, &(user_id,))?.is_none() {
                 return Err(Error::NotFound { what: "user" });
             }
-            tx.set(&key, &crate::codec::encode(keys::TOKEN.name, &record)?)
+            tx.set(&key, &crate::codec::encode(keys::TOKEN.name, &record)?)?;
+            // One login is one device: it receives everything from now on,
+            // however late it first connects.
+            self.register_device_in(tx, user_id, &device)
         })?;
         Ok(token)
     }
@@ -68,11 +73,15 @@ impl ChatStore {
     /// [`Error::InvalidToken`], so a client learns its logout did nothing.
     pub fn revoke_token(&self, token: &str) -> Result<()> {
         let key = token_key(token);
+        let device = DeviceKey::of_token(token);
         self.db().run(|tx| {
-            if tx.get(&key)?.is_none() {
+            let Some(bytes) = tx.get(&key)? else {
                 return Err(Error::InvalidToken);
-            }
-            tx.clear(&key)
+            };
+            let record: TokenRecord = crate::codec::decode(keys::TOKEN.name, &bytes)?;
+            tx.clear(&key)?;
+            // The login's device goes with it.
+            super::devices::forget(tx, record.user_id, device.as_str())
         })
     }
 }
