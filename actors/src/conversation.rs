@@ -301,6 +301,7 @@ impl ConvState {
         outcomes: Vec<storage::Result<AppendOutcome>>,
     ) {
         let mut frames = Vec::new();
+        let mut replies = Vec::new();
         let mut offline_pushes = Vec::new();
         for ((from, m), outcome) in batch.into_iter().zip(outcomes) {
             match outcome {
@@ -312,11 +313,14 @@ impl ConvState {
                         seq: stored.seq,
                         sent_at: stored.sent_at,
                     };
-                    self.cluster.reply(&from, sent.to_json()).await;
+                    replies.push((from, sent.to_json()));
+                    // A resend's original goes out again too: its first
+                    // fan-out may have died with the node that committed
+                    // it. Sessions that have it drop it.
+                    frames.push(Outgoing::message(stored));
                     if let AppendOutcome::Appended(message) = outcome {
                         self.next_seq = message.seq + 1;
                         self.cluster.metrics().messages_committed.inc();
-                        frames.push(Outgoing::message(&message));
                         offline_pushes.push(message);
                     }
                 }
@@ -327,8 +331,14 @@ impl ConvState {
                 }
             }
         }
+        // Members first, the sender's `sent` last: a sender that holds its
+        // `sent` never has to resend, so the message must already be on its
+        // way to everyone.
         if !frames.is_empty() {
             self.cluster.fanout(self.members.clone(), frames).await;
+        }
+        for (from, sent) in replies {
+            self.cluster.reply(&from, sent).await;
         }
         for message in offline_pushes {
             let offline: Vec<UserId> = self

@@ -11,7 +11,9 @@
 //! - when its socket ends (closed by the server, broken by a killed node)
 //!   or stalls (nothing heard, not even a `pong`, for a while: a hung node)
 //!   it reconnects to the next node, resends what is unacknowledged and
-//!   asks for a `sync` from its own watermarks;
+//!   asks for a `sync` from its own watermarks; an *impatient* client
+//!   (every `impatient_every`-th) resends at once and never sends `sync`,
+//!   relying on the documented automatic sync at connect;
 //! - it acknowledges delivery (`ack` / `delivered`) of what it holds, so
 //!   the automatic sync at connect stays short.
 //!
@@ -70,6 +72,11 @@ pub struct Settings {
     pub reconnect_pause: Duration,
     /// Acknowledge delivery this often.
     pub ack_every: Duration,
+    /// Every n-th client (by index, starting with the first) is impatient:
+    /// it never sends `sync` (neither after a reconnect nor when asked),
+    /// so what it holds is what the server's automatic sync and live
+    /// delivery gave it. 0: none.
+    pub impatient_every: usize,
 }
 
 impl Default for Settings {
@@ -83,6 +90,7 @@ impl Default for Settings {
             connect_timeout: Duration::from_millis(1000),
             reconnect_pause: Duration::from_millis(100),
             ack_every: Duration::from_millis(500),
+            impatient_every: 2,
         }
     }
 }
@@ -330,6 +338,7 @@ impl Driver {
                 // their conversations, rather than all at once to one.
                 counter: i as u64,
                 offset: settings.send_every * (i as u32) / count,
+                impatient: settings.impatient_every > 0 && i % settings.impatient_every == 0,
             };
             tasks.push(tokio::spawn(client.run()));
         }
@@ -658,6 +667,8 @@ struct Client {
     counter: u64,
     /// Delay of this client's first send after connecting.
     offset: Duration,
+    /// Never sends `sync`.
+    impatient: bool,
 }
 
 /// How a connection ended.
@@ -785,7 +796,9 @@ impl Client {
         }
         self.sync.borrow_and_update();
         let mut first = self.due_resends(true);
-        first.push(self.sync_frame());
+        if !self.impatient {
+            first.push(self.sync_frame());
+        }
         for frame in &first {
             if !put(&mut sink, frame).await {
                 return self.write_failed(&mut source).await;
@@ -879,6 +892,9 @@ impl Client {
                         return Ended::because("stopped");
                     }
                     self.sync.borrow_and_update();
+                    if self.impatient {
+                        continue;
+                    }
                     let frame = self.sync_frame();
                     if !put(&mut sink, &frame).await {
                         return self.write_failed(&mut source).await;
