@@ -6,8 +6,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use storage::chat::{
-    AckKind, AppendOutcome, ChatStore, ConvKind, Limits, MemberAction, MessageStatus, NewMessage,
-    NewUser, PasswordCost, Role, User,
+    AckKind, AppendOutcome, ChatStore, ConvKind, DeviceKey, Limits, MemberAction, MessageStatus,
+    NewMessage, NewUser, PasswordCost, Role, User,
 };
 use storage::{Database, Error, KeyValue, RangeOptions};
 
@@ -706,4 +706,68 @@ fn append_many_commits_several_conversations_at_once() {
         [(1, "y".to_owned())],
         "the fenced request wrote nothing"
     );
+}
+
+#[test]
+fn each_device_resumes_from_its_own_cursor() {
+    let f = fixture();
+    let (a, b) = (f.user("alice"), f.user("bob"));
+    let dm = f.store.open_direct(a.id, b.id).expect("dm").id;
+    let epoch = f.store.activate_conversation(dm).expect("activate").epoch;
+    let phone = DeviceKey::named("phone").expect("id");
+    let laptop = DeviceKey::named("laptop-1").expect("id");
+    let start = |d: &DeviceKey| {
+        f.store
+            .open_device(b.id, d)
+            .expect("open")
+            .into_iter()
+            .find(|s| s.conv_id == dm)
+            .map(|s| (s.after, s.last_seq))
+    };
+    assert_eq!(start(&phone), Some((0, 0)));
+    assert_eq!(start(&laptop), Some((0, 0)));
+    for i in 1..=3 {
+        f.send(dm, epoch, i, a.id, &format!("m{i}"));
+    }
+    // The laptop reads everything; the phone was offline.
+    f.store
+        .ack(b.id, Some(&laptop), dm, AckKind::Seen, 3)
+        .expect("ack");
+    assert_eq!(start(&laptop), Some((3, 3)));
+    assert_eq!(
+        start(&phone),
+        Some((0, 3)),
+        "the phone resumes from its own cursor"
+    );
+    // A device seen for the first time starts where the user's devices are.
+    assert_eq!(start(&DeviceKey::named("new").expect("id")), Some((3, 3)));
+
+    // Bob replies without having seen a newer message: it stays unread,
+    // his own message is not unread, and his watermarks did not move.
+    f.send(dm, epoch, 4, a.id, "m4");
+    f.send(dm, epoch, 5, b.id, "reply");
+    let row = |u: u64| {
+        f.store
+            .chat_list(u)
+            .expect("list")
+            .into_iter()
+            .find(|c| c.conv_id == dm)
+            .expect("row")
+    };
+    assert_eq!(row(b.id).unread, 1);
+    let receipts = f.store.receipts(b.id, dm).expect("receipts");
+    let bobs = receipts.iter().find(|r| r.user_id == b.id).expect("bob");
+    assert_eq!((bobs.receipt.delivered_seq, bobs.receipt.seen_seq), (3, 3));
+    f.store
+        .ack(b.id, Some(&phone), dm, AckKind::Seen, 4)
+        .expect("ack");
+    assert_eq!(row(b.id).unread, 0);
+    // Seeing 4 covers his own 5; now caught up, sending moves him over 6.
+    f.send(dm, epoch, 6, b.id, "again");
+    assert_eq!(row(b.id).unread, 0);
+    let receipts = f.store.receipts(b.id, dm).expect("receipts");
+    let bobs = receipts.iter().find(|r| r.user_id == b.id).expect("bob");
+    assert_eq!((bobs.receipt.delivered_seq, bobs.receipt.seen_seq), (6, 6));
+    assert!(DeviceKey::named("bad id").is_err());
+    assert!(DeviceKey::named(&"x".repeat(65)).is_err());
 }

@@ -114,6 +114,16 @@ impl ChatStore {
                 let (begin, _) = keys::OWN_UNSEEN.range(&(conv_id, actor));
                 let end = keys::OWN_UNSEEN.key(&(conv_id, actor, seq + 1));
                 tx.clear_range(&begin, &end)?;
+                // The member's own messages right after it are seen too.
+                loop {
+                    let next = keys::OWN_UNSEEN.key(&(conv_id, actor, receipt.seen_seq + 1));
+                    if tx.get(&next)?.is_none() {
+                        break;
+                    }
+                    tx.clear(&next)?;
+                    receipt.seen_seq += 1;
+                }
+                receipt.delivered_seq = receipt.delivered_seq.max(receipt.seen_seq);
             }
             if let Some(device) = device {
                 advance_cursor(tx, actor, device, conv_id, seq)?;
