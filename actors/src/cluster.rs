@@ -41,7 +41,12 @@ struct Inner {
     push: PushNotifier,
     committer: Committer,
     sessions: LocalSessions,
-    conversations: tokio::sync::Mutex<HashMap<ConvId, ActorRef<ConvMsg>>>,
+    /// The running conversation actors. A short synchronous lock: never
+    /// held across an await.
+    conversations: std::sync::Mutex<HashMap<ConvId, ActorRef<ConvMsg>>>,
+    /// One lock per conversation being activated, so two commands for it
+    /// start one actor while activations of others run concurrently.
+    activating: std::sync::Mutex<HashMap<ConvId, Arc<tokio::sync::Mutex<()>>>>,
     /// Names of the nodes with a live lease, as of the last heartbeat.
     live: RwLock<BTreeSet<String>>,
     /// The reachable live nodes at the last re-homing check.
@@ -99,7 +104,8 @@ impl Cluster {
                 push,
                 committer,
                 sessions: LocalSessions::default(),
-                conversations: tokio::sync::Mutex::new(HashMap::new()),
+                conversations: std::sync::Mutex::new(HashMap::new()),
+                activating: std::sync::Mutex::new(HashMap::new()),
                 live: RwLock::new(BTreeSet::from([config.node_name.clone()])),
                 placed_on: RwLock::new(Vec::new()),
                 incarnation: rand::random(),
@@ -346,27 +352,61 @@ impl Cluster {
         }
     }
 
+    /// The running conversation actors (poison-tolerant: every update is
+    /// one insert or remove).
+    fn convs(&self) -> std::sync::MutexGuard<'_, HashMap<ConvId, ActorRef<ConvMsg>>> {
+        self.inner
+            .conversations
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+    }
+
     async fn local_conversation(&self, conv_id: ConvId) -> Result<ActorRef<ConvMsg>, Error> {
-        let mut convs = self.inner.conversations.lock().await;
-        if let Some(actor) = convs.get(&conv_id) {
-            return Ok(actor.clone());
+        let running = self.convs().get(&conv_id).cloned();
+        if let Some(actor) = running {
+            return Ok(actor);
         }
-        let spawned = Actor::spawn(None, ConversationActor, (self.clone(), conv_id)).await;
-        match spawned {
-            Ok((actor, _)) => {
-                convs.insert(conv_id, actor.clone());
-                Ok(actor)
+        let gate = {
+            let mut activating = self
+                .inner
+                .activating
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            activating.entry(conv_id).or_default().clone()
+        };
+        let result = {
+            let _only_one = gate.lock().await;
+            let running = self.convs().get(&conv_id).cloned();
+            match running {
+                Some(actor) => Ok(actor),
+                // Spawning returns once the actor exists; its storage I/O
+                // runs in its own task (post_start), so neither this caller
+                // nor the host actor waits on it.
+                None => {
+                    match Actor::spawn(None, ConversationActor, (self.clone(), conv_id)).await {
+                        Ok((actor, _)) => {
+                            self.convs().insert(conv_id, actor.clone());
+                            Ok(actor)
+                        }
+                        Err(e) => Err(Error::Spawn(e.to_string())),
+                    }
+                }
             }
-            Err(ractor::SpawnErr::StartupFailed(e)) => match e.downcast::<storage::Error>() {
-                Ok(e) => Err(Error::Storage(*e)),
-                Err(e) => Err(Error::Spawn(e.to_string())),
-            },
-            Err(e) => Err(Error::Spawn(e.to_string())),
+        };
+        let mut activating = self
+            .inner
+            .activating
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        // The last one through removes the gate.
+        if Arc::strong_count(&gate) <= 2 {
+            activating.remove(&conv_id);
         }
+        result
     }
 
     /// Sends the refusal of a command to the session that sent it.
-    async fn refuse(&self, cmd: &ConvCommand, code: ErrorCode, message: &str) {
+    pub(crate) async fn refuse(&self, cmd: &ConvCommand, code: ErrorCode, message: &str) {
         let (from, reference) = match cmd {
             ConvCommand::Send {
                 from,
@@ -387,7 +427,7 @@ impl Cluster {
 
     /// Removes a stopped conversation actor from the registry.
     pub(crate) async fn forget_conversation(&self, conv_id: ConvId, actor: ActorId) {
-        let mut convs = self.inner.conversations.lock().await;
+        let mut convs = self.convs();
         if convs.get(&conv_id).is_some_and(|a| a.get_id() == actor) {
             convs.remove(&conv_id);
         }
@@ -400,7 +440,7 @@ impl Cluster {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
         loop {
             let actors: Vec<ActorRef<ConvMsg>> = {
-                let convs = self.inner.conversations.lock().await;
+                let convs = self.convs();
                 convs.values().cloned().collect()
             };
             if actors.is_empty() {
@@ -440,7 +480,7 @@ impl Cluster {
         }
         tracing::info!(nodes = ?serving, "membership changed");
         let convs: Vec<(ConvId, ActorRef<ConvMsg>)> = {
-            let convs = self.inner.conversations.lock().await;
+            let convs = self.convs();
             convs.iter().map(|(k, v)| (*k, v.clone())).collect()
         };
         for (conv_id, actor) in convs {

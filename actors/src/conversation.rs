@@ -46,6 +46,8 @@ pub struct ConvState {
     epoch: u64,
     next_seq: Seq,
     members: Vec<UserId>,
+    /// Set when activation failed: commands are refused with it.
+    unavailable: Option<(ErrorCode, String)>,
     pending: Vec<(SessionAddr, NewMessage)>,
     flush_queued: bool,
     last_activity: Instant,
@@ -66,27 +68,15 @@ impl Actor for ConversationActor {
         myself: ActorRef<Self::Msg>,
         (cluster, conv_id): Self::Arguments,
     ) -> Result<Self::State, ActorProcessingErr> {
-        let store = cluster.store().clone();
-        let (meta, members) = tokio::task::spawn_blocking(move || {
-            let meta = store.activate_conversation(conv_id)?;
-            let members = store.member_ids(conv_id)?;
-            Ok::<_, StoreError>((meta, members))
-        })
-        .await??;
-        tracing::debug!(
-            conv_id,
-            epoch = meta.epoch,
-            last_seq = meta.last_seq,
-            "activated"
-        );
         let idle = cluster.config().conversation_idle;
         let idle_timer = myself.send_interval(idle / 2, || ConvMsg::IdleTick);
         cluster.metrics().conversations.inc();
         Ok(ConvState {
             conv_id,
-            epoch: meta.epoch,
-            next_seq: meta.last_seq + 1,
-            members,
+            epoch: 0,
+            next_seq: 0,
+            members: Vec::new(),
+            unavailable: None,
             pending: Vec::new(),
             flush_queued: false,
             last_activity: Instant::now(),
@@ -95,12 +85,60 @@ impl Actor for ConversationActor {
         })
     }
 
+    /// Claims the conversation (bumps its epoch) and reads its members.
+    /// Here rather than in `pre_start`, so whoever spawned the actor does
+    /// not wait on storage; commands wait in the mailbox meanwhile.
+    async fn post_start(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        let store = state.cluster.store().clone();
+        let conv_id = state.conv_id;
+        let claimed = tokio::task::spawn_blocking(move || {
+            let meta = store.activate_conversation(conv_id)?;
+            let members = store.member_ids(conv_id)?;
+            Ok::<_, StoreError>((meta, members))
+        })
+        .await
+        .map_err(Error::from)
+        .and_then(|r| r.map_err(Error::from));
+        match claimed {
+            Ok((meta, members)) => {
+                tracing::debug!(
+                    conv_id,
+                    epoch = meta.epoch,
+                    last_seq = meta.last_seq,
+                    "activated"
+                );
+                state.epoch = meta.epoch;
+                state.next_seq = meta.last_seq + 1;
+                state.members = members;
+            }
+            Err(e) => {
+                // Refuse what is already queued, then stop (the tick goes
+                // behind it); the next command activates it afresh.
+                tracing::debug!(conv_id, error = %e, "activation failed");
+                state.unavailable = Some((e.code(), e.to_string()));
+                let _ = myself.cast(ConvMsg::IdleTick);
+            }
+        }
+        Ok(())
+    }
+
     async fn handle(
         &self,
         myself: ActorRef<Self::Msg>,
         message: Self::Msg,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
+        if let Some((code, reason)) = &state.unavailable {
+            match message {
+                ConvMsg::Cmd(cmd) => state.cluster.refuse(&cmd, *code, reason).await,
+                _ => myself.stop(Some("activation failed".into())),
+            }
+            return Ok(());
+        }
         match message {
             ConvMsg::Cmd(cmd) => {
                 state.last_activity = Instant::now();
