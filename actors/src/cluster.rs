@@ -27,6 +27,7 @@ use crate::presence::PresenceActor;
 use crate::push::PushNotifier;
 use crate::registry::LocalSessions;
 use crate::session::SessionMsg;
+use crate::supervisor::Supervisor;
 use crate::wire::{ClusterMsg, ConvCommand, Outgoing, SessionAddr};
 use crate::{placement, Error};
 
@@ -55,6 +56,8 @@ struct Inner {
     /// Set when the node starts leaving: it serves no conversation any more.
     leaving: std::sync::atomic::AtomicBool,
     next_session: AtomicU64,
+    /// The supervisor every conversation and session actor is linked to.
+    supervisor: std::sync::OnceLock<ractor::ActorCell>,
     users_scope: String,
     hosts_scope: String,
 }
@@ -113,6 +116,7 @@ impl Cluster {
                 // Random start: a restarted node does not reuse the ids of
                 // its previous life, so a late reply cannot reach a stranger.
                 next_session: AtomicU64::new(u64::from(rand::random::<u32>()) << 20),
+                supervisor: std::sync::OnceLock::new(),
                 users_scope,
                 hosts_scope,
                 config,
@@ -138,6 +142,10 @@ impl Cluster {
         let (server, _) = Actor::spawn(None, server, ())
             .await
             .map_err(|e| Error::Spawn(format!("cluster transport: {e}")))?;
+        let (supervisor, _) = Actor::spawn(None, Supervisor, cluster.clone())
+            .await
+            .map_err(|e| Error::Spawn(format!("supervisor: {e}")))?;
+        let _ = cluster.inner.supervisor.set(supervisor.get_cell());
         let (host, _) = Actor::spawn(None, HostActor, cluster.clone())
             .await
             .map_err(|e| Error::Spawn(format!("host actor: {e}")))?;
@@ -383,13 +391,14 @@ impl Cluster {
                 // runs in its own task (post_start), so neither this caller
                 // nor the host actor waits on it.
                 None => {
-                    match Actor::spawn(None, ConversationActor, (self.clone(), conv_id)).await {
-                        Ok((actor, _)) => {
-                            self.convs().insert(conv_id, actor.clone());
-                            Ok(actor)
-                        }
-                        Err(e) => Err(Error::Spawn(e.to_string())),
-                    }
+                    let spawned = self
+                        .spawn_linked(ConversationActor, (self.clone(), conv_id))
+                        .await;
+                    spawned.map(|(actor, _)| {
+                        self.convs().insert(conv_id, actor.clone());
+                        self.inner.metrics.conversations.inc();
+                        actor
+                    })
                 }
             }
         };
@@ -403,6 +412,56 @@ impl Cluster {
             activating.remove(&conv_id);
         }
         result
+    }
+
+    /// Spawns an actor linked to the node's supervisor (unlinked if it is
+    /// not up yet, which only happens during start-up).
+    async fn spawn_linked<A: Actor>(
+        &self,
+        actor: A,
+        args: A::Arguments,
+    ) -> Result<(ActorRef<A::Msg>, tokio::task::JoinHandle<()>), Error> {
+        let spawned = match self.inner.supervisor.get() {
+            Some(sup) => Actor::spawn_linked(None, actor, args, sup.clone()).await,
+            None => Actor::spawn(None, actor, args).await,
+        };
+        spawned.map_err(|e| Error::Spawn(e.to_string()))
+    }
+
+    /// Starts the session actor of a new connection, under the supervisor.
+    /// The handle ends when the session does, for whatever reason.
+    pub async fn spawn_session(
+        &self,
+        args: crate::session::SessionArgs,
+    ) -> Result<(ActorRef<SessionMsg>, tokio::task::JoinHandle<()>), Error> {
+        self.spawn_linked(crate::session::SessionActor, args).await
+    }
+
+    /// Unregisters a session; decrements the gauge only if it was still
+    /// registered, so a normal stop and the supervisor's cleanup count once.
+    pub(crate) fn session_gone(&self, session_id: u64) {
+        if self.inner.sessions.remove(session_id) {
+            self.inner.metrics.sessions.dec();
+        }
+    }
+
+    /// An actor linked to the supervisor ended: drop whatever registry
+    /// entry still names it.
+    pub(crate) fn actor_gone(&self, actor: ActorId) {
+        let conv = self
+            .convs()
+            .iter()
+            .find(|(_, a)| a.get_id() == actor)
+            .map(|(c, _)| *c);
+        if let Some(conv_id) = conv {
+            let mut convs = self.convs();
+            if convs.remove(&conv_id).is_some() {
+                self.inner.metrics.conversations.dec();
+            }
+        }
+        if let Some(session_id) = self.inner.sessions.id_of(actor) {
+            self.session_gone(session_id);
+        }
     }
 
     /// Sends the refusal of a command to the session that sent it.
@@ -430,6 +489,7 @@ impl Cluster {
         let mut convs = self.convs();
         if convs.get(&conv_id).is_some_and(|a| a.get_id() == actor) {
             convs.remove(&conv_id);
+            self.inner.metrics.conversations.dec();
         }
     }
 

@@ -70,7 +70,6 @@ impl Actor for ConversationActor {
     ) -> Result<Self::State, ActorProcessingErr> {
         let idle = cluster.config().conversation_idle;
         let idle_timer = myself.send_interval(idle / 2, || ConvMsg::IdleTick);
-        cluster.metrics().conversations.inc();
         Ok(ConvState {
             conv_id,
             epoch: 0,
@@ -179,7 +178,6 @@ impl Actor for ConversationActor {
             .cluster
             .forget_conversation(state.conv_id, myself.get_id())
             .await;
-        state.cluster.metrics().conversations.dec();
         // Whatever is still pending was never acknowledged: route it again.
         for (from, m) in state.pending.drain(..) {
             let cmd = ConvCommand::Send {

@@ -7,6 +7,7 @@
 //! - [`presence`]: turns process-group changes into presence frames;
 //! - [`push`]: notifications for users with no live session;
 //! - [`committer`]: the node's one message writer (group commit);
+//! - [`supervisor`]: cleans up after conversation and session actors that die;
 //! - [`host`]: each node's mailbox for its peers; [`wire`]: what they say;
 //! - [`membership`]: leases and reconnection; [`placement`]: rendezvous hashing;
 //! - [`Cluster`]: the handle tying them together; [`frames`]: what clients get.
@@ -26,6 +27,7 @@ pub mod presence;
 pub mod push;
 pub mod registry;
 pub mod session;
+pub mod supervisor;
 pub mod wire;
 
 use serde::{Deserialize, Serialize};

@@ -46,18 +46,29 @@ impl LocalSessions {
         m.by_user.entry(user_id).or_default().push(session_id);
     }
 
-    /// Removes a session.
-    pub fn remove(&self, session_id: u64) {
+    /// Removes a session; whether it was there.
+    pub fn remove(&self, session_id: u64) -> bool {
         let mut m = self.lock();
         m.login.remove(&session_id);
-        if let Some((user_id, _)) = m.by_id.remove(&session_id) {
-            if let Some(ids) = m.by_user.get_mut(&user_id) {
-                ids.retain(|&id| id != session_id);
-                if ids.is_empty() {
-                    m.by_user.remove(&user_id);
-                }
+        let Some((user_id, _)) = m.by_id.remove(&session_id) else {
+            return false;
+        };
+        if let Some(ids) = m.by_user.get_mut(&user_id) {
+            ids.retain(|&id| id != session_id);
+            if ids.is_empty() {
+                m.by_user.remove(&user_id);
             }
         }
+        true
+    }
+
+    /// The session id of a session actor, if it is registered.
+    pub fn id_of(&self, actor: ractor::ActorId) -> Option<u64> {
+        self.lock()
+            .by_id
+            .iter()
+            .find(|(_, (_, a))| a.get_id() == actor)
+            .map(|(id, _)| *id)
     }
 
     /// One session.

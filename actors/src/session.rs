@@ -289,8 +289,7 @@ impl Actor for SessionActor {
         _myself: ActorRef<Self::Msg>,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
-        state.cluster.sessions().remove(state.session_id);
-        state.cluster.metrics().sessions.dec();
+        state.cluster.session_gone(state.session_id);
         Ok(())
     }
 }

@@ -9,14 +9,12 @@ use std::time::{Duration, Instant};
 
 use actors::frames::ServerFrame;
 use actors::outbound::{self, Outbound, Queued};
-use actors::session::{
-    CloseReason, SessionActor, SessionArgs, SessionMsg, SyncRequest, CLOSE_SLOW_CONSUMER,
-};
+use actors::session::{CloseReason, SessionArgs, SessionMsg, SyncRequest, CLOSE_SLOW_CONSUMER};
 use actors::wire::ConvCommand;
 use axum::extract::ws::{CloseFrame, Message, WebSocket};
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
-use ractor::{Actor, ActorRef};
+use ractor::ActorRef;
 use storage::chat::{ConvId, DeviceKey, UserId};
 use tokio::sync::{mpsc, Mutex};
 use tracing::Instrument;
@@ -126,8 +124,8 @@ async fn run(state: AppState, sink: Sink, mut stream: Stream, who: Identity, ses
     };
     // The session reads the device's positions before the first client
     // frame is read below: nothing the client does first can move them.
-    let session = match Actor::spawn(None, SessionActor, args).await {
-        Ok((session, _)) => session,
+    let (session, mut session_ended) = match state.cluster.spawn_session(args).await {
+        Ok(spawned) => spawned,
         Err(e) => {
             tracing::error!(error = %e, "spawning the session actor");
             let _ = close_tx.try_send(CloseReason {
@@ -153,9 +151,20 @@ async fn run(state: AppState, sink: Sink, mut stream: Stream, who: Identity, ses
         last_typing: HashMap::new(),
     };
     let mut writer = writer;
+    let mut session_running = true;
     loop {
         let incoming = tokio::select! {
             incoming = stream.next() => incoming,
+            // The session died without closing (a panic): nothing can reach
+            // this socket any more, so end it; the client reconnects.
+            _ = &mut session_ended, if session_running => {
+                session_running = false;
+                let _ = reader.close.try_send(CloseReason {
+                    code: CLOSE_INTERNAL,
+                    reason: "session failed, reconnect".into(),
+                });
+                continue;
+            }
             // The writer ended (closed by the server, idle, broken): give
             // the client a moment to answer a close frame, so it is not
             // lost to a reset, then release the socket.
