@@ -43,4 +43,17 @@ impl Database {
     pub fn open_fdb(cluster_file: Option<&std::path::Path>) -> Result<Self> {
         Ok(Self::new(FdbBackend::open(cluster_file)?))
     }
+
+    /// Like [`Database::open_fdb`], keeping every key under `prefix` (see
+    /// [`FdbBackend::open_with_prefix`]).
+    #[cfg(feature = "fdb")]
+    pub fn open_fdb_with_prefix(
+        cluster_file: Option<&std::path::Path>,
+        prefix: Vec<u8>,
+    ) -> Result<Self> {
+        Ok(Self::new(FdbBackend::open_with_prefix(
+            cluster_file,
+            prefix,
+        )?))
+    }
 }

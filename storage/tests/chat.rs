@@ -1,6 +1,10 @@
-//! The chat schema layer through its public API, on the embedded backend:
-//! every operation's success path, and for bad input the typed error plus
-//! proof that the store did not change.
+//! The chat schema layer through its public API: every operation's success
+//! path, and for bad input the typed error plus proof that the store did not
+//! change.
+//!
+//! On the embedded backend by default; `PARLEY_TEST_STORE=fdb` (a build with
+//! `--features fdb`, and `FDB_CLUSTER_FILE` naming a running cluster) runs
+//! them on FoundationDB instead, each test under its own random key prefix.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -14,12 +18,53 @@ use storage::{Database, Error, KeyValue, RangeOptions};
 struct Fixture {
     store: ChatStore,
     clock: Arc<AtomicU64>,
-    _dir: tempfile::TempDir,
+    _guard: StoreGuard,
+}
+
+/// Keeps a test's store alive, and removes it at the end.
+enum StoreGuard {
+    /// The SQLite file's directory.
+    Sqlite(#[allow(dead_code)] tempfile::TempDir),
+    /// The test's prefix in the FoundationDB cluster, cleared on drop.
+    #[cfg(feature = "fdb")]
+    Fdb(Database),
+}
+
+impl Drop for StoreGuard {
+    fn drop(&mut self) {
+        #[cfg(feature = "fdb")]
+        if let Self::Fdb(db) = self {
+            let _ = db.run(|tx| tx.clear_range(&[], &[0xff]));
+        }
+    }
+}
+
+/// A fresh empty store on the backend `PARLEY_TEST_STORE` names.
+fn open_store() -> (Database, StoreGuard) {
+    match std::env::var("PARLEY_TEST_STORE").as_deref() {
+        Err(_) | Ok("") | Ok("sqlite") => {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let db = Database::open_sqlite(dir.path().join("chat.sqlite")).expect("open");
+            (db, StoreGuard::Sqlite(dir))
+        }
+        #[cfg(feature = "fdb")]
+        Ok("fdb") => {
+            let cluster_file = std::env::var_os("FDB_CLUSTER_FILE")
+                .expect("PARLEY_TEST_STORE=fdb needs FDB_CLUSTER_FILE naming a running cluster");
+            let prefix = format!("parley-test/chat/{}/", rand::random::<u64>()).into_bytes();
+            let db =
+                Database::open_fdb_with_prefix(Some(std::path::Path::new(&cluster_file)), prefix)
+                    .expect("open the FoundationDB cluster named by FDB_CLUSTER_FILE");
+            (db.clone(), StoreGuard::Fdb(db))
+        }
+        Ok(other) => panic!(
+            "PARLEY_TEST_STORE={other}: expected sqlite, or fdb in a build with --features fdb"
+        ),
+    }
 }
 
 fn fixture() -> Fixture {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let db = Database::open_sqlite(dir.path().join("chat.sqlite")).expect("open");
+    let (db, guard) = open_store();
     let clock = Arc::new(AtomicU64::new(1_000_000));
     let c = clock.clone();
     let store = ChatStore::open(db, Limits::default())
@@ -32,7 +77,7 @@ fn fixture() -> Fixture {
     Fixture {
         store,
         clock,
-        _dir: dir,
+        _guard: guard,
     }
 }
 
@@ -619,9 +664,7 @@ fn push_subscriptions_and_last_seen() {
 
 #[test]
 fn reopening_with_another_schema_version_is_refused() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join("v.sqlite");
-    let db = Database::open_sqlite(&path).expect("open");
+    let (db, _guard) = open_store();
     ChatStore::open(db.clone(), Limits::default()).expect("first open");
     ChatStore::open(db.clone(), Limits::default()).expect("same version reopens");
     let key = storage::keys::META.key(&(storage::keys::meta::SCHEMA_VERSION,));
