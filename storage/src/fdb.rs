@@ -244,7 +244,10 @@ impl Transaction for FdbTransaction<'_> {
 
 impl BackendTransaction for FdbTransaction<'_> {
     fn commit(self: Box<Self>) -> Result<()> {
-        block_on(self.tx.commit()).map_err(FdbError::from)?;
-        Ok(())
+        match block_on(self.tx.commit()).map_err(FdbError::from) {
+            Ok(_) => Ok(()),
+            Err(e) if e.is_maybe_committed() => Err(Error::MaybeCommitted),
+            Err(e) => Err(e.into()),
+        }
     }
 }
