@@ -42,7 +42,9 @@ impl From<&storage::Error> for ErrorCode {
             E::AlreadyExists { .. } => ErrorCode::Conflict,
             E::NotMember { .. } | E::Forbidden(_) => ErrorCode::Forbidden,
             E::BadCredentials | E::InvalidToken => ErrorCode::Unauthorized,
-            E::StaleEpoch { .. } | E::SequenceMismatch { .. } => ErrorCode::Unavailable,
+            E::StaleEpoch { .. } | E::SequenceMismatch { .. } | E::MaybeCommitted => {
+                ErrorCode::Unavailable
+            }
             e if e.is_retryable() => ErrorCode::Unavailable,
             _ => ErrorCode::Internal,
         }

@@ -19,6 +19,7 @@ pub mod conversation;
 pub mod error;
 pub mod frames;
 pub mod host;
+pub mod lease_clock;
 pub mod membership;
 pub mod metrics;
 pub mod outbound;

@@ -3,7 +3,9 @@
 //! ractor_cluster notices a peer only when its TCP connection closes (a
 //! killed process: milliseconds; a hung or partitioned one: never) and does
 //! not reconnect by itself. So every node renews a lease in storage each
-//! heartbeat; the live members are the nodes with unexpired leases. Each
+//! heartbeat; the live members are the nodes whose lease records this node
+//! saw change within the lease lifetime, timed on its own monotonic clock
+//! ([`LeaseClock`]: no comparison of clocks across machines). Each
 //! heartbeat this loop also dials live peers it is not connected to
 //! (restarts, healed partitions) and drops connections to peers whose lease
 //! expired, which removes their sessions from the process groups (they go
@@ -16,6 +18,7 @@ use ractor::ActorRef;
 use ractor_cluster::NodeServerMessage;
 use storage::chat::NodeLease;
 
+use crate::lease_clock::LeaseClock;
 use crate::Cluster;
 
 /// How long to wait before dialing the same peer again.
@@ -31,6 +34,7 @@ pub async fn run(
     let mut ticker = tokio::time::interval(heartbeat);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut dialed: HashMap<String, Instant> = HashMap::new();
+    let mut clock = LeaseClock::new(cluster.config().lease_ttl);
     for seed in cluster.config().seeds.clone() {
         dial(&server, &seed).await;
     }
@@ -39,7 +43,7 @@ pub async fn run(
             _ = ticker.tick() => {}
             _ = shutdown.changed() => return,
         }
-        if let Err(e) = tick(&cluster, &server, &mut dialed).await {
+        if let Err(e) = tick(&cluster, &server, &mut dialed, &mut clock).await {
             tracing::warn!(error = %e, "membership heartbeat failed");
         }
     }
@@ -63,8 +67,10 @@ async fn tick(
     cluster: &Cluster,
     server: &ActorRef<NodeServerMessage>,
     dialed: &mut HashMap<String, Instant>,
+    clock: &mut LeaseClock,
 ) -> Result<(), crate::Error> {
     let previous = renew(cluster).await?;
+    // Our own record against our own clock: no cross-machine comparison.
     let now = cluster.store().now();
     if let Some(prev) = previous {
         if prev.incarnation == cluster.incarnation() && prev.expires_at <= now {
@@ -78,16 +84,8 @@ async fn tick(
     let store = cluster.store().clone();
     let leases = tokio::task::spawn_blocking(move || store.leases()).await??;
     let me = cluster.node_name().to_owned();
-    let live: BTreeSet<String> = leases
-        .iter()
-        .filter(|l| l.expires_at > now)
-        .map(|l| l.name.clone())
-        .collect();
-    let expired: BTreeSet<String> = leases
-        .iter()
-        .filter(|l| l.expires_at <= now)
-        .map(|l| l.name.clone())
-        .collect();
+    let liveness = clock.observe(&leases, Instant::now());
+    let (live, expired): (BTreeSet<String>, BTreeSet<String>) = (liveness.live, liveness.expired);
 
     let sessions = ractor::call_t!(server, NodeServerMessage::GetSessions, 2_000)
         .map_err(|e| crate::Error::Spawn(format!("node server: {e}")))?;

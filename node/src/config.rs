@@ -41,6 +41,10 @@ pub struct Config {
     /// Use FoundationDB with this cluster file instead of the embedded
     /// store (needs a build with the `fdb` feature). Default unset.
     pub fdb_cluster_file: Option<PathBuf>,
+    /// With FoundationDB: keep every key under this prefix, so several
+    /// deployments (or test clusters) can share one FoundationDB cluster.
+    /// Every node of one deployment must use the same. Default empty.
+    pub fdb_key_prefix: String,
     /// Lease renewal period, in milliseconds. Default 1000.
     pub heartbeat_ms: u64,
     /// Lease lifetime, in milliseconds: a node silent this long is dead to
@@ -76,6 +80,7 @@ impl Default for Config {
             http_addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
             data_dir: PathBuf::from("parley-data"),
             fdb_cluster_file: None,
+            fdb_key_prefix: String::new(),
             heartbeat_ms: 1000,
             lease_ttl_ms: 5000,
             conversation_idle_secs: 300,
@@ -124,6 +129,9 @@ pub struct Cli {
     /// FoundationDB cluster file (builds with the `fdb` feature).
     #[arg(long, env = "PARLEY_FDB_CLUSTER_FILE")]
     pub fdb_cluster_file: Option<PathBuf>,
+    /// Key prefix of this deployment in the FoundationDB cluster.
+    #[arg(long, env = "PARLEY_FDB_KEY_PREFIX")]
+    pub fdb_key_prefix: Option<String>,
     /// Lease renewal period in milliseconds.
     #[arg(long, env = "PARLEY_HEARTBEAT_MS")]
     pub heartbeat_ms: Option<u64>,
@@ -149,6 +157,7 @@ impl Config {
             cluster_addr,
             http_addr,
             data_dir,
+            fdb_key_prefix,
             heartbeat_ms,
             lease_ttl_ms
         );

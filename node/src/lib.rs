@@ -50,7 +50,10 @@ pub enum Error {
 pub fn open_database(config: &Config) -> Result<Database, Error> {
     if let Some(cluster_file) = &config.fdb_cluster_file {
         #[cfg(feature = "fdb")]
-        return Ok(Database::open_fdb(Some(cluster_file))?);
+        return Ok(Database::open_fdb_with_prefix(
+            Some(cluster_file),
+            config.fdb_key_prefix.clone().into_bytes(),
+        )?);
         #[cfg(not(feature = "fdb"))]
         return Err(Error::Config(format!(
             "fdb_cluster_file {} is set, but this build has no FoundationDB support (build with --features fdb)",

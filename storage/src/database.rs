@@ -4,7 +4,17 @@
 //! than once, so it must not have side effects outside the transaction; when
 //! it returns an error the transaction is rolled back and nothing it wrote is
 //! kept.
+//!
+//! A commit can also end with its outcome unknown ([`Error::MaybeCommitted`]:
+//! FoundationDB's `commit_unknown_result`). Like foundationdb-rs's
+//! `TransactOption { is_idempotent }`, [`Database::run`] then reports it
+//! rather than apply the transaction twice, and [`Database::run_idempotent`]
+//! retries, for closures that find their own earlier commit and answer the
+//! same (registration finds its own password hash, an append its own
+//! messages). [`UnknownResults`] injects such outcomes in tests, on any
+//! backend.
 
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -49,6 +59,34 @@ impl RetryPolicy {
     }
 }
 
+/// A test hook: makes the next commits report [`Error::MaybeCommitted`]
+/// after they did commit, the harder of the two cases a real unknown result
+/// can hide. Shared between the test and the [`Database`]
+/// ([`Database::with_unknown_results`]).
+#[derive(Debug, Default)]
+pub struct UnknownResults {
+    remaining: AtomicU32,
+}
+
+impl UnknownResults {
+    /// Makes the next `n` successful commits report an unknown result.
+    pub fn inject(&self, n: u32) {
+        self.remaining.fetch_add(n, Ordering::SeqCst);
+    }
+
+    /// How many injections are still pending.
+    pub fn pending(&self) -> u32 {
+        self.remaining.load(Ordering::SeqCst)
+    }
+
+    /// Takes one pending injection, if any.
+    fn take(&self) -> bool {
+        self.remaining
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok()
+    }
+}
+
 /// A handle on the store. Cheap to clone; share one per process.
 ///
 /// Every call blocks the calling thread on storage I/O: async code calls it
@@ -57,6 +95,7 @@ impl RetryPolicy {
 pub struct Database {
     backend: Arc<dyn Backend>,
     retry: RetryPolicy,
+    unknown_results: Option<Arc<UnknownResults>>,
 }
 
 impl std::fmt::Debug for Database {
@@ -74,7 +113,14 @@ impl Database {
         Self {
             backend: Arc::new(backend),
             retry: RetryPolicy::default(),
+            unknown_results: None,
         }
+    }
+
+    /// Test hook: commits report an unknown result while `hook` says so.
+    pub fn with_unknown_results(mut self, hook: Arc<UnknownResults>) -> Self {
+        self.unknown_results = Some(hook);
+        self
     }
 
     /// Replaces the retry policy.
@@ -90,11 +136,23 @@ impl Database {
 
     /// Runs `f` in a read-write transaction and commits it, retrying the
     /// whole closure on retryable errors (with jittered exponential backoff).
+    /// A commit whose outcome is unknown is reported as
+    /// [`Error::MaybeCommitted`], not retried.
     pub fn run<T, F>(&self, f: F) -> Result<T>
     where
         F: FnMut(&mut dyn Transaction) -> Result<T>,
     {
-        self.run_mode(TxMode::Write, f)
+        self.run_mode(TxMode::Write, false, f)
+    }
+
+    /// Like [`Database::run`], also retrying after an unknown commit
+    /// outcome: only for closures that, run again after their own commit,
+    /// recognise it and return the same answer without writing again.
+    pub fn run_idempotent<T, F>(&self, f: F) -> Result<T>
+    where
+        F: FnMut(&mut dyn Transaction) -> Result<T>,
+    {
+        self.run_mode(TxMode::Write, true, f)
     }
 
     /// Runs `f` in a read-only transaction (a consistent snapshot).
@@ -105,10 +163,11 @@ impl Database {
     where
         F: FnMut(&mut dyn Transaction) -> Result<T>,
     {
-        self.run_mode(TxMode::Read, f)
+        // A read-only transaction writes nothing: retrying it is harmless.
+        self.run_mode(TxMode::Read, true, f)
     }
 
-    fn run_mode<T, F>(&self, mode: TxMode, mut f: F) -> Result<T>
+    fn run_mode<T, F>(&self, mode: TxMode, idempotent: bool, mut f: F) -> Result<T>
     where
         F: FnMut(&mut dyn Transaction) -> Result<T>,
     {
@@ -118,7 +177,9 @@ impl Database {
             let outcome = self.attempt(mode, &mut f);
             match outcome {
                 Ok(v) => return Ok(v),
-                Err(e) if e.is_retryable() => {
+                Err(e)
+                    if e.is_retryable() || (idempotent && matches!(e, Error::MaybeCommitted)) =>
+                {
                     if attempt >= self.retry.max_attempts {
                         return Err(Error::RetriesExhausted {
                             attempts: attempt,
@@ -140,6 +201,9 @@ impl Database {
         let mut tx = self.backend.begin(mode)?;
         let value = f(tx.as_mut())?;
         tx.commit()?;
+        if self.unknown_results.as_ref().is_some_and(|h| h.take()) {
+            return Err(Error::MaybeCommitted);
+        }
         Ok(value)
     }
 }

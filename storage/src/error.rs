@@ -24,6 +24,14 @@ pub enum Error {
     #[error("i/o: {0}")]
     Io(String),
 
+    /// A commit's outcome is unknown: it may or may not have been applied
+    /// (FoundationDB's `commit_unknown_result`, error 1021, after a
+    /// connection to the cluster failed mid-commit). [`crate::Database::run`]
+    /// reports it instead of retrying a transaction that may already have
+    /// taken effect; [`crate::Database::run_idempotent`] retries it.
+    #[error("the commit's outcome is unknown: it may or may not have been applied")]
+    MaybeCommitted,
+
     /// A retryable error kept happening until the retry budget ran out.
     #[error("transaction gave up after {attempts} attempts: {last}")]
     RetriesExhausted {
@@ -134,8 +142,10 @@ impl Error {
                 e.code,
                 rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked
             ),
+            // Maybe-committed is retryable only for idempotent
+            // transactions, which the retry loop knows, not the error.
             #[cfg(feature = "fdb")]
-            Error::Fdb(e) => e.is_retryable(),
+            Error::Fdb(e) => e.is_retryable() && !e.is_maybe_committed(),
             _ => false,
         }
     }

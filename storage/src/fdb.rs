@@ -108,8 +108,13 @@ pub fn shutdown_network() {
 }
 
 /// The FoundationDB backend: one handle on a cluster, shared by all threads.
+///
+/// Every key lives under `prefix` (empty by default), so several
+/// deployments, or parallel tests, can share one cluster without seeing each
+/// other's keys; the layer above never sees the prefix.
 pub struct FdbBackend {
     db: foundationdb::Database,
+    prefix: Vec<u8>,
 }
 
 impl FdbBackend {
@@ -117,6 +122,18 @@ impl FdbBackend {
     /// default one (`FDB_CLUSTER_FILE`, else `/etc/foundationdb/fdb.cluster`)
     /// when `None`. Starts the process's FDB network on first call.
     pub fn open(cluster_file: Option<&Path>) -> Result<Self> {
+        Self::open_with_prefix(cluster_file, Vec::new())
+    }
+
+    /// Like [`FdbBackend::open`], keeping every key under `prefix`, which
+    /// must not begin with `0xff` (FoundationDB's system keys).
+    pub fn open_with_prefix(cluster_file: Option<&Path>, prefix: Vec<u8>) -> Result<Self> {
+        if prefix.first() == Some(&0xff) {
+            return Err(Error::invalid(
+                "key prefix",
+                "must not begin with 0xff (FoundationDB's system keys)",
+            ));
+        }
         let path = cluster_file
             .map(|p| {
                 // The C client takes a NUL-terminated UTF-8 string.
@@ -131,7 +148,7 @@ impl FdbBackend {
         ensure_network()?;
         let db = foundationdb::Database::new(path)?;
         db.set_option(DatabaseOption::TransactionTimeout(TRANSACTION_TIMEOUT_MS))?;
-        Ok(Self { db })
+        Ok(Self { db, prefix })
     }
 }
 
@@ -147,6 +164,7 @@ impl Backend for FdbBackend {
         ensure_network()?;
         Ok(Box::new(FdbTransaction {
             tx: self.db.create_trx()?,
+            prefix: &self.prefix,
         }))
     }
 }
@@ -156,13 +174,23 @@ impl Backend for FdbBackend {
 /// The [`Transaction`] trait is synchronous, so each call blocks the calling
 /// thread on the FDB future with [`block_on`] while the network thread does
 /// the I/O; callers of [`crate::Database`] are on blocking threads already.
-struct FdbTransaction {
+struct FdbTransaction<'a> {
     tx: foundationdb::Transaction,
+    /// The backend's key prefix.
+    prefix: &'a [u8],
 }
 
-impl Transaction for FdbTransaction {
+impl FdbTransaction<'_> {
+    /// `key` as stored: under the backend's prefix.
+    fn full(&self, key: &[u8]) -> Vec<u8> {
+        [self.prefix, key].concat()
+    }
+}
+
+impl Transaction for FdbTransaction<'_> {
     fn get(&mut self, key: &[u8]) -> Result<Option<Vec<u8>>> {
-        Ok(block_on(self.tx.get(key, false))?.map(|v| v.to_vec()))
+        let key = self.full(key);
+        Ok(block_on(self.tx.get(&key, false))?.map(|v| v.to_vec()))
     }
 
     fn get_range(&mut self, begin: &[u8], end: &[u8], opts: RangeOptions) -> Result<Vec<KeyValue>> {
@@ -171,6 +199,7 @@ impl Transaction for FdbTransaction {
         if begin >= end || opts.limit == Some(0) {
             return Ok(Vec::new());
         }
+        let (begin, end) = (self.full(begin), self.full(end));
         let range = RangeOption {
             begin: KeySelector::first_greater_or_equal(begin),
             end: KeySelector::first_greater_or_equal(end),
@@ -184,34 +213,41 @@ impl Transaction for FdbTransaction {
         let pairs = self
             .tx
             .get_ranges_keyvalues(range, false)
-            .map_ok(|kv| (kv.key().to_vec(), kv.value().to_vec()))
+            .map_ok(|kv| {
+                // Every key read is in [prefix+begin, prefix+end).
+                let key = kv.key().get(self.prefix.len()..).unwrap_or_default();
+                (key.to_vec(), kv.value().to_vec())
+            })
             .try_collect();
         Ok(block_on(pairs)?)
     }
 
     fn set(&mut self, key: &[u8], value: &[u8]) -> Result<()> {
         // Mutations are buffered client-side; bad keys fail at commit.
-        self.tx.set(key, value);
+        self.tx.set(&self.full(key), value);
         Ok(())
     }
 
     fn clear(&mut self, key: &[u8]) -> Result<()> {
-        self.tx.clear(key);
+        self.tx.clear(&self.full(key));
         Ok(())
     }
 
     fn clear_range(&mut self, begin: &[u8], end: &[u8]) -> Result<()> {
         // An inverted range would fail the commit; the API makes it a no-op.
         if begin < end {
-            self.tx.clear_range(begin, end);
+            self.tx.clear_range(&self.full(begin), &self.full(end));
         }
         Ok(())
     }
 }
 
-impl BackendTransaction for FdbTransaction {
+impl BackendTransaction for FdbTransaction<'_> {
     fn commit(self: Box<Self>) -> Result<()> {
-        block_on(self.tx.commit()).map_err(FdbError::from)?;
-        Ok(())
+        match block_on(self.tx.commit()).map_err(FdbError::from) {
+            Ok(_) => Ok(()),
+            Err(e) if e.is_maybe_committed() => Err(Error::MaybeCommitted),
+            Err(e) => Err(e.into()),
+        }
     }
 }

@@ -19,7 +19,7 @@ pub mod keys;
 pub mod kv;
 pub mod sqlite;
 
-pub use database::{Database, RetryPolicy};
+pub use database::{Database, RetryPolicy, UnknownResults};
 pub use error::{Error, Result};
 #[cfg(feature = "fdb")]
 pub use fdb::FdbBackend;
@@ -42,5 +42,18 @@ impl Database {
     #[cfg(feature = "fdb")]
     pub fn open_fdb(cluster_file: Option<&std::path::Path>) -> Result<Self> {
         Ok(Self::new(FdbBackend::open(cluster_file)?))
+    }
+
+    /// Like [`Database::open_fdb`], keeping every key under `prefix` (see
+    /// [`FdbBackend::open_with_prefix`]).
+    #[cfg(feature = "fdb")]
+    pub fn open_fdb_with_prefix(
+        cluster_file: Option<&std::path::Path>,
+        prefix: Vec<u8>,
+    ) -> Result<Self> {
+        Ok(Self::new(FdbBackend::open_with_prefix(
+            cluster_file,
+            prefix,
+        )?))
     }
 }

@@ -1,6 +1,10 @@
-//! The chat schema layer through its public API, on the embedded backend:
-//! every operation's success path, and for bad input the typed error plus
-//! proof that the store did not change.
+//! The chat schema layer through its public API: every operation's success
+//! path, and for bad input the typed error plus proof that the store did not
+//! change.
+//!
+//! On the embedded backend by default; `PARLEY_TEST_STORE=fdb` (a build with
+//! `--features fdb`, and `FDB_CLUSTER_FILE` naming a running cluster) runs
+//! them on FoundationDB instead, each test under its own random key prefix.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -9,17 +13,62 @@ use storage::chat::{
     AckKind, AppendOutcome, ChatStore, ConvKind, DeviceKey, Limits, MemberAction, MessageStatus,
     NewMessage, NewUser, PasswordCost, Role, User,
 };
-use storage::{Database, Error, KeyValue, RangeOptions};
+use storage::{Database, Error, KeyValue, RangeOptions, UnknownResults};
 
 struct Fixture {
     store: ChatStore,
     clock: Arc<AtomicU64>,
-    _dir: tempfile::TempDir,
+    /// Makes the next commits report an unknown outcome after committing.
+    unknown: Arc<UnknownResults>,
+    _guard: StoreGuard,
+}
+
+/// Keeps a test's store alive, and removes it at the end.
+enum StoreGuard {
+    /// The SQLite file's directory.
+    Sqlite(#[allow(dead_code)] tempfile::TempDir),
+    /// The test's prefix in the FoundationDB cluster, cleared on drop.
+    #[cfg(feature = "fdb")]
+    Fdb(Database),
+}
+
+impl Drop for StoreGuard {
+    fn drop(&mut self) {
+        #[cfg(feature = "fdb")]
+        if let Self::Fdb(db) = self {
+            let _ = db.run(|tx| tx.clear_range(&[], &[0xff]));
+        }
+    }
+}
+
+/// A fresh empty store on the backend `PARLEY_TEST_STORE` names.
+fn open_store() -> (Database, StoreGuard) {
+    match std::env::var("PARLEY_TEST_STORE").as_deref() {
+        Err(_) | Ok("") | Ok("sqlite") => {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let db = Database::open_sqlite(dir.path().join("chat.sqlite")).expect("open");
+            (db, StoreGuard::Sqlite(dir))
+        }
+        #[cfg(feature = "fdb")]
+        Ok("fdb") => {
+            let cluster_file = std::env::var_os("FDB_CLUSTER_FILE")
+                .expect("PARLEY_TEST_STORE=fdb needs FDB_CLUSTER_FILE naming a running cluster");
+            let prefix = format!("parley-test/chat/{}/", rand::random::<u64>()).into_bytes();
+            let db =
+                Database::open_fdb_with_prefix(Some(std::path::Path::new(&cluster_file)), prefix)
+                    .expect("open the FoundationDB cluster named by FDB_CLUSTER_FILE");
+            (db.clone(), StoreGuard::Fdb(db))
+        }
+        Ok(other) => panic!(
+            "PARLEY_TEST_STORE={other}: expected sqlite, or fdb in a build with --features fdb"
+        ),
+    }
 }
 
 fn fixture() -> Fixture {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let db = Database::open_sqlite(dir.path().join("chat.sqlite")).expect("open");
+    let (db, guard) = open_store();
+    let unknown = Arc::new(UnknownResults::default());
+    let db = db.with_unknown_results(unknown.clone());
     let clock = Arc::new(AtomicU64::new(1_000_000));
     let c = clock.clone();
     let store = ChatStore::open(db, Limits::default())
@@ -32,7 +81,8 @@ fn fixture() -> Fixture {
     Fixture {
         store,
         clock,
-        _dir: dir,
+        unknown,
+        _guard: guard,
     }
 }
 
@@ -626,9 +676,7 @@ fn push_subscriptions_and_last_seen() {
 
 #[test]
 fn reopening_with_another_schema_version_is_refused() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join("v.sqlite");
-    let db = Database::open_sqlite(&path).expect("open");
+    let (db, _guard) = open_store();
     ChatStore::open(db.clone(), Limits::default()).expect("first open");
     ChatStore::open(db.clone(), Limits::default()).expect("same version reopens");
     let key = storage::keys::META.key(&(storage::keys::meta::SCHEMA_VERSION,));
@@ -770,4 +818,157 @@ fn each_device_resumes_from_its_own_cursor() {
     assert_eq!((bobs.receipt.delivered_seq, bobs.receipt.seen_seq), (6, 6));
     assert!(DeviceKey::named("bad id").is_err());
     assert!(DeviceKey::named(&"x".repeat(65)).is_err());
+}
+
+/// A registration whose commit reports an unknown outcome after committing
+/// is retried and recognises its own account: it answers the user it
+/// created, not "name taken", and the account exists once.
+#[test]
+fn registration_after_an_unknown_commit_outcome_answers_its_own_account() {
+    let f = fixture();
+    let new = NewUser {
+        name: "Maybe".into(),
+        phone: Some("+15550100".into()),
+        password: "correct horse".into(),
+    };
+    f.unknown.inject(1);
+    let user = f
+        .store
+        .register(&new)
+        .expect("register through an unknown result");
+    assert_eq!(
+        f.unknown.pending(),
+        0,
+        "the injected unknown result happened"
+    );
+    assert_eq!(user.name, "Maybe");
+    assert_eq!(
+        f.store.user_by_name("maybe").expect("lookup"),
+        Some(user.clone())
+    );
+    // A second registration of the name is still refused.
+    f.rejects(
+        |s| s.register(&new),
+        |e| matches!(e, Error::AlreadyExists { .. }),
+    );
+    let next = f.user("next");
+    assert_eq!(next.id, user.id + 1, "one id taken, not two");
+}
+
+/// A group commit whose outcome is unknown, retried, answers every
+/// conversation what the commit did (the messages at their seqs, a fenced
+/// conversation still fenced, a refused message still refused), and
+/// writes nothing twice.
+#[test]
+fn group_commit_after_an_unknown_commit_outcome_answers_what_it_did() {
+    use storage::chat::AppendRequest;
+
+    let f = fixture();
+    let (a, b, c) = (f.user("alice"), f.user("bob"), f.user("carol"));
+    let ab = f.store.open_direct(a.id, b.id).expect("dm").id;
+    let ac = f.store.open_direct(a.id, c.id).expect("dm").id;
+    let e_ab = f.store.activate_conversation(ab).expect("activate").epoch;
+    let e_ac = f.store.activate_conversation(ac).expect("activate").epoch;
+    let first = f
+        .store
+        .append_many(&[AppendRequest {
+            conv_id: ab,
+            epoch: e_ab,
+            next_seq: 1,
+            messages: vec![msg(a.id, "old", "before")],
+        }])
+        .expect("a first message");
+    assert!(matches!(&first[0], Ok(o) if o.len() == 1));
+
+    let requests = [
+        AppendRequest {
+            conv_id: ab,
+            epoch: e_ab,
+            next_seq: 2,
+            messages: vec![
+                msg(a.id, "x1", "one"),
+                msg(c.id, "not-a-member", "refused"),
+                msg(a.id, "old", "a resend"),
+                msg(b.id, "x2", "two"),
+            ],
+        },
+        AppendRequest {
+            conv_id: ac,
+            epoch: e_ac + 1,
+            next_seq: 1,
+            messages: vec![msg(a.id, "stale", "fenced")],
+        },
+        AppendRequest {
+            conv_id: ac,
+            epoch: e_ac,
+            next_seq: 1,
+            messages: vec![msg(c.id, "y", "three")],
+        },
+    ];
+    f.unknown.inject(1);
+    let results = f.store.append_many(&requests).expect("append_many");
+    assert_eq!(
+        f.unknown.pending(),
+        0,
+        "the injected unknown result happened"
+    );
+
+    let ab_out = results[0].as_ref().expect("ab appended");
+    let seq_of = |o: &Result<AppendOutcome, Error>| match o {
+        Ok(AppendOutcome::Appended(m)) => Some(("appended", m.seq)),
+        Ok(AppendOutcome::Duplicate(m)) => Some(("duplicate", m.seq)),
+        Err(_) => None,
+    };
+    assert_eq!(seq_of(&ab_out[0]), Some(("appended", 2)));
+    assert!(
+        matches!(ab_out[1], Err(Error::NotMember { .. })),
+        "{:?}",
+        ab_out[1]
+    );
+    assert_eq!(seq_of(&ab_out[2]), Some(("duplicate", 1)));
+    assert_eq!(seq_of(&ab_out[3]), Some(("appended", 3)));
+    assert!(
+        matches!(&results[1], Err(Error::StaleEpoch { .. })),
+        "{:?}",
+        results[1]
+    );
+    let ac_out = results[2].as_ref().expect("ac appended");
+    assert_eq!(seq_of(&ac_out[0]), Some(("appended", 1)));
+
+    let seqs = |conv| {
+        f.store
+            .history(a.id, conv, None, 10)
+            .expect("history")
+            .iter()
+            .rev()
+            .map(|m| (m.seq, m.client_msg_id.clone()))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        seqs(ab),
+        [
+            (1, "old".to_owned()),
+            (2, "x1".to_owned()),
+            (3, "x2".to_owned())
+        ]
+    );
+    assert_eq!(seqs(ac), [(1, "y".to_owned())]);
+    // The conversation goes on from where the commit left it.
+    let next = f
+        .store
+        .append(ab, e_ab, 4, &msg(b.id, "x3", "four"))
+        .expect("the next append");
+    assert_eq!(next.message().seq, 4);
+}
+
+/// A transaction that cannot recognise its own earlier commit is not
+/// retried after an unknown outcome: it says so, on every backend.
+#[test]
+fn a_non_idempotent_transaction_reports_an_unknown_outcome() {
+    let f = fixture();
+    let a = f.user("alice");
+    f.unknown.inject(1);
+    let result = f.store.create_group(a.id, "g", "", &[]);
+    assert!(matches!(result, Err(Error::MaybeCommitted)), "{result:?}");
+    assert_eq!(f.unknown.pending(), 0);
 }

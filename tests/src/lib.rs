@@ -6,6 +6,8 @@
 //!   embedded store per cluster;
 //! - [`client`]: an HTTP API client and a WebSocket client that records
 //!   every frame it receives;
+//! - [`store`]: which store the nodes use, SQLite or FoundationDB
+//!   (`PARLEY_TEST_STORE`);
 //! - [`wait`]: waiting on conditions with a timeout instead of sleeping;
 //! - [`traffic`]: a driver of paced, resending, reconnecting clients that
 //!   records what they see, and checks it against the stored histories.
@@ -14,5 +16,6 @@
 
 pub mod client;
 pub mod node;
+pub mod store;
 pub mod traffic;
 pub mod wait;

@@ -6,8 +6,11 @@ use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 use std::time::Duration;
 
+use crate::store::TestStore;
+
 /// Builds (once per test process) and returns the `parley` binary, so a
-/// test never runs a stale one.
+/// test never runs a stale one; with the FoundationDB feature when
+/// [`TestStore::from_env`] says the nodes run on it.
 pub fn parley_bin() -> PathBuf {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {
@@ -17,6 +20,7 @@ pub fn parley_bin() -> PathBuf {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let status = Command::new(cargo)
             .args(["build", "--quiet", "-p", "node", "--bin", "parley"])
+            .args(TestStore::from_env().cargo_features())
             .status()
             .expect("running cargo build for the parley binary");
         assert!(status.success(), "cargo build -p node failed");
@@ -118,6 +122,9 @@ impl Node {
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log file"))
             .stderr(log);
+        for (k, v) in TestStore::from_env().node_env(&self.data_dir) {
+            cmd.env(k, v);
+        }
         for (k, v) in &self.extra_env {
             cmd.env(k, v);
         }
@@ -229,7 +236,8 @@ impl Drop for Node {
     }
 }
 
-/// Several nodes sharing one temporary embedded store.
+/// Several nodes sharing one temporary store (an embedded file in a temp
+/// dir, or that dir's key prefix in FoundationDB: see [`TestStore`]).
 pub struct TestCluster {
     /// The nodes, started.
     pub nodes: Vec<Node>,

@@ -179,7 +179,9 @@ impl ChatStore {
     pub fn open_device(&self, user_id: UserId, device: &DeviceKey) -> Result<Vec<SyncStart>> {
         let now = self.now();
         let max_devices = self.limits().max_devices;
-        self.db().run(|tx| {
+        // Run again after its own commit, it finds the device and answers
+        // the same positions.
+        self.db().run_idempotent(|tx| {
             touch_device(tx, user_id, device, now, max_devices)?;
             let (begin, end) = keys::USER_CONV.range(&(user_id,));
             let mut starts = Vec::new();
@@ -223,7 +225,8 @@ impl ChatStore {
 
     /// Forgets a device (its user logged it out).
     pub fn forget_device(&self, user_id: UserId, device: &DeviceKey) -> Result<()> {
-        self.db().run(|tx| forget(tx, user_id, device.as_str()))
+        self.db()
+            .run_idempotent(|tx| forget(tx, user_id, device.as_str()))
     }
 
     /// Registers a device at login, so that it receives everything from

@@ -110,7 +110,7 @@ impl ChatStore {
         let now = self.now();
         let limits = self.limits().clone();
         self.db()
-            .run(|tx| append_in(tx, &limits, now, conv_id, epoch, next_seq, messages))
+            .run_idempotent(|tx| append_in(tx, &limits, now, conv_id, epoch, next_seq, messages))
     }
 
     /// Appends the batches of several conversations in ONE transaction:
@@ -127,7 +127,8 @@ impl ChatStore {
     ) -> Result<Vec<Result<Vec<Result<AppendOutcome>>>>> {
         let now = self.now();
         let limits = self.limits().clone();
-        self.db().run(|tx| {
+        // Idempotent: see `append_in`.
+        self.db().run_idempotent(|tx| {
             let mut results = Vec::with_capacity(requests.len());
             for r in requests {
                 let result = append_in(
@@ -251,8 +252,54 @@ pub struct AppendRequest {
     pub messages: Vec<NewMessage>,
 }
 
+/// The outcomes of a batch that an earlier run of this very append
+/// committed (see [`append_in`]), or `None` when the message stored at
+/// `next_seq` is not one of the batch's.
+fn already_appended(
+    tx: &mut dyn Transaction,
+    limits: &super::Limits,
+    meta: &ConvMeta,
+    conv_id: ConvId,
+    next_seq: Seq,
+    messages: &[NewMessage],
+) -> Result<Option<Vec<Result<AppendOutcome>>>> {
+    if next_seq > meta.last_seq {
+        return Ok(None);
+    }
+    let Some(first) = get::<Message, _>(tx, keys::MSG, &(conv_id, next_seq))? else {
+        return Ok(None);
+    };
+    let ours = |m: &NewMessage| m.sender == first.sender && m.client_msg_id == first.client_msg_id;
+    if !messages.iter().any(ours) {
+        return Ok(None);
+    }
+    let mut outcomes = Vec::with_capacity(messages.len());
+    for m in messages {
+        let outcome = match existing(tx, conv_id, m.sender, &m.client_msg_id)? {
+            Some(stored) if stored.seq >= next_seq => Ok(AppendOutcome::Appended(stored)),
+            Some(stored) => Ok(AppendOutcome::Duplicate(stored)),
+            // Not stored: the first run refused it; refuse it the same way.
+            None => match limits.message(&m.body, &m.client_msg_id) {
+                Err(e) => Err(e),
+                Ok(()) => Err(Error::NotMember {
+                    conv_id,
+                    user_id: m.sender,
+                }),
+            },
+        };
+        outcomes.push(outcome);
+    }
+    Ok(Some(outcomes))
+}
+
 /// The body of an append inside a caller's transaction: checks the fence
 /// first (writing nothing when it refuses), then appends.
+///
+/// Idempotent: run again after its own commit (an unknown commit outcome,
+/// retried), it finds the batch already stored from `next_seq` on and
+/// answers what the first run did, writing nothing. Only the actor holding
+/// `epoch` appends to the conversation, so messages of this batch stored at
+/// `next_seq` can only be that earlier run's.
 fn append_in(
     tx: &mut dyn Transaction,
     limits: &super::Limits,
@@ -274,6 +321,9 @@ fn append_in(
         });
     }
     if meta.last_seq + 1 != next_seq {
+        if let Some(outcomes) = already_appended(tx, limits, &meta, conv_id, next_seq, messages)? {
+            return Ok(outcomes);
+        }
         return Err(Error::SequenceMismatch {
             conv_id,
             expected: meta.last_seq + 1,

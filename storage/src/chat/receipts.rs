@@ -90,7 +90,9 @@ impl ChatStore {
         seq: Seq,
     ) -> Result<(Receipt, bool)> {
         let now = self.now();
-        self.db().run(|tx| {
+        // Watermarks only move up: run again after its own commit, it
+        // writes nothing more (and reports nothing moved).
+        self.db().run_idempotent(|tx| {
             require_member(tx, conv_id, actor)?;
             let meta: ConvMeta = get(tx, keys::CONV_META, &(conv_id,))?.unwrap_or_default();
             if seq > meta.last_seq {

@@ -47,8 +47,16 @@ impl ChatStore {
             .to_string();
         let lower = new.name.to_lowercase();
         let now = self.now();
-        self.db().run(|tx| {
-            if tx.get(&keys::USER_BY_NAME.key(&(&lower,)))?.is_some() {
+        // Idempotent: the salted hash is unique to this call, so a retry
+        // after an unknown commit outcome recognises its own user by it and
+        // answers the same instead of "name taken".
+        self.db().run_idempotent(|tx| {
+            if let Some(id) = get::<UserId, _>(tx, keys::USER_BY_NAME, &(&lower,))? {
+                if let Some(user) = get::<User, _>(tx, keys::USER, &(id,))? {
+                    if user.password_hash == hash {
+                        return Ok(user);
+                    }
+                }
                 return Err(Error::AlreadyExists { what: "user name" });
             }
             if let Some(phone) = &new.phone {

@@ -17,9 +17,9 @@
 //! conformance_tests!(open);
 //! ```
 //!
-//! The opener returns `Err(reason)` when the backend is not available here
-//! (no FoundationDB cluster, say): each generated test then prints
-//! `skipped: <reason>` to stderr and passes. On success it returns the
+//! The opener returns `Err(reason)` when the backend is not available: the
+//! test fails with the reason (a backend that may be absent marks its tests
+//! `#[ignore]` instead of passing them silently). On success it returns the
 //! database and a guard (a tempdir, a cluster handle, ...) kept alive until
 //! the check ends.
 //!
@@ -41,11 +41,16 @@ use storage::{Database, Error, KeyValue, RangeOptions};
 pub type Opened = Result<(Database, Box<dyn Any>), String>;
 
 /// Generates one `#[test]` per conformance check against the backend that
-/// `$open` (a `fn() -> conformance::Opened`) opens.
+/// `$open` (a `fn() -> conformance::Opened`) opens, each carrying the
+/// attribute written before `$open` (`#[ignore = "..."]`, say).
 #[macro_export]
 macro_rules! conformance_tests {
     ($open:path) => {
-        $crate::conformance_tests!(@tests $open;
+        // `cfg(all())` is always true: no extra attribute.
+        $crate::conformance_tests!(#[cfg(all())] $open);
+    };
+    (#[$attr:meta] $open:path) => {
+        $crate::conformance_tests!(@tests $attr; $open;
             conformance_tuple_key_ordering => tuple_key_ordering,
             conformance_unsigned_integer_ordering => unsigned_integer_ordering,
             conformance_range_reads => range_reads,
@@ -57,9 +62,10 @@ macro_rules! conformance_tests {
             conformance_reads_see_a_consistent_snapshot => consistent_snapshot_reads,
         );
     };
-    (@tests $open:path; $($test:ident => $check:ident,)*) => {
+    (@tests $attr:meta; $open:path; $($test:ident => $check:ident,)*) => {
         $(
             #[test]
+            #[$attr]
             fn $test() {
                 $crate::conformance::run(stringify!($check), $open, $crate::conformance::$check);
             }
@@ -73,8 +79,7 @@ pub fn run(name: &str, open: fn() -> Opened, check: fn(&Database, &Subspace)) {
     let (db, guard) = match open() {
         Ok(opened) => opened,
         Err(reason) => {
-            eprintln!("skipped: {reason}");
-            return;
+            panic!("backend unavailable: {reason}");
         }
     };
     let space = Subspace::from(&("parley-conformance", name, rand::random::<u64>()));
