@@ -201,11 +201,18 @@ impl ServerFrame {
         }
     }
 
-    /// An error frame for a failed request.
+    /// An error frame for a failed request. Internal and transient
+    /// failures are not explained to clients (storage engine text stays in
+    /// the server's log); everything a client can fix is.
     pub fn error(code: ErrorCode, message: impl Into<String>, reference: Option<String>) -> Self {
+        let message = match code {
+            ErrorCode::Internal => "internal error".to_owned(),
+            ErrorCode::Unavailable => "temporarily unavailable, retry".to_owned(),
+            _ => message.into(),
+        };
         ServerFrame::Error {
             code,
-            message: message.into(),
+            message,
             reference,
         }
     }

@@ -445,6 +445,9 @@ impl SessionState {
                             message: match code {
                                 ErrorCode::Forbidden => "not a member of this conversation".into(),
                                 ErrorCode::NotFound => "no such conversation".into(),
+                                ErrorCode::Internal | ErrorCode::Unavailable => {
+                                    "temporarily unavailable, sync it again".into()
+                                }
                                 _ => e.to_string(),
                             },
                         });

@@ -406,8 +406,17 @@ async fn write(
         tokio::select! {
             frame = frames.recv() => match frame {
                 Some(queued) => {
+                    // Everything queued goes out with one flush.
+                    let burst = async {
+                        sink.feed(Message::Text(queued.text.as_str().into())).await?;
+                        drop(queued);
+                        while let Ok(more) = frames.try_recv() {
+                            sink.feed(Message::Text(more.text.as_str().into())).await?;
+                        }
+                        sink.flush().await
+                    };
                     tokio::select! {
-                        sent = sink.send(Message::Text(queued.text.as_str().into())) => {
+                        sent = burst => {
                             if sent.is_err() {
                                 return;
                             }
