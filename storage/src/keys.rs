@@ -24,13 +24,15 @@
 //! | `msg_dedup` | (conv_id, sender, client_msg_id) | `u64` seq |
 //! | `receipt` | (conv_id, user_id) | [`Receipt`](crate::chat::model::Receipt) |
 //! | `push_sub` | (user_id, sub_id) | [`PushSubscription`](crate::chat::model::PushSubscription) |
+//! | `push_vapid` | () | [`VapidKey`](crate::chat::model::VapidKey) |
+//! | `push_outbox` | (conv_id, seq) | [`PushOwed`](crate::chat::model::PushOwed) |
 //! | `last_seen` | (user_id) | `u64` unix millis |
 //! | `node_lease` | (node name) | [`NodeLease`](crate::chat::model::NodeLease) |
 
 use foundationdb_tuple::{Subspace, TuplePack};
 
 /// The schema version this build reads and writes.
-pub const SCHEMA_VERSION: u32 = 1;
+pub const SCHEMA_VERSION: u32 = 2;
 
 /// The tuple element every Parley key starts with.
 const ROOT: &str = "parley";
@@ -133,6 +135,10 @@ families! {
     RECEIPT = "receipt";
     /// Push subscriptions of each user.
     PUSH_SUB = "push_sub";
+    /// The cluster's one VAPID key pair, created by the first node that needs it.
+    PUSH_VAPID = "push_vapid";
+    /// Pushes owed for committed messages, until a node takes them over.
+    PUSH_OUTBOX = "push_outbox";
     /// When each user was last seen online.
     LAST_SEEN = "last_seen";
     /// Cluster membership leases, by node name.

@@ -145,7 +145,10 @@ impl ChatStore {
                         results.push(Err(e))
                     }
                     Err(e) => return Err(e),
-                    Ok(outcomes) => results.push(Ok(outcomes)),
+                    Ok(outcomes) => {
+                        super::push::owe_pushes(tx, &r.push_to, &outcomes)?;
+                        results.push(Ok(outcomes))
+                    }
                 }
             }
             Ok(results)
@@ -217,6 +220,10 @@ pub struct AppendRequest {
     pub next_seq: Seq,
     /// The messages, in order.
     pub messages: Vec<NewMessage>,
+    /// Members with no live session: each new message owes them a push
+    /// (its sender excepted), recorded in the push outbox by this same
+    /// transaction.
+    pub push_to: Vec<UserId>,
 }
 
 /// The body of an append inside a caller's transaction: checks the fence

@@ -29,6 +29,7 @@ pub use chat_list::{ChatSummary, MessageStatus};
 pub use limits::Limits;
 pub use messages::{AppendOutcome, AppendRequest, NewMessage};
 pub use model::*;
+pub use push::{subscription_id, PushRecipient};
 pub use receipts::{AckKind, MemberReceipt};
 pub use users::NewUser;
 
