@@ -152,6 +152,8 @@ pub fn check_endpoint(endpoint: &str, allow: &AllowList) -> Result<Url, Refused>
 /// The resolver of the push client: resolves with the system resolver,
 /// then keeps only public addresses (all of them for allowed hosts). A name
 /// with none left fails with [`Refused`] and nothing is connected to.
+/// (Internal names are refused earlier, by [`check_endpoint`]; this checks
+/// what a name really resolves to, at connection time.)
 #[derive(Debug, Clone)]
 pub struct GuardedResolver {
     allow: AllowList,
@@ -169,12 +171,6 @@ impl reqwest::dns::Resolve for GuardedResolver {
         let host = name.as_str().to_owned();
         let allowed = self.allow.allows(&host);
         Box::pin(async move {
-            if !allowed && is_internal_name(&host) {
-                return Err(
-                    Box::new(Refused(format!("{host} is an internal host name")))
-                        as Box<dyn std::error::Error + Send + Sync>,
-                );
-            }
             let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0))
                 .await?
                 .filter(|a| allowed || is_public(a.ip()))
@@ -245,6 +241,47 @@ mod tests {
             let ip: IpAddr = ip.parse().expect(ip);
             assert!(is_public(ip), "{ip} refused");
         }
+    }
+
+    #[tokio::test]
+    async fn the_resolver_never_connects_to_inside_addresses() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let count = accepted.clone();
+        tokio::spawn(async move {
+            while let Ok((mut sock, _)) = listener.accept().await {
+                count.fetch_add(1, Ordering::SeqCst);
+                use tokio::io::AsyncWriteExt as _;
+                let _ = sock
+                    .write_all(b"HTTP/1.1 204 No Content\r\nconnection: close\r\n\r\n")
+                    .await;
+            }
+        });
+        let client = |allow: &[&str]| {
+            let allow: Vec<String> = allow.iter().map(|s| s.to_string()).collect();
+            reqwest::Client::builder()
+                .no_proxy()
+                .dns_resolver(Arc::new(GuardedResolver::new(AllowList::new(&allow))))
+                .build()
+                .expect("client")
+        };
+        // `localhost` resolves to loopback only: nothing is left to dial.
+        let url = format!("http://localhost:{port}/");
+        let err = client(&[]).get(&url).send().await.expect_err("refused");
+        assert!(is_refusal(&err), "{err:?}");
+        assert_eq!(accepted.load(Ordering::SeqCst), 0, "no connection was made");
+        // The allow-list lets it through (the control: the listener works).
+        let ok = client(&["localhost"])
+            .get(&url)
+            .send()
+            .await
+            .expect("allowed");
+        assert_eq!(ok.status().as_u16(), 204);
+        assert_eq!(accepted.load(Ordering::SeqCst), 1);
     }
 
     #[test]
