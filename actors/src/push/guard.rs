@@ -110,7 +110,7 @@ impl AllowList {
         let host = host
             .trim_matches(|c| c == '[' || c == ']')
             .to_ascii_lowercase();
-        self.0.iter().any(|h| *h == host)
+        self.0.contains(&host)
     }
 }
 

@@ -138,7 +138,12 @@ impl Inner {
         let store = self.store.clone();
         let (user, conv, seq) = (d.user_id, d.notification.conv_id, d.notification.seq);
         match tokio::task::spawn_blocking(move || store.push_recipient(user, conv, seq)).await {
-            Ok(Ok(r)) => !r.seen && r.subscriptions.iter().any(|s| *s == d.sub),
+            Ok(Ok(r)) => {
+                !r.seen
+                    && r.subscriptions
+                        .iter()
+                        .any(|s| s.id == d.sub.id && s.target == d.sub.target)
+            }
             Ok(Err(e)) => {
                 tracing::warn!(user_id = user, conv_id = conv, error = %e, "push: reading the recipient");
                 true
