@@ -24,7 +24,7 @@ use crate::frames::{ErrorCode, ServerFrame};
 use crate::host::{HostActor, HostMsg};
 use crate::metrics::Metrics;
 use crate::presence::PresenceActor;
-use crate::push::PushNotifier;
+use crate::push::PushService;
 use crate::registry::LocalSessions;
 use crate::session::SessionMsg;
 use crate::supervisor::Supervisor;
@@ -39,7 +39,7 @@ struct Inner {
     config: ClusterConfig,
     store: ChatStore,
     metrics: Arc<Metrics>,
-    push: PushNotifier,
+    push: PushService,
     committer: Committer,
     sessions: LocalSessions,
     /// The running conversation actors. A short synchronous lock: never
@@ -96,9 +96,19 @@ impl Cluster {
         store: ChatStore,
         metrics: Arc<Metrics>,
     ) -> Result<ClusterRuntime, Error> {
-        let push = PushNotifier::new(store.clone(), metrics.clone(), config.push_timeout);
         let committer = Committer::start(store.clone(), metrics.clone(), config.max_batch);
         let users_scope = format!("{}/users", config.cluster_name);
+        let scope = users_scope.clone();
+        let push = PushService::start(
+            config.push.clone(),
+            config.push_timeout,
+            store.clone(),
+            metrics.clone(),
+            Arc::new(move |user_id| {
+                !ractor::pg::get_scoped_members(&scope, &crate::user_group(user_id)).is_empty()
+            }),
+        )
+        .await?;
         let hosts_scope = format!("{}/hosts", config.cluster_name);
         let cluster = Cluster {
             inner: Arc::new(Inner {
@@ -188,8 +198,8 @@ impl Cluster {
         &self.inner.metrics
     }
 
-    /// The push notifier.
-    pub fn push(&self) -> &PushNotifier {
+    /// The push sender.
+    pub fn push(&self) -> &PushService {
         &self.inner.push
     }
 

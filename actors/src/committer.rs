@@ -109,8 +109,13 @@ fn commit(store: &ChatStore, requests: Vec<AppendRequest>) -> Vec<BatchResult> {
             Err(e) => tracing::warn!(error = %e, "group commit failed; committing one by one"),
         }
     }
+    // One request at a time, still through `append_many`: it also writes
+    // the request's push outbox rows.
     requests
         .iter()
-        .map(|r| store.append_batch(r.conv_id, r.epoch, r.next_seq, &r.messages))
+        .map(|r| match store.append_many(std::slice::from_ref(r)) {
+            Ok(mut results) => results.pop().unwrap_or_else(|| Ok(Vec::new())),
+            Err(e) => Err(e),
+        })
         .collect()
 }

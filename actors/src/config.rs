@@ -32,4 +32,6 @@ pub struct ClusterConfig {
     pub max_batch: usize,
     /// Timeout of one push notification request.
     pub push_timeout: Duration,
+    /// Offline notifications.
+    pub push: crate::push::PushConfig,
 }

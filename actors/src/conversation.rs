@@ -293,18 +293,27 @@ impl ConvState {
             self.flush_queued = true;
             let _ = myself.cast(ConvMsg::Flush);
         }
+        // Members with no live session now are owed a push for each new
+        // message: recorded in the outbox by the append itself.
+        let push_to: Vec<UserId> = self
+            .members
+            .iter()
+            .copied()
+            .filter(|&u| !self.cluster.is_online(u))
+            .collect();
         let request = AppendRequest {
             conv_id: self.conv_id,
             epoch: self.epoch,
             next_seq: self.next_seq,
             messages: batch.iter().map(|(_, m)| m.clone()).collect(),
+            push_to: push_to.clone(),
         };
         let conv_id = self.conv_id;
         let result = self.cluster.committer().append(request).await;
         let metrics = self.cluster.metrics();
         match result {
             Ok(outcomes) => {
-                self.committed(batch, outcomes).await;
+                self.committed(batch, outcomes, &push_to).await;
                 true
             }
             Err(Error::Storage(
@@ -335,6 +344,7 @@ impl ConvState {
         &mut self,
         batch: Vec<(SessionAddr, NewMessage)>,
         outcomes: Vec<storage::Result<AppendOutcome>>,
+        push_to: &[UserId],
     ) {
         let mut frames = Vec::new();
         let mut replies = Vec::new();
@@ -376,15 +386,10 @@ impl ConvState {
         for (from, sent) in replies {
             self.cluster.reply(&from, sent).await;
         }
+        // The append wrote an outbox row for each of these: take them over.
         for message in offline_pushes {
-            let offline: Vec<UserId> = self
-                .members
-                .iter()
-                .copied()
-                .filter(|&u| u != message.sender && !self.cluster.is_online(u))
-                .collect();
-            if !offline.is_empty() {
-                self.cluster.push().notify(offline, message);
+            if push_to.iter().any(|&u| u != message.sender) {
+                self.cluster.push().owed(message.conv_id, message.seq);
             }
         }
     }

@@ -18,6 +18,9 @@ pub enum Error {
     /// No node is live (not even this one: its lease is not written yet).
     #[error("no live node to serve the conversation")]
     NoLiveNode,
+    /// Push notifications could not be set up (a key file, the VAPID key).
+    #[error("push: {0}")]
+    Push(String),
     /// A blocking storage task panicked or was cancelled.
     #[error("storage task failed: {0}")]
     Join(#[from] tokio::task::JoinError),

@@ -38,6 +38,7 @@ pub use cluster::{Cluster, ClusterRuntime};
 pub use config::ClusterConfig;
 pub use error::Error;
 pub use metrics::Metrics;
+pub use push::{PushConfig, PushService};
 
 /// What changed about a conversation, told to its actor after the HTTP API
 /// committed the change, so members' sessions hear about it.

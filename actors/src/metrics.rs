@@ -31,6 +31,22 @@ pub struct Metrics {
     pub push_sent: Counter,
     /// Push notifications that failed.
     pub push_failed: Counter,
+    /// Push attempts retried (429, 5xx, network errors).
+    pub push_retried: Counter,
+    /// Push subscriptions removed because the service said gone.
+    pub push_gone: Counter,
+    /// Push endpoints refused by the SSRF guard.
+    pub push_blocked: Counter,
+    /// Pushes not sent: the user came online, saw the message or dropped the device.
+    pub push_skipped: Counter,
+    /// Pushes replaced by a newer one of the same conversation.
+    pub push_coalesced: Counter,
+    /// Pushes not queued because the queue was full.
+    pub push_queue_full: Counter,
+    /// Owed pushes dropped as older than push.max_age_secs.
+    pub push_expired: Counter,
+    /// Outbox rows taken over from a node that did not claim them.
+    pub push_recovered: Counter,
     /// Appends refused because a newer actor owns the conversation.
     pub fenced_appends: Counter,
 }
@@ -63,6 +79,14 @@ impl Metrics {
             bad_peer_messages: Counter::default(),
             push_sent: Counter::default(),
             push_failed: Counter::default(),
+            push_retried: Counter::default(),
+            push_gone: Counter::default(),
+            push_blocked: Counter::default(),
+            push_skipped: Counter::default(),
+            push_coalesced: Counter::default(),
+            push_queue_full: Counter::default(),
+            push_expired: Counter::default(),
+            push_recovered: Counter::default(),
             fenced_appends: Counter::default(),
             registry: Registry::default(),
         };
@@ -121,6 +145,46 @@ impl Metrics {
             "push_failed",
             "Push notifications failed",
             m.push_failed.clone(),
+        );
+        r.register(
+            "push_retried",
+            "Push attempts retried (429, 5xx, network errors)",
+            m.push_retried.clone(),
+        );
+        r.register(
+            "push_gone",
+            "Push subscriptions removed because the service said gone",
+            m.push_gone.clone(),
+        );
+        r.register(
+            "push_blocked",
+            "Push endpoints refused by the SSRF guard",
+            m.push_blocked.clone(),
+        );
+        r.register(
+            "push_skipped",
+            "Pushes not sent: the user came online, saw the message or dropped the device",
+            m.push_skipped.clone(),
+        );
+        r.register(
+            "push_coalesced",
+            "Pushes replaced by a newer one of the same conversation",
+            m.push_coalesced.clone(),
+        );
+        r.register(
+            "push_queue_full",
+            "Pushes not queued because the queue was full",
+            m.push_queue_full.clone(),
+        );
+        r.register(
+            "push_expired",
+            "Owed pushes dropped as older than push.max_age_secs",
+            m.push_expired.clone(),
+        );
+        r.register(
+            "push_recovered",
+            "Outbox rows taken over from a node that did not claim them",
+            m.push_recovered.clone(),
         );
         r.register(
             "fenced_appends",

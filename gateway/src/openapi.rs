@@ -41,6 +41,7 @@ use crate::http::{chats, conversations, groups, health, members, messages, push,
         push::add,
         push::list,
         push::remove,
+        push::vapid_public_key,
     ),
     modifiers(&BearerAuth)
 )]
@@ -105,6 +106,7 @@ mod tests {
             ("/api/push-subscriptions", "post"),
             ("/api/push-subscriptions", "get"),
             ("/api/push-subscriptions/{id}", "delete"),
+            ("/api/push/vapid-public-key", "get"),
         ] {
             assert!(paths[path][method].is_object(), "{method} {path} missing");
         }

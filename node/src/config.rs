@@ -66,6 +66,9 @@ pub struct Config {
     pub gateway: gateway::GatewayConfig,
     /// Input limits of the chat layer (`[limits]` in the file).
     pub limits: storage::chat::Limits,
+    /// Offline notifications: Web Push, FCM, APNs (`[push]` in the file;
+    /// every field's default in `actors/src/push/config.rs`).
+    pub push: actors::PushConfig,
 }
 
 impl Default for Config {
@@ -90,6 +93,7 @@ impl Default for Config {
             fsync: false,
             gateway: gateway::GatewayConfig::default(),
             limits: storage::chat::Limits::default(),
+            push: actors::PushConfig::default(),
         }
     }
 }
@@ -214,6 +218,7 @@ impl Config {
             conversation_idle: Duration::from_secs(self.conversation_idle_secs.max(1)),
             max_batch: self.max_batch.max(1),
             push_timeout: Duration::from_millis(self.push_timeout_ms),
+            push: self.push.clone(),
         }
     }
 }

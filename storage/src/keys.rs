@@ -24,6 +24,8 @@
 //! | `msg_dedup` | (conv_id, sender, client_msg_id) | `u64` seq |
 //! | `receipt` | (conv_id, user_id) | [`Receipt`](crate::chat::model::Receipt) |
 //! | `push_sub` | (user_id, sub_id) | [`PushSubscription`](crate::chat::model::PushSubscription) |
+//! | `push_vapid` | () | [`VapidKey`](crate::chat::model::VapidKey) |
+//! | `push_outbox` | (conv_id, seq) | [`PushOwed`](crate::chat::model::PushOwed) |
 //! | `last_seen` | (user_id) | `u64` unix millis |
 //! | `node_lease` | (node name) | [`NodeLease`](crate::chat::model::NodeLease) |
 //! | `device` | (user_id, device key) | [`Device`](crate::chat::model::Device) |
@@ -136,6 +138,10 @@ families! {
     RECEIPT = "receipt";
     /// Push subscriptions of each user.
     PUSH_SUB = "push_sub";
+    /// The cluster's one VAPID key pair, created by the first node that needs it.
+    PUSH_VAPID = "push_vapid";
+    /// Pushes owed for committed messages, until a node takes them over.
+    PUSH_OUTBOX = "push_outbox";
     /// When each user was last seen online.
     LAST_SEEN = "last_seen";
     /// Cluster membership leases, by node name.

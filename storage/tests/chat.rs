@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use storage::chat::{
     AckKind, AppendOutcome, ChatStore, ConvKind, DeviceKey, Limits, MemberAction, MessageStatus,
-    NewMessage, NewUser, PasswordCost, Role, User,
+    NewMessage, NewUser, PasswordCost, PushTarget, Role, User, VapidKey,
 };
 use storage::{Database, Error, KeyValue, RangeOptions, UnknownResults};
 
@@ -630,21 +630,101 @@ fn chat_list_orders_by_activity_with_unread_and_status() {
 }
 
 #[test]
+fn push_outbox_is_written_with_the_message_and_claimed_once() {
+    use storage::chat::AppendRequest;
+
+    let f = fixture();
+    let (a, b, c) = (f.user("alice"), f.user("bob"), f.user("carol"));
+    let g = f
+        .store
+        .create_group(a.id, "grp", "", &[b.id, c.id])
+        .expect("group")
+        .id;
+    let epoch = f.store.activate_conversation(g).expect("activate").epoch;
+    let request = AppendRequest {
+        conv_id: g,
+        epoch,
+        next_seq: 1,
+        messages: vec![msg(a.id, "1", "one"), msg(b.id, "2", "two")],
+        push_to: vec![b.id, c.id],
+    };
+    let results = f.store.append_many(&[request]).expect("append");
+    assert!(matches!(&results[0], Ok(o) if o.len() == 2));
+    let owed = f.store.unclaimed_pushes(u64::MAX, 100).expect("scan");
+    assert_eq!(owed, vec![(g, 1), (g, 2)]);
+    assert!(f.store.unclaimed_pushes(0, 100).expect("scan").is_empty());
+    let claimed = f
+        .store
+        .claim_pushes(&[(g, 1), (g, 2), (g, 3)])
+        .expect("claim");
+    assert_eq!(claimed.len(), 2);
+    assert_eq!((claimed[0].0.seq, claimed[0].0.body.as_str()), (1, "one"));
+    assert_eq!(claimed[0].1.recipients, vec![b.id, c.id]);
+    assert_eq!(claimed[1].1.recipients, vec![c.id], "not the sender");
+    assert!(f
+        .store
+        .claim_pushes(&[(g, 1), (g, 2)])
+        .expect("claim")
+        .is_empty());
+    assert!(f
+        .store
+        .unclaimed_pushes(u64::MAX, 100)
+        .expect("scan")
+        .is_empty());
+
+    // The recipient's view: not seen until their receipt says so.
+    let r = f.store.push_recipient(c.id, g, 2).expect("recipient");
+    assert!(!r.seen && r.subscriptions.is_empty());
+    let r = f.store.push_recipient(b.id, g, 2).expect("recipient");
+    assert!(r.seen, "the sender of seq 2 has seen it");
+}
+
+#[test]
+fn vapid_key_is_created_once() {
+    let f = fixture();
+    let key = |n: u8| VapidKey {
+        private: vec![n; 32],
+        public: vec![n; 65],
+        created_at: 1,
+    };
+    assert_eq!(f.store.vapid_key_or_insert(key(1)).expect("first"), key(1));
+    assert_eq!(f.store.vapid_key_or_insert(key(2)).expect("second"), key(1));
+}
+
+#[test]
 fn push_subscriptions_and_last_seen() {
     let f = fixture();
     let a = f.user("alice");
+    let web = |endpoint: &str, p256dh: &str, auth: &str| PushTarget::WebPush {
+        endpoint: endpoint.into(),
+        p256dh: p256dh.into(),
+        auth: auth.into(),
+    };
     let sub = f
         .store
-        .add_push_subscription(a.id, "https://push.example/abc", "key", "auth")
+        .add_push_subscription(a.id, web("https://push.example/abc", "key", "auth"))
         .expect("subscribe");
     let again = f
         .store
-        .add_push_subscription(a.id, "https://push.example/abc", "key2", "auth")
+        .add_push_subscription(a.id, web("https://push.example/abc", "key2", "auth"))
         .expect("resubscribe");
     assert_eq!(sub.id, again.id);
     assert_eq!(f.store.push_subscriptions(a.id).expect("list").len(), 1);
+    let fcm = f
+        .store
+        .add_push_subscription(
+            a.id,
+            PushTarget::Fcm {
+                token: "https://push.example/abc".into(),
+            },
+        )
+        .expect("fcm");
+    assert_ne!(fcm.id, sub.id, "the kind is part of the id");
+    f.store
+        .remove_push_subscription(a.id, &fcm.id)
+        .expect("remove fcm");
     f.rejects(
-        |s| s.add_push_subscription(a.id, "ftp://x", "k", "a"),
+        |s| s.add_push_subscription(a.id, web("", "k", "a")),
         |e| {
             matches!(
                 e,
@@ -656,7 +736,25 @@ fn push_subscriptions_and_last_seen() {
         },
     );
     f.rejects(
-        |s| s.add_push_subscription(77, "https://x", "k", "a"),
+        |s| {
+            s.add_push_subscription(
+                a.id,
+                PushTarget::Apns {
+                    token: String::new(),
+                },
+            )
+        },
+        |e| matches!(e, Error::Invalid { field: "token", .. }),
+    );
+    // A subscription the service called gone is removed only if it was
+    // not registered again since.
+    assert!(!f
+        .store
+        .remove_gone_push_subscription(a.id, &sub.id, sub.created_at.wrapping_sub(1))
+        .expect("gone, stale"));
+    assert_eq!(f.store.push_subscriptions(a.id).expect("list").len(), 1);
+    f.rejects(
+        |s| s.add_push_subscription(77, web("https://x", "k", "a")),
         |e| matches!(e, Error::NotFound { .. }),
     );
     f.rejects(
@@ -728,6 +826,7 @@ fn append_many_commits_several_conversations_at_once() {
         epoch,
         next_seq,
         messages: vec![msg(a.id, id, "hi")],
+        push_to: Vec::new(),
     };
     let results = f
         .store
@@ -876,6 +975,7 @@ fn group_commit_after_an_unknown_commit_outcome_answers_what_it_did() {
             epoch: e_ab,
             next_seq: 1,
             messages: vec![msg(a.id, "old", "before")],
+            push_to: Vec::new(),
         }])
         .expect("a first message");
     assert!(matches!(&first[0], Ok(o) if o.len() == 1));
@@ -891,18 +991,21 @@ fn group_commit_after_an_unknown_commit_outcome_answers_what_it_did() {
                 msg(a.id, "old", "a resend"),
                 msg(b.id, "x2", "two"),
             ],
+            push_to: Vec::new(),
         },
         AppendRequest {
             conv_id: ac,
             epoch: e_ac + 1,
             next_seq: 1,
             messages: vec![msg(a.id, "stale", "fenced")],
+            push_to: Vec::new(),
         },
         AppendRequest {
             conv_id: ac,
             epoch: e_ac,
             next_seq: 1,
             messages: vec![msg(c.id, "y", "three")],
+            push_to: Vec::new(),
         },
     ];
     f.unknown.inject(1);

@@ -2328,9 +2328,10 @@ async fn push_subscriptions() {
     assert!(!id.is_empty());
     assert_eq!(body["endpoint"], endpoint);
     assert!(body["created_at"].is_u64());
+    assert_eq!(body["kind"], "webpush");
     assert_eq!(
         body.as_object().map(|o| o.len()),
-        Some(3),
+        Some(4),
         "keys are not echoed: {body}"
     );
     let (status, again) = fx
@@ -2351,10 +2352,10 @@ async fn push_subscriptions() {
         .post(
             "/api/push-subscriptions",
             &alice,
-            Some(sub("http://push.example.com/2")),
+            Some(sub("https://push2.example.com/2")),
         )
         .await;
-    assert_eq!(status, 201, "http is allowed: {second}");
+    assert_eq!(status, 201, "{second}");
     let second = second["id"].as_str().expect("id").to_owned();
     assert_ne!(second, id);
     let mut all = fx.push_ids(&alice).await;
@@ -2396,6 +2397,8 @@ async fn push_subscriptions() {
             json!({"endpoint": "https://p.example.com/3", "keys": keys(&"k".repeat(257), "a")}),
         ),
         ("no keys", json!({"endpoint": "https://p.example.com/3"})),
+        ("an http endpoint", sub("http://push.example.com/2")),
+        ("a loopback endpoint", sub("https://127.0.0.1/2")),
         ("no endpoint", json!({"keys": keys("k", "a")})),
         (
             "keys missing auth",

@@ -69,6 +69,7 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/api/conversations/{id}/receipts", get(messages::receipts))
         .route("/api/push-subscriptions", post(push::add).get(push::list))
         .route("/api/push-subscriptions/{id}", delete(push::remove))
+        .route("/api/push/vapid-public-key", get(push::vapid_public_key))
 }
 
 /// Unknown paths get the JSON error shape too.

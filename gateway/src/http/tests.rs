@@ -52,6 +52,7 @@ async fn fixture() -> Fixture {
         conversation_idle: Duration::from_secs(5),
         max_batch: 64,
         push_timeout: Duration::from_secs(1),
+        push: actors::PushConfig::default(),
     };
     let runtime = Cluster::start(cluster_config, store.clone(), Arc::new(Metrics::new()))
         .await
@@ -424,7 +425,9 @@ async fn group_lifecycle() {
 async fn push_subscriptions() {
     let f = fixture().await;
     let (_, t) = f.user("alice").await;
-    let sub = json!({"endpoint": "https://push.example/abc", "keys": {"p256dh": "k", "auth": "a"}});
+    let sub = json!({"endpoint": "https://push.example/abc", "keys": {
+        "p256dh": "BNcRdreALRFXTkOOUHK1EtK2wtaz5Ry4YfYCA_0QTpQtUbVlUls0VJXg7A8u-Ts1XbjhazAkj7I99e8QcYP7DkM",
+        "auth": "tBHItJI5svbpez7KI4CCXg"}});
     let (s, b) = f.post("/api/push-subscriptions", Some(&t), sub).await;
     assert_eq!(s, StatusCode::CREATED, "{b}");
     let id = b["id"].as_str().expect("id").to_owned();

@@ -146,7 +146,10 @@ impl ChatStore {
                         results.push(Err(e))
                     }
                     Err(e) => return Err(e),
-                    Ok(outcomes) => results.push(Ok(outcomes)),
+                    Ok(outcomes) => {
+                        super::push::owe_pushes(tx, &r.push_to, &outcomes)?;
+                        results.push(Ok(outcomes))
+                    }
                 }
             }
             Ok(results)
@@ -250,6 +253,10 @@ pub struct AppendRequest {
     pub next_seq: Seq,
     /// The messages, in order.
     pub messages: Vec<NewMessage>,
+    /// Members with no live session: each new message owes them a push
+    /// (its sender excepted), recorded in the push outbox by this same
+    /// transaction.
+    pub push_to: Vec<UserId>,
 }
 
 /// The outcomes of a batch that an earlier run of this very append

@@ -31,6 +31,7 @@ pub use devices::{DeviceKey, SyncStart, MAX_DEVICE_ID_BYTES};
 pub use limits::Limits;
 pub use messages::{AppendOutcome, AppendRequest, NewMessage};
 pub use model::*;
+pub use push::{subscription_id, PushRecipient};
 pub use receipts::{AckKind, MemberReceipt};
 pub use users::NewUser;
 

@@ -252,19 +252,84 @@ pub struct Receipt {
     pub seen_at: Option<Millis>,
 }
 
-/// A device that wants notifications while its user is offline (Web Push shaped).
+/// A device that wants notifications while its user is offline.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PushSubscription {
-    /// Stable id derived from the endpoint: registering twice is idempotent.
+    /// Stable id derived from the kind and endpoint (or token): registering
+    /// the same device twice updates it in place.
     pub id: String,
-    /// The push service URL of the device.
-    pub endpoint: String,
-    /// The device's public key (Web Push `p256dh`).
-    pub p256dh: String,
-    /// The device's auth secret (Web Push `auth`).
-    pub auth: String,
-    /// When it was registered.
+    /// Where and how to reach the device.
+    pub target: PushTarget,
+    /// When it was (last) registered.
     pub created_at: Millis,
+}
+
+/// The three ways of reaching a device.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PushTarget {
+    /// A browser's Web Push subscription (RFC 8030 / 8291).
+    WebPush {
+        /// The push service URL of the device.
+        endpoint: String,
+        /// The device's public key, base64url (uncompressed P-256 point).
+        p256dh: String,
+        /// The device's 16-byte auth secret, base64url.
+        auth: String,
+    },
+    /// An Android (or other) app's Firebase Cloud Messaging registration token.
+    Fcm {
+        /// The registration token.
+        token: String,
+    },
+    /// An Apple device token for APNs.
+    Apns {
+        /// The device token (hex).
+        token: String,
+    },
+}
+
+impl PushTarget {
+    /// `webpush`, `fcm` or `apns`: the API's name of the kind.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            PushTarget::WebPush { .. } => "webpush",
+            PushTarget::Fcm { .. } => "fcm",
+            PushTarget::Apns { .. } => "apns",
+        }
+    }
+
+    /// The endpoint URL (Web Push) or the token (FCM, APNs).
+    pub fn address(&self) -> &str {
+        match self {
+            PushTarget::WebPush { endpoint, .. } => endpoint,
+            PushTarget::Fcm { token } | PushTarget::Apns { token } => token,
+        }
+    }
+}
+
+/// The cluster's VAPID key pair (RFC 8292): generated once, shared by every
+/// node so that any node can sign for subscriptions made with its public key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VapidKey {
+    /// The P-256 private scalar, 32 bytes.
+    pub private: Vec<u8>,
+    /// The uncompressed public point, 65 bytes (what browsers get as
+    /// `applicationServerKey`).
+    pub public: Vec<u8>,
+    /// When it was created.
+    pub created_at: Millis,
+}
+
+/// A push owed for a committed message: written in the message's append
+/// transaction, cleared by the node that takes it over for delivery.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PushOwed {
+    /// Who sent the message.
+    pub sender: UserId,
+    /// The members who had no live session when it was committed.
+    pub recipients: Vec<UserId>,
+    /// When the message was committed.
+    pub sent_at: Millis,
 }
 
 /// A cluster node's lease: it is a live member while `expires_at` is ahead.
