@@ -255,7 +255,17 @@ mod tests {
         tokio::spawn(async move {
             while let Ok((mut sock, _)) = listener.accept().await {
                 count.fetch_add(1, Ordering::SeqCst);
-                use tokio::io::AsyncWriteExt as _;
+                use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+                // Read the request head first: an answer before the request
+                // is an unexpected message to the client.
+                let mut head = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match sock.read(&mut buf).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
                 let _ = sock
                     .write_all(b"HTTP/1.1 204 No Content\r\nconnection: close\r\n\r\n")
                     .await;
