@@ -9,6 +9,12 @@
 //! actor. A fenced conversation fails alone; an engine failure of the shared
 //! transaction makes every request retry in a transaction of its own, so
 //! one bad batch cannot fail its neighbours.
+//!
+//! A group commit also stays well inside FoundationDB's transaction limits
+//! (10 MB of writes, 5 s): it stops taking batches at [`MAX_COMMIT_BYTES`]
+//! of message payload, so a transaction writes at most that plus one
+//! conversation's batch (itself bounded by `max_batch` messages of at most
+//! `max_message_bytes` each).
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -20,6 +26,22 @@ use crate::metrics::Metrics;
 
 /// The outcome of one conversation's batch.
 pub type BatchResult = storage::Result<Vec<storage::Result<AppendOutcome>>>;
+
+/// Payload bytes (bodies and client ids) after which a group commit takes no
+/// further batches: a tenth of FoundationDB's 10 MB transaction limit, which
+/// counts every key and value written (a message is written with its index
+/// entries, about three times its payload at worst), and small enough to
+/// commit far inside FDB's 5 s.
+pub const MAX_COMMIT_BYTES: usize = 1_000_000;
+
+/// The payload bytes of one conversation's batch.
+fn payload_bytes(request: &AppendRequest) -> usize {
+    request
+        .messages
+        .iter()
+        .map(|m| m.body.len() + m.client_msg_id.len())
+        .sum()
+}
 
 struct Job {
     request: AppendRequest,
@@ -68,11 +90,13 @@ async fn run(
 ) {
     while let Some(first) = rx.recv().await {
         let mut size = first.request.messages.len();
+        let mut bytes = payload_bytes(&first.request);
         let mut jobs = vec![first];
-        while size < max_messages {
+        while size < max_messages && bytes < MAX_COMMIT_BYTES {
             match rx.try_recv() {
                 Ok(job) => {
                     size += job.request.messages.len();
+                    bytes += payload_bytes(&job.request);
                     jobs.push(job);
                 }
                 Err(_) => break,

@@ -117,12 +117,17 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         Ok(Err(e)) => tracing::warn!(error = %e, "gateway task failed"),
         Err(_) => tracing::warn!("gateway connections still open after 5 s; leaving anyway"),
     }
-    #[cfg(feature = "fdb")]
-    if config.fdb_cluster_file.is_some() {
-        storage::fdb::shutdown_network();
-    }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Stops the FoundationDB client network, if this process started it: the
+/// binary's very last step, after its async runtime has shut down, because
+/// a storage call still waiting on FoundationDB once the network stopped
+/// would never return (and the runtime would wait for it forever).
+pub fn stop_storage_network() {
+    #[cfg(feature = "fdb")]
+    storage::fdb::shutdown_network();
 }
 
 /// Connections waiting to be accepted. Tokio's default (128) makes a

@@ -1,11 +1,15 @@
 //! `parley`: runs one Parley node. Parses the configuration, sets up
 //! logging, and hands over to [`node::run`] until SIGTERM or ctrl-c.
 
+use std::time::Duration;
+
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+/// How long blocking storage calls still running at exit may take to finish.
+const BLOCKING_DRAIN: Duration = Duration::from_secs(5);
+
+fn main() -> anyhow::Result<()> {
     let cli = node::Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -13,7 +17,13 @@ async fn main() -> anyhow::Result<()> {
         )
         .init();
     let config = node::Config::load(cli)?;
-    node::run(config, shutdown_signal()).await?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let result = runtime.block_on(node::run(config, shutdown_signal()));
+    runtime.shutdown_timeout(BLOCKING_DRAIN);
+    node::stop_storage_network();
+    result?;
     Ok(())
 }
 

@@ -1075,3 +1075,56 @@ fn a_non_idempotent_transaction_reports_an_unknown_outcome() {
     assert!(matches!(result, Err(Error::MaybeCommitted)), "{result:?}");
     assert_eq!(f.unknown.pending(), 0);
 }
+
+/// Limits under which a record could outgrow FoundationDB's 100 kB value
+/// (or 10 kB key) are refused when the store opens, so an oversized value
+/// cannot be built; the largest message the defaults allow is stored.
+#[test]
+fn limits_that_allow_oversized_values_are_refused() {
+    use storage::chat::limits::MAX_VALUE_BYTES;
+
+    let (db, _guard) = open_store();
+    for limits in [
+        Limits {
+            max_message_bytes: MAX_VALUE_BYTES,
+            ..Limits::default()
+        },
+        Limits {
+            max_description_chars: MAX_VALUE_BYTES / 4,
+            ..Limits::default()
+        },
+        Limits {
+            max_push_endpoint_bytes: 200_000,
+            ..Limits::default()
+        },
+        Limits {
+            max_client_msg_id_bytes: 20_000,
+            ..Limits::default()
+        },
+    ] {
+        let result = ChatStore::open(db.clone(), limits.clone());
+        assert!(
+            matches!(
+                result,
+                Err(Error::Invalid {
+                    field: "limits",
+                    ..
+                })
+            ),
+            "{limits:?}: {result:?}"
+        );
+    }
+
+    let f = fixture();
+    let (a, b) = (f.user("alice"), f.user("bob"));
+    let conv = f.store.open_direct(a.id, b.id).expect("dm").id;
+    let epoch = f.store.activate_conversation(conv).expect("activate").epoch;
+    let max = Limits::default();
+    let body = "é".repeat(max.max_message_bytes / 2);
+    let id = "i".repeat(max.max_client_msg_id_bytes);
+    let stored = f
+        .store
+        .append(conv, epoch, 1, &msg(a.id, &id, &body))
+        .expect("the largest message");
+    assert_eq!(stored.message().body, body);
+}

@@ -201,7 +201,11 @@ impl Node {
                 if tokio::time::Instant::now() >= deadline {
                     let _ = child.kill();
                     let _ = child.wait();
-                    panic!("{} ignored SIGTERM for 15 s", self.name);
+                    panic!(
+                        "{} ignored SIGTERM for 15 s; log:\n{}",
+                        self.name,
+                        self.log_text()
+                    );
                 }
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }

@@ -56,7 +56,55 @@ impl Default for Limits {
     }
 }
 
+/// FoundationDB's largest value, in bytes: no record may exceed it.
+pub const MAX_VALUE_BYTES: usize = 100_000;
+/// FoundationDB's largest key, in bytes.
+pub const MAX_KEY_BYTES: usize = 10_000;
+/// Room for a record's fixed fields and encoding around its variable ones.
+const RECORD_OVERHEAD_BYTES: usize = 512;
+
 impl Limits {
+    /// Refuses limits under which a record could exceed FoundationDB's value
+    /// or key size (checked at [`super::ChatStore::open`]): every field a
+    /// client fills is bounded by these limits, so with limits that pass,
+    /// an oversized value or key cannot be built. A character is counted as
+    /// its largest UTF-8 encoding, 4 bytes.
+    pub fn check_store_bounds(&self) -> Result<()> {
+        let values = [
+            (
+                "max_message_bytes + max_client_msg_id_bytes (a message)",
+                self.max_message_bytes + self.max_client_msg_id_bytes,
+            ),
+            (
+                "max_group_name_chars + max_description_chars (a group)",
+                4 * (self.max_group_name_chars + self.max_description_chars),
+            ),
+            (
+                "max_push_endpoint_bytes (a push subscription)",
+                self.max_push_endpoint_bytes,
+            ),
+            ("max_user_name_chars (a user)", 4 * self.max_user_name_chars),
+        ];
+        for (what, bytes) in values {
+            if bytes.saturating_add(RECORD_OVERHEAD_BYTES) > MAX_VALUE_BYTES {
+                return Err(Error::invalid(
+                    "limits",
+                    format!("{what}: {bytes} bytes would not fit a {MAX_VALUE_BYTES}-byte value"),
+                ));
+            }
+        }
+        // The longest variable parts of keys: names (user index) and client
+        // message ids (dedup index).
+        let key = (4 * self.max_user_name_chars).max(self.max_client_msg_id_bytes);
+        if key.saturating_add(RECORD_OVERHEAD_BYTES) > MAX_KEY_BYTES {
+            return Err(Error::invalid(
+                "limits",
+                format!("a {key}-byte name or client message id would not fit a {MAX_KEY_BYTES}-byte key"),
+            ));
+        }
+        Ok(())
+    }
+
     pub(crate) fn user_name(&self, name: &str) -> Result<()> {
         let chars = name.chars().count();
         if chars < 3 || chars > self.max_user_name_chars {

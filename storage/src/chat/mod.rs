@@ -96,6 +96,7 @@ impl ChatStore {
     /// Opens the chat schema on `db`: records the schema version in a new
     /// store, refuses a store written by another version.
     pub fn open(db: Database, limits: Limits) -> Result<Self> {
+        limits.check_store_bounds()?;
         let version_key = keys::META.key(&(keys::meta::SCHEMA_VERSION,));
         db.run(|tx| {
             match tx.get(&version_key)? {
