@@ -8,7 +8,8 @@
 //! - [`rate_limit`]: per-user token buckets (sends per second);
 //! - `http`: the REST handlers, one file per resource;
 //! - `ws`: the WebSocket handler that brings a session actor to life;
-//! - [`openapi`]: the OpenAPI document at `/openapi.json`.
+//! - [`openapi`]: the OpenAPI document at `/openapi.json`;
+//! - `web`: the browser app (Parley Web) at `/`, embedded in the binary.
 //!
 //! [`router`] assembles them into the node's one axum application.
 
@@ -18,6 +19,7 @@ pub mod error;
 mod http;
 pub mod openapi;
 pub mod rate_limit;
+mod web;
 mod ws;
 
 use std::sync::Arc;
@@ -80,6 +82,7 @@ impl AppState {
 pub fn router(state: AppState) -> axum::Router {
     let max_body = state.config.max_body_bytes;
     http::routes()
+        .merge(web::routes())
         .route("/ws", get(ws::handler))
         .route("/openapi.json", get(openapi::serve))
         .fallback(http::not_found)
