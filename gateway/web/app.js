@@ -265,6 +265,15 @@ async function loadMeta(id) {
     c.members = detail.members;
     for (const r of receipts.receipts) mergeReceipt(c, r);
     c.metaLoaded = true;
+    if (detail.conversation.kind === 'direct') {
+      // The peer's presence and last seen, in case no frame told us yet.
+      const peer = detail.members.find((/** @type {any} */ m) => S.session && m.user_id !== S.session.user.id);
+      if (peer) {
+        const u = await api.get(`/api/users/${peer.user_id}`);
+        S.names.set(u.id, u.name);
+        S.presence.set(u.id, { online: u.online, last_seen: u.last_seen });
+      }
+    }
     if (detail.conversation.kind === 'group') {
       const { events } = await api.get(`/api/groups/${id}/history`);
       const live = c.events.filter((ev) => ev.live === 'group');
@@ -545,7 +554,7 @@ function openConv(id) {
   const c = conv(id);
   c.stickBottom = true;
   if (!c.loaded) loadHistory(id);
-  if (!c.metaLoaded || (S.chats.get(id)?.kind === 'group')) loadMeta(id);
+  loadMeta(id);
   render();
   requestAnimationFrame(() => $('composer-input').focus());
 }
@@ -867,6 +876,10 @@ function wire() {
 
   document.addEventListener('visibilitychange', () => { ackSeen(); if (S.conn) S.conn.retryNow(); });
   window.addEventListener('online', () => S.conn && S.conn.retryNow());
+  // Leaving the page (or entering the back/forward cache) ends the session
+  // at once, so the others see us offline; coming back reconnects.
+  window.addEventListener('pagehide', () => S.conn && S.conn.suspend());
+  window.addEventListener('pageshow', (ev) => { if (ev.persisted && S.conn) S.conn.start(); });
 }
 
 wire();

@@ -62,6 +62,16 @@ export class Connection {
     return true;
   }
 
+  /** Closes the socket without reconnecting (the page is going away). */
+  suspend() {
+    this.stopped = true;
+    clearTimeout(this.timer);
+    this.stopHeartbeat();
+    const ws = this.ws;
+    this.ws = null;
+    if (ws) ws.close(1000, 'page hidden');
+  }
+
   /** @param {ConnState} state @param {string} detail */
   setState(state, detail) {
     this.state = state;
