@@ -186,7 +186,8 @@ function renderConv() {
     msgs.push({ kind: 'msg', seq: null, cmid: p.client_msg_id, sender: me, body: p.body, at: p.created_at,
       status: p.failed ? 'failed' : 'pending', error: p.failed });
   }
-  const oldestAt = msgs.length && !c.hasMore ? 0 : msgs.length ? msgs[0].at : Infinity;
+  // Events older than the loaded history wait until it is scrolled to.
+  const oldestAt = !c.hasMore || !msgs.length ? 0 : msgs[0].at;
   const events = c.events.filter((e) => e.at >= oldestAt).sort((a, b) => a.at - b.at);
   /** @type {any[]} */
   const items = [];

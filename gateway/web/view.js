@@ -21,7 +21,7 @@ export function h(tag, attrs, ...children) {
   return el;
 }
 
-export const TICKS = { pending: '🕓', sent: '✓', delivered: '✓✓', seen: '✓✓', failed: '⚠' };
+export const TICKS = { pending: '◔', sent: '✓', delivered: '✓✓', seen: '✓✓', failed: '⚠' };
 
 /** @param {string} status */
 export function tick(status) {
