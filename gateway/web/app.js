@@ -474,6 +474,7 @@ function onFrame(f) {
     case 'group_updated': {
       const c = conv(f.conv_id);
       const chat = S.chats.get(f.conv_id);
+      if (!chat && !f.deleted) reloadChatsSoon();
       if (f.deleted) {
         S.chats.delete(f.conv_id);
         if (S.open === f.conv_id) closeConv();
