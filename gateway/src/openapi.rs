@@ -8,7 +8,9 @@ use axum::response::IntoResponse;
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::http::{chats, cluster, conversations, groups, health, members, messages, push, session, users};
+use crate::http::{
+    chats, cluster, conversations, groups, health, members, messages, push, session, users,
+};
 
 /// The API's description: every REST route, its bodies and its errors.
 #[derive(OpenApi)]

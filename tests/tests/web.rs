@@ -48,7 +48,10 @@ fn find_in_path(names: &[&str], extra: &[&str]) -> Option<PathBuf> {
 /// browser is not installed outside CI; a panic in CI.
 async fn driver() -> Option<Driver> {
     let chromedriver = find_in_path(&["chromedriver"], &["/usr/lib/chromium/chromedriver"]);
-    let chromium = find_in_path(&["chromium", "chromium-browser"], &["/usr/lib/chromium/chromium"]);
+    let chromium = find_in_path(
+        &["chromium", "chromium-browser"],
+        &["/usr/lib/chromium/chromium"],
+    );
     let Some(chromedriver) = chromedriver.filter(|_| chromium.is_some()) else {
         if std::env::var_os("CI").is_some() {
             panic!("chromium and chromedriver are required in CI (apt-get install chromium chromium-driver)");
@@ -127,7 +130,10 @@ impl Browser {
             if tokio::time::Instant::now() >= deadline {
                 let page = self.js("return document.body.innerText").await;
                 self.shot("failure").await;
-                panic!("timed out after {WAIT:?} waiting for {what}; the page shows:\n{}", page.as_str().unwrap_or_default());
+                panic!(
+                    "timed out after {WAIT:?} waiting for {what}; the page shows:\n{}",
+                    page.as_str().unwrap_or_default()
+                );
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -141,7 +147,9 @@ impl Browser {
     async fn click(&self, css: &str) {
         self.until(
             &format!("{css} to be clickable"),
-            &format!("const e = document.querySelector({css:?}); return !!e && e.offsetParent !== null;"),
+            &format!(
+                "const e = document.querySelector({css:?}); return !!e && e.offsetParent !== null;"
+            ),
         )
         .await;
         self.client
@@ -167,12 +175,19 @@ impl Browser {
 
     /// Fills the login form and presses "Create account" or "Log in".
     async fn sign_in(&self, name: &str, register: bool) {
-        self.until("the login form", "return !document.getElementById('login-view').hidden")
-            .await;
+        self.until(
+            "the login form",
+            "return !document.getElementById('login-view').hidden",
+        )
+        .await;
         self.type_in("#login-name", name).await;
         self.type_in("#login-password", "correct horse").await;
-        self.click(if register { "#register-btn" } else { "#login-btn" })
-            .await;
+        self.click(if register {
+            "#register-btn"
+        } else {
+            "#login-btn"
+        })
+        .await;
         self.until_online().await;
     }
 
@@ -196,9 +211,10 @@ impl Browser {
             "[...document.querySelectorAll({css:?})].find(b => b.textContent.includes({name:?})).click()"
         ))
         .await;
-        self.until("the conversation to open", &format!(
-            "return document.getElementById('conv-title').textContent === {name:?}"
-        ))
+        self.until(
+            "the conversation to open",
+            &format!("return document.getElementById('conv-title').textContent === {name:?}"),
+        )
         .await;
     }
 
@@ -207,9 +223,10 @@ impl Browser {
             "const b = [...document.querySelectorAll('.chat-item')].find(b => b.querySelector('.chat-name').textContent === {name:?}); if (b) b.click(); return !!b;"
         ))
         .await;
-        self.until("the conversation to open", &format!(
-            "return document.getElementById('conv-title').textContent === {name:?}"
-        ))
+        self.until(
+            "the conversation to open",
+            &format!("return document.getElementById('conv-title').textContent === {name:?}"),
+        )
         .await;
     }
 
@@ -257,7 +274,9 @@ async fn two_users_chat_with_typing_presence_ticks_and_reload() {
     let api = Api::new(cluster.nodes[0].http);
     let probe = api.user("probe").await;
     until("bob offline", WAIT, || async {
-        let (_, found) = api.call("GET", "/api/users?q=bob", Some(&probe.token), None).await;
+        let (_, found) = api
+            .call("GET", "/api/users?q=bob", Some(&probe.token), None)
+            .await;
         (found["users"][0]["online"] == json!(false)).then_some(())
     })
     .await;
@@ -267,20 +286,28 @@ async fn two_users_chat_with_typing_presence_ticks_and_reload() {
     let subtitle = alice
         .until("bob's last seen", "const t = document.getElementById('conv-sub').textContent; return t.startsWith('last seen') && t")
         .await;
-    assert!(subtitle.as_str().is_some_and(|s| s.starts_with("last seen")));
+    assert!(subtitle
+        .as_str()
+        .is_some_and(|s| s.starts_with("last seen")));
 
     // Bob comes back (his session survived): delivered, unread, presence.
     bob.goto(&home).await;
     bob.until_online().await;
     alice.until_status("hello bob", "delivered").await;
     alice
-        .until("bob online", "return document.getElementById('conv-sub').textContent === 'online'")
+        .until(
+            "bob online",
+            "return document.getElementById('conv-sub').textContent === 'online'",
+        )
         .await;
     let row = bob
         .until("the chat with an unread badge", "const b = document.querySelector('.chat-item'); return b && b.querySelector('.badge') && b.textContent")
         .await;
     let row = row.as_str().unwrap_or_default();
-    assert!(row.contains("alice") && row.contains("hello bob") && row.contains('1'), "{row}");
+    assert!(
+        row.contains("alice") && row.contains("hello bob") && row.contains('1'),
+        "{row}"
+    );
     bob.shot("chat-list").await;
 
     // Bob opens the chat: seen.
@@ -291,7 +318,10 @@ async fn two_users_chat_with_typing_presence_ticks_and_reload() {
     // Bob types: alice sees it; then he answers.
     bob.type_in("#composer-input", "hi al").await;
     alice
-        .until("bob typing", "return document.getElementById('typing').textContent.includes('typing')")
+        .until(
+            "bob typing",
+            "return document.getElementById('typing').textContent.includes('typing')",
+        )
         .await;
     bob.type_in("#composer-input", "ice!").await;
     bob.click("#send-btn").await;
@@ -304,11 +334,17 @@ async fn two_users_chat_with_typing_presence_ticks_and_reload() {
     alice.until_online().await;
     alice.until_message("hi alice!").await;
     alice.until_status("hello bob", "seen").await;
-    let title = alice.js("return document.getElementById('conv-title').textContent").await;
+    let title = alice
+        .js("return document.getElementById('conv-title').textContent")
+        .await;
     assert_eq!(title, json!("bob"));
 
     // Phone width: the conversation fills the screen.
-    alice.client.set_window_size(390, 780).await.expect("resize");
+    alice
+        .client
+        .set_window_size(390, 780)
+        .await
+        .expect("resize");
     alice.until_message("hi alice!").await;
     alice.shot("phone").await;
 
@@ -343,16 +379,25 @@ async fn a_group_of_three_with_membership_events_and_member_status() {
             "const b = [...document.querySelectorAll('#group-add-results .user-result')].find(b => b.textContent.includes({who:?})); if (b) b.click(); return !!b;"
         ))
         .await;
-        gina.until(&format!("{who} listed"), &format!(
-            "return document.getElementById('group-members').textContent.includes({who:?})"
-        ))
+        gina.until(
+            &format!("{who} listed"),
+            &format!(
+                "return document.getElementById('group-members').textContent.includes({who:?})"
+            ),
+        )
         .await;
     }
     gina.click("#group-save").await;
-    gina.until("the group open", "return document.getElementById('conv-title').textContent === 'climbing'")
-        .await;
-    gina.until("the membership events", "return document.getElementById('messages').textContent.includes('added hugo')")
-        .await;
+    gina.until(
+        "the group open",
+        "return document.getElementById('conv-title').textContent === 'climbing'",
+    )
+    .await;
+    gina.until(
+        "the membership events",
+        "return document.getElementById('messages').textContent.includes('added hugo')",
+    )
+    .await;
 
     hugo.open_chat("climbing").await;
     ines.open_chat("climbing").await;
@@ -369,30 +414,47 @@ async fn a_group_of_three_with_membership_events_and_member_status() {
         .await;
     assert_eq!(states, json!(["seen", "seen"]));
     gina.shot("message-status").await;
-    gina.js("document.getElementById('status-dialog').close()").await;
+    gina.js("document.getElementById('status-dialog').close()")
+        .await;
 
     ines.send("me!").await;
     gina.until_message("me!").await;
     hugo.until_message("me!").await;
-    ines.until("ines sees the sender of gina's message", "return [...document.querySelectorAll('.msg .who')].some(w => w.textContent === 'gina')")
-        .await;
+    ines.until(
+        "ines sees the sender of gina's message",
+        "return [...document.querySelectorAll('.msg .who')].some(w => w.textContent === 'gina')",
+    )
+    .await;
 
     // Renaming shows on every side; removing ines shows in the timeline.
     gina.click("#details-btn").await;
-    gina.until("the details", "return document.getElementById('group-name').value === 'climbing'")
-        .await;
+    gina.until(
+        "the details",
+        "return document.getElementById('group-name').value === 'climbing'",
+    )
+    .await;
     gina.shot("group-details").await;
-    gina.js("document.getElementById('group-name').value = 'bouldering'").await;
+    gina.js("document.getElementById('group-name').value = 'bouldering'")
+        .await;
     gina.click("#group-save").await;
-    hugo.until("the new name", "return document.getElementById('conv-title').textContent === 'bouldering'")
-        .await;
+    hugo.until(
+        "the new name",
+        "return document.getElementById('conv-title').textContent === 'bouldering'",
+    )
+    .await;
     gina.click("#details-btn").await;
-    gina.until("ines listed", "return !!document.querySelector('#group-members li[data-user] button.danger')")
-        .await;
+    gina.until(
+        "ines listed",
+        "return !!document.querySelector('#group-members li[data-user] button.danger')",
+    )
+    .await;
     gina.js("[...document.querySelectorAll('#group-members li')].find(li => li.textContent.includes('ines')).querySelector('button').click()")
         .await;
-    hugo.until("ines removed in the timeline", "return document.getElementById('messages').textContent.includes('removed ines')")
-        .await;
+    hugo.until(
+        "ines removed in the timeline",
+        "return document.getElementById('messages').textContent.includes('removed ines')",
+    )
+    .await;
     ines.until("the group gone from ines' list", "return ![...document.querySelectorAll('.chat-name')].some(n => n.textContent === 'bouldering')")
         .await;
 
@@ -404,17 +466,26 @@ async fn a_group_of_three_with_membership_events_and_member_status() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scrolling_up_loads_older_pages_of_history() {
     let Some(driver) = driver().await else { return };
-    let cluster =
-        TestCluster::start_with_config(1, "[gateway]\nsends_per_second = 1000\nsend_burst = 1000\n")
-            .await;
+    let cluster = TestCluster::start_with_config(
+        1,
+        "[gateway]\nsends_per_second = 1000\nsend_burst = 1000\n",
+    )
+    .await;
     let node = &cluster.nodes[0];
     let api = Api::new(node.http);
     let kim = api.user("kim").await;
     let lou = api.user("lou").await;
-    let (_, lou_user) = api.call("GET", "/api/users?q=lou", Some(&kim.token), None).await;
+    let (_, lou_user) = api
+        .call("GET", "/api/users?q=lou", Some(&kim.token), None)
+        .await;
     let lou_id = lou_user["users"][0]["id"].as_u64().expect("lou");
     let (_, direct) = api
-        .call("POST", &format!("/api/direct/{lou_id}"), Some(&kim.token), None)
+        .call(
+            "POST",
+            &format!("/api/direct/{lou_id}"),
+            Some(&kim.token),
+            None,
+        )
         .await;
     let conv = direct["id"].as_u64().expect("conv id");
     let mut ws = Ws::connect(&node.ws_url(&kim.token)).await.expect("ws");
@@ -428,7 +499,9 @@ async fn scrolling_up_loads_older_pages_of_history() {
     // Lou's other device got them all: the browser has to page back.
     let lou_ws = Ws::connect(&node.ws_url(&lou.token)).await.expect("ws");
     lou_ws
-        .wait_for("the last message", WAIT, |f| f["type"] == "message" && f["seq"] == json!(120))
+        .wait_for("the last message", WAIT, |f| {
+            f["type"] == "message" && f["seq"] == json!(120)
+        })
         .await;
     let mut lou_ws = lou_ws;
     lou_ws
@@ -463,7 +536,12 @@ async fn scrolling_up_loads_older_pages_of_history() {
 /// Messages with `body` in the conversation's stored history.
 async fn stored_count(api: &Api, token: &str, conv: u64, body: &str) -> usize {
     let (_, page) = api
-        .call("GET", &format!("/api/conversations/{conv}/messages?limit=200"), Some(token), None)
+        .call(
+            "GET",
+            &format!("/api/conversations/{conv}/messages?limit=200"),
+            Some(token),
+            None,
+        )
         .await;
     page["messages"]
         .as_array()
@@ -485,8 +563,11 @@ async fn a_message_written_offline_is_delivered_after_reconnect() {
 
     // The only node dies: the page goes offline and keeps the message.
     cluster.nodes[0].kill();
-    page.until("the page offline", "return document.getElementById('conn-state').dataset.state !== 'online'")
-        .await;
+    page.until(
+        "the page offline",
+        "return document.getElementById('conn-state').dataset.state !== 'online'",
+    )
+    .await;
     page.send("written offline").await;
     page.until_status("written offline", "pending").await;
     let stored = page
@@ -505,7 +586,10 @@ async fn a_message_written_offline_is_delivered_after_reconnect() {
         .await
         .as_u64()
         .expect("conv id in the URL");
-    assert_eq!(stored_count(&api, &pia.token, conv, "written offline").await, 1);
+    assert_eq!(
+        stored_count(&api, &pia.token, conv, "written offline").await,
+        1
+    );
     page.until("the outbox emptied", "return new Promise(r => { const q = indexedDB.open('parley'); q.onsuccess = () => { const g = q.result.transaction('outbox').objectStore('outbox').count(); g.onsuccess = () => r(g.result === 0); }; });")
         .await;
     page.close().await;
@@ -528,14 +612,20 @@ async fn the_page_fails_over_to_another_node_and_sends_its_pending_message_once(
     page.start_chat_with("sam").await;
     page.send("before the crash").await;
     page.until_status("before the crash", "sent").await;
-    page.until("the cluster's gateways known", "return JSON.parse(localStorage.getItem('parley.gateways') || '[]').length === 3")
-        .await;
+    page.until(
+        "the cluster's gateways known",
+        "return JSON.parse(localStorage.getItem('parley.gateways') || '[]').length === 3",
+    )
+    .await;
 
     // The page's node is killed; it writes a message while reconnecting.
     cluster.nodes[0].kill();
     page.send("after the crash").await;
     let node = page.until_online().await;
-    assert!(node == json!("n2") || node == json!("n3"), "reconnected to {node}");
+    assert!(
+        node == json!("n2") || node == json!("n3"),
+        "reconnected to {node}"
+    );
     page.until_status("after the crash", "sent").await;
     let frame = sam_ws
         .wait_for("the message after the crash", WAIT, |f| {
@@ -544,8 +634,14 @@ async fn the_page_fails_over_to_another_node_and_sends_its_pending_message_once(
         .await;
     let conv = frame["conv_id"].as_u64().expect("conv");
     let api = Api::new(cluster.nodes[2].http);
-    assert_eq!(stored_count(&api, &sam.token, conv, "after the crash").await, 1);
-    assert_eq!(stored_count(&api, &sam.token, conv, "before the crash").await, 1);
+    assert_eq!(
+        stored_count(&api, &sam.token, conv, "after the crash").await,
+        1
+    );
+    assert_eq!(
+        stored_count(&api, &sam.token, conv, "before the crash").await,
+        1
+    );
     let shown = page
         .js("return [...document.querySelectorAll('.msg')].filter(m => m.textContent.includes('after the crash')).length")
         .await;

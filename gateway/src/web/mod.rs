@@ -74,7 +74,10 @@ fn serve(asset: &Asset, request: &HeaderMap, policy: Option<String>) -> Response
         header::X_CONTENT_TYPE_OPTIONS,
         HeaderValue::from_static("nosniff"),
     );
-    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
     if let Some(policy) = policy.and_then(|p| HeaderValue::from_str(&p).ok()) {
         h.insert(header::CONTENT_SECURITY_POLICY, policy);
         h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
