@@ -45,6 +45,9 @@ pub struct AppState {
     /// Per-user budget of message sends (`sends_per_second`, `send_burst`),
     /// shared by every connection of this node.
     pub send_limiter: Arc<RateLimiter>,
+    /// The live gateways, read from the leases at most once a second
+    /// (`GET /api/cluster/gateways` and the web page's CSP).
+    pub(crate) gateways: Arc<http::cluster::GatewayCache>,
 }
 
 impl AppState {
@@ -56,6 +59,7 @@ impl AppState {
             cluster,
             config: Arc::new(config),
             send_limiter,
+            gateways: Arc::default(),
         }
     }
 

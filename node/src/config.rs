@@ -281,4 +281,25 @@ mod tests {
         };
         assert!(matches!(Config::load(cli), Err(Error::Config(_))));
     }
+
+    #[test]
+    fn public_url_must_be_an_http_origin() {
+        let with = |url: &str| Config {
+            public_url: Some(url.into()),
+            ..Config::default()
+        };
+        assert!(with("http://10.0.0.5:8080").validate().is_ok());
+        assert!(with("https://chat.example.com").validate().is_ok());
+        for bad in [
+            "ftp://x",
+            "http://",
+            "https://a/b",
+            "chat.example.com",
+            "http://a b",
+        ] {
+            assert!(with(bad).validate().is_err(), "{bad}");
+        }
+        let cluster = Config::default().cluster();
+        assert_eq!(cluster.public_url, "http://127.0.0.1:8080");
+    }
 }

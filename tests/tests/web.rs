@@ -649,3 +649,115 @@ async fn the_page_fails_over_to_another_node_and_sends_its_pending_message_once(
     page.close().await;
     sam_ws.close().await;
 }
+
+/// No browser needed: the gateways list follows the leases, and the page
+/// and its files carry their types, ETags and the CSP.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gateways_follow_the_leases_and_the_app_is_served_with_a_strict_policy() {
+    let mut cluster = TestCluster::start(3).await;
+    let http = reqwest::Client::new();
+    let urls: Vec<String> = cluster.nodes.iter().map(|n| n.url("")).collect();
+    let endpoints: Vec<String> = cluster
+        .nodes
+        .iter()
+        .map(|n| n.url("/api/cluster/gateways"))
+        .collect();
+    let listed = |node: usize| {
+        let url = endpoints[node].clone();
+        let http = http.clone();
+        async move {
+            let body: Value = http.get(&url).send().await.ok()?.json().await.ok()?;
+            let list: Vec<(String, String)> = body["gateways"]
+                .as_array()?
+                .iter()
+                .map(|g| {
+                    (
+                        g["url"].as_str().unwrap_or_default().to_owned(),
+                        g["ws_url"].as_str().unwrap_or_default().to_owned(),
+                    )
+                })
+                .collect();
+            Some(list)
+        }
+    };
+    let all = listed(1).await.expect("gateways");
+    let want: Vec<(String, String)> = urls
+        .iter()
+        .map(|u| {
+            (
+                u.clone(),
+                format!("{}/ws", u.replacen("http://", "ws://", 1)),
+            )
+        })
+        .collect();
+    assert_eq!(all, want);
+
+    // The page: HTML, the CSP naming every gateway's WebSocket origin.
+    let page = http
+        .get(cluster.nodes[0].url("/"))
+        .send()
+        .await
+        .expect("GET /");
+    assert_eq!(page.status(), 200);
+    let header = |r: &reqwest::Response, h: &str| {
+        r.headers()
+            .get(h)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned()
+    };
+    assert_eq!(header(&page, "content-type"), "text/html; charset=utf-8");
+    let csp = header(&page, "content-security-policy");
+    assert!(
+        csp.contains("default-src 'self'") && csp.contains("script-src 'self'"),
+        "{csp}"
+    );
+    for node in &cluster.nodes {
+        assert!(csp.contains(&format!("ws://{}", node.http)), "{csp}");
+    }
+    assert!(!csp.contains("unsafe-inline"), "{csp}");
+
+    // Files: types, revalidation, unknown names.
+    for (file, kind) in [
+        ("/web/app.js", "text/javascript; charset=utf-8"),
+        ("/web/app.css", "text/css; charset=utf-8"),
+        ("/sw.js", "text/javascript; charset=utf-8"),
+    ] {
+        let r = http
+            .get(cluster.nodes[0].url(file))
+            .send()
+            .await
+            .expect(file);
+        assert_eq!(r.status(), 200, "{file}");
+        assert_eq!(header(&r, "content-type"), kind);
+        assert_eq!(header(&r, "cache-control"), "no-cache");
+        let etag = header(&r, "etag");
+        let again = http
+            .get(cluster.nodes[1].url(file))
+            .header("if-none-match", &etag)
+            .send()
+            .await
+            .expect(file);
+        assert_eq!(
+            again.status(),
+            304,
+            "{file}: every node gives the same ETag"
+        );
+    }
+    let missing = http
+        .get(cluster.nodes[0].url("/web/nope.js"))
+        .send()
+        .await
+        .expect("missing");
+    assert_eq!(missing.status(), 404);
+    let body: Value = missing.json().await.expect("json error");
+    assert_eq!(body["error"]["code"], json!("not_found"));
+
+    // A killed node leaves the list once its lease expires.
+    cluster.nodes[2].kill();
+    let left = until("the dead node to leave the list", WAIT, || async {
+        listed(0).await.filter(|l| l.len() == 2)
+    })
+    .await;
+    assert_eq!(left, want[..2].to_vec());
+}

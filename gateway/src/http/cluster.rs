@@ -1,5 +1,8 @@
 //! The cluster's gateways: where a client may reconnect when its node dies.
 
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
 use axum::extract::State;
 use serde::Serialize;
 use utoipa::ToSchema;
@@ -43,11 +46,30 @@ pub(crate) async fn gateways(State(state): State<AppState>) -> Result<Json<Gatew
     }))
 }
 
-/// The live nodes' gateways, read from their leases.
+/// How long a read of the leases answers gateway lists and page loads:
+/// whatever the request rate (the endpoint and `/` are public), a node
+/// reads the leases at most this often for them.
+const CACHE_FOR: Duration = Duration::from_secs(1);
+
+/// The last lease read, shared by the node's requests.
+#[derive(Debug, Default)]
+pub(crate) struct GatewayCache {
+    last: Mutex<Option<(Instant, Vec<GatewayView>)>>,
+}
+
+/// The live nodes' gateways, from their leases (read at most once per
+/// [`CACHE_FOR`]).
 pub(crate) async fn live_gateways(state: &AppState) -> Result<Vec<GatewayView>, Error> {
+    if let Ok(last) = state.gateways.last.lock() {
+        if let Some((at, list)) = last.as_ref() {
+            if at.elapsed() < CACHE_FOR {
+                return Ok(list.clone());
+            }
+        }
+    }
     let leases = state.blocking(|store| store.leases()).await?;
     let now = state.store.now();
-    Ok(leases
+    let list: Vec<GatewayView> = leases
         .into_iter()
         .filter(|l| l.expires_at > now)
         .map(|l| GatewayView {
@@ -55,7 +77,11 @@ pub(crate) async fn live_gateways(state: &AppState) -> Result<Vec<GatewayView>, 
             ws_url: ws_url(&l.public_url),
             url: l.public_url,
         })
-        .collect())
+        .collect();
+    if let Ok(mut last) = state.gateways.last.lock() {
+        *last = Some((Instant::now(), list.clone()));
+    }
+    Ok(list)
 }
 
 /// `http://h:p` → `ws://h:p/ws`, `https://` → `wss://`.
