@@ -135,7 +135,9 @@ function renderList() {
     if (pending) status = 'pending';
     else if (lm && lm.sender === me) status = statusOf(chat.conv_id, lm.seq) || chat.last_message_status || 'sent';
     const peer = chat.kind === 'direct' && chat.peer ? S.presence.get(chat.peer.id) : null;
-    const last = lm ? `${chat.kind === 'group' || lm.sender === me ? `${userName(lm.sender)}: ` : ''}${lm.preview}` : 'No messages yet';
+    const waiting = pending ? [.../** @type {Conv} */ (c).pending.values()].pop() : null;
+    const last = waiting ? `You: ${waiting.body}`
+      : lm ? `${chat.kind === 'group' || lm.sender === me ? `${userName(lm.sender)}: ` : ''}${lm.preview}` : 'No messages yet';
     return chatRow({
       conv_id: chat.conv_id, name: chat.name, online: chat.kind === 'direct' ? !!(peer && peer.online) : null,
       last, time: lm ? lm.sent_at : chat.last_activity_at, status, unread: chat.unread || 0,

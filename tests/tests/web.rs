@@ -90,10 +90,22 @@ struct Browser {
 
 impl Browser {
     async fn open(driver: &Driver, width: u32, height: u32) -> Self {
-        let mut options = json!({
-            "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                     "--no-first-run", "--disable-extensions", format!("--window-size={width},{height}")],
-        });
+        Self::open_with(driver, width, height, &[]).await
+    }
+
+    /// With extra chromium flags (`--force-dark-mode`: the system prefers dark).
+    async fn open_with(driver: &Driver, width: u32, height: u32, flags: &[&str]) -> Self {
+        let mut args = vec![
+            "--headless=new".to_owned(),
+            "--no-sandbox".into(),
+            "--disable-gpu".into(),
+            "--disable-dev-shm-usage".into(),
+            "--no-first-run".into(),
+            "--disable-extensions".into(),
+            format!("--window-size={width},{height}"),
+        ];
+        args.extend(flags.iter().map(|f| (*f).to_owned()));
+        let mut options = json!({ "args": args });
         if let Some(bin) = &driver.chromium {
             options["binary"] = json!(bin.to_string_lossy());
         }
@@ -261,7 +273,7 @@ async fn two_users_chat_with_typing_presence_ticks_and_reload() {
     let cluster = TestCluster::start(1).await;
     let home = cluster.nodes[0].url("/");
     let alice = Browser::open(&driver, 1100, 760).await;
-    let bob = Browser::open(&driver, 1100, 760).await;
+    let bob = Browser::open_with(&driver, 1100, 760, &["--force-dark-mode"]).await;
 
     alice.goto(&home).await;
     alice.shot("login").await;
@@ -327,6 +339,7 @@ async fn two_users_chat_with_typing_presence_ticks_and_reload() {
     bob.click("#send-btn").await;
     alice.until_message("hi alice!").await;
     bob.until_status("hi alice!", "seen").await;
+    bob.shot("dark").await;
     alice.shot("conversation").await;
 
     // A reload keeps the session and the open conversation.
