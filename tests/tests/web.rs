@@ -361,6 +361,29 @@ async fn two_users_chat_with_typing_presence_ticks_and_reload() {
     alice.until_message("hi alice!").await;
     alice.shot("phone").await;
 
+    // Logging out revokes the token and forgets the session.
+    let token = alice
+        .js("return JSON.parse(localStorage.getItem('parley.session')).token")
+        .await;
+    let token = token.as_str().expect("a stored token").to_owned();
+    alice.click("#back-btn").await; // phone width: back to the chat list
+    alice.click("#logout-btn").await;
+    alice
+        .until("the login form", "return !document.getElementById('login-view').hidden && localStorage.getItem('parley.session') === null")
+        .await;
+    let (status, _) = api.call("GET", "/api/chats", Some(&token), None).await;
+    assert_eq!(status, 401, "the token is revoked");
+    // A wrong password is refused on the form.
+    alice.type_in("#login-name", "alice").await;
+    alice.type_in("#login-password", "wrong password").await;
+    alice.click("#login-btn").await;
+    alice
+        .until(
+            "the login error",
+            "return document.getElementById('login-error').textContent.length > 0",
+        )
+        .await;
+
     alice.close().await;
     bob.close().await;
 }
