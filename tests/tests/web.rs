@@ -628,6 +628,31 @@ async fn a_message_written_offline_is_delivered_after_reconnect() {
     );
     page.until("the outbox emptied", "return new Promise(r => { const q = indexedDB.open('parley'); q.onsuccess = () => { const g = q.result.transaction('outbox').objectStore('outbox').count(); g.onsuccess = () => r(g.result === 0); }; });")
         .await;
+
+    // Again, but the page is closed before the node comes back: the
+    // reopened page finds the message in its outbox and sends it.
+    cluster.nodes[0].kill();
+    page.until(
+        "the page offline",
+        "return document.getElementById('conn-state').dataset.state !== 'online'",
+    )
+    .await;
+    page.send("written before closing").await;
+    page.until_status("written before closing", "pending").await;
+    page.goto("about:blank").await;
+    cluster.nodes[0].start().await;
+    page.goto(&cluster.nodes[0].url(&format!("/#c={conv}")))
+        .await;
+    page.until_online().await;
+    page.until_status("written before closing", "sent").await;
+    assert_eq!(
+        stored_count(&api, &pia.token, conv, "written before closing").await,
+        1
+    );
+    assert_eq!(
+        stored_count(&api, &pia.token, conv, "written offline").await,
+        1
+    );
     page.close().await;
 }
 
