@@ -91,6 +91,10 @@ pub fn router(state: AppState) -> axum::Router {
         .route("/openapi.json", get(openapi::serve))
         .fallback(http::not_found)
         .layer(DefaultBodyLimit::max(max_body))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            web::cors,
+        ))
         .layer(axum::middleware::from_fn(http::trace))
         .with_state(state)
 }

@@ -15,6 +15,10 @@ export class Api {
   /** @param {() => string | null} token */
   constructor(token) {
     this.token = token;
+    /** The node the API calls go to: '' for the page's own, else the
+     * origin of the gateway the WebSocket is connected to (after a
+     * failover the page's own node may be gone). */
+    this.base = '';
     /** Called on any 401 with a token: the session is gone. */
     this.onUnauthorized = () => {};
   }
@@ -33,7 +37,7 @@ export class Api {
     if (body !== undefined) headers['content-type'] = 'application/json';
     let res;
     try {
-      res = await fetch(path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
+      res = await fetch(this.base + path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
     } catch (e) {
       throw new ApiError(0, 'network', 'The server cannot be reached.');
     }

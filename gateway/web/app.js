@@ -511,6 +511,11 @@ function onFrame(f) {
 
 /** After `hello`: resend the outbox (same client_msg_id), refresh lists. */
 function onOpen() {
+  // API calls follow the WebSocket to whichever node it reached.
+  if (S.conn) {
+    const origin = S.conn.current.replace(/^ws/, 'http').replace(/\/ws$/, '');
+    api.base = origin === location.origin ? '' : origin;
+  }
   for (const c of S.convs.values()) for (const p of c.pending.values()) if (!p.failed) sendPending(p);
   for (const c of S.convs.values()) c.ackedDelivered = 0;
   loadChats();
@@ -707,6 +712,7 @@ async function logout(revoke) {
   if (revoke && S.session) { try { await api.post('/api/logout'); } catch { /* already gone */ } }
   if (S.conn) S.conn.stop();
   S.conn = null;
+  api.base = '';
   S.session = null;
   localStorage.removeItem('parley.session');
   S.chats.clear();

@@ -32,6 +32,8 @@ export class Connection {
     this.pingTimer = 0;
     this.pongTimer = 0;
     this.node = '';
+    /** The WebSocket URL of the current (or last) connection. */
+    this.current = '';
   }
 
   /** @param {string[]} urls */
@@ -88,6 +90,7 @@ export class Connection {
   connect() {
     if (this.stopped) return;
     const base = this.gateways[this.index % this.gateways.length];
+    this.current = base;
     const url = `${base}?token=${encodeURIComponent(this.opts.token)}&device_id=${encodeURIComponent(this.opts.deviceId)}`;
     this.setState('connecting', base.replace(/^wss?:\/\//, '').replace(/\/ws$/, ''));
     let ws;

@@ -703,6 +703,10 @@ async fn the_page_fails_over_to_another_node_and_sends_its_pending_message_once(
         stored_count(&api, &sam.token, conv, "before the crash").await,
         1
     );
+    // The API follows the socket: a search now goes to the new node.
+    page.type_in("#user-search", "sa").await;
+    page.until("a search through the new node", "return [...document.querySelectorAll('#search-results .user-result')].some(b => b.textContent.includes('sam'))")
+        .await;
     let shown = page
         .js("return [...document.querySelectorAll('.msg')].filter(m => m.textContent.includes('after the crash')).length")
         .await;
@@ -813,6 +817,22 @@ async fn gateways_follow_the_leases_and_the_app_is_served_with_a_strict_policy()
     assert_eq!(missing.status(), 404);
     let body: Value = missing.json().await.expect("json error");
     assert_eq!(body["error"]["code"], json!("not_found"));
+
+    // Another gateway's page may call the API cross-origin; no one else.
+    let preflight = |origin: String| {
+        http.request(reqwest::Method::OPTIONS, cluster.nodes[1].url("/api/chats"))
+            .header("origin", origin)
+            .header("access-control-request-method", "GET")
+            .header("access-control-request-headers", "authorization")
+            .send()
+    };
+    let ok = preflight(urls[0].clone()).await.expect("preflight");
+    assert_eq!(header(&ok, "access-control-allow-origin"), urls[0]);
+    assert!(header(&ok, "access-control-allow-headers").contains("authorization"));
+    let foreign = preflight("http://evil.example".into())
+        .await
+        .expect("preflight");
+    assert_eq!(header(&foreign, "access-control-allow-origin"), "");
 
     // A killed node leaves the list once its lease expires.
     cluster.nodes[2].kill();

@@ -2,8 +2,8 @@
 
 use crate::AppState;
 
-/// Nothing but the node's own origin, except WebSocket connections to the
-/// cluster's live gateways (the app fails over to them). No inline script
+/// Nothing but the node's own origin, except connections (WebSocket and
+/// API calls) to the cluster's live gateways (the app fails over to them). No inline script
 /// or style, no frames, no plugins. If the leases cannot be read the policy
 /// is simply `'self'` only.
 pub(crate) async fn policy(state: &AppState) -> String {
@@ -14,6 +14,8 @@ pub(crate) async fn policy(state: &AppState) -> String {
                 connect.push(' ');
                 connect.push_str(origin);
             }
+            connect.push(' ');
+            connect.push_str(&g.url);
         }
     }
     format!(

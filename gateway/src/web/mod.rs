@@ -3,14 +3,18 @@
 //!
 //! - `assets`: the files (from `gateway/web/`), their types and ETags;
 //! - `csp`: the Content-Security-Policy, which lets the page connect only
-//!   to its own origin and to the cluster's other gateways.
+//!   to its own origin and to the cluster's other gateways;
+//! - `cors`: lets those gateways' pages call this node's API.
 //!
 //! Every response carries `Cache-Control: no-cache` and an ETag: browsers
 //! keep the files but revalidate them, so a node upgrade is picked up at
 //! the next load (304 otherwise).
 
 mod assets;
+mod cors;
 mod csp;
+
+pub(crate) use cors::cors;
 
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
