@@ -19,6 +19,8 @@ pub struct ClusterConfig {
     pub advertise: String,
     /// Where this node's gateway listens (written in its lease).
     pub http_addr: String,
+    /// The URL browsers reach this node's gateway at (written in its lease).
+    pub public_url: String,
     /// Peers to dial at start, besides those found through leases.
     pub seeds: Vec<String>,
     /// How often the lease is renewed and the membership re-read.

@@ -88,6 +88,7 @@ mod tests {
             name: name.into(),
             cluster_addr: "127.0.0.1:1".into(),
             http_addr: "127.0.0.1:2".into(),
+            public_url: "http://127.0.0.1:2".into(),
             incarnation: 7,
             expires_at,
         }

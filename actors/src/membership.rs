@@ -57,6 +57,7 @@ pub async fn renew(cluster: &Cluster) -> Result<Option<NodeLease>, crate::Error>
         name: config.node_name.clone(),
         cluster_addr: config.advertise.clone(),
         http_addr: config.http_addr.clone(),
+        public_url: config.public_url.clone(),
         incarnation: cluster.incarnation(),
         expires_at: store.now() + config.lease_ttl.as_millis() as u64,
     };

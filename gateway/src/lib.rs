@@ -8,7 +8,8 @@
 //! - [`rate_limit`]: per-user token buckets (sends per second);
 //! - `http`: the REST handlers, one file per resource;
 //! - `ws`: the WebSocket handler that brings a session actor to life;
-//! - [`openapi`]: the OpenAPI document at `/openapi.json`.
+//! - [`openapi`]: the OpenAPI document at `/openapi.json`;
+//! - `web`: the browser app (Parley Web) at `/`, embedded in the binary.
 //!
 //! [`router`] assembles them into the node's one axum application.
 
@@ -18,6 +19,7 @@ pub mod error;
 mod http;
 pub mod openapi;
 pub mod rate_limit;
+mod web;
 mod ws;
 
 use std::sync::Arc;
@@ -43,6 +45,9 @@ pub struct AppState {
     /// Per-user budget of message sends (`sends_per_second`, `send_burst`),
     /// shared by every connection of this node.
     pub send_limiter: Arc<RateLimiter>,
+    /// The live gateways, read from the leases at most once a second
+    /// (`GET /api/cluster/gateways` and the web page's CSP).
+    pub(crate) gateways: Arc<http::cluster::GatewayCache>,
 }
 
 impl AppState {
@@ -54,6 +59,7 @@ impl AppState {
             cluster,
             config: Arc::new(config),
             send_limiter,
+            gateways: Arc::default(),
         }
     }
 
@@ -80,10 +86,15 @@ impl AppState {
 pub fn router(state: AppState) -> axum::Router {
     let max_body = state.config.max_body_bytes;
     http::routes()
+        .merge(web::routes())
         .route("/ws", get(ws::handler))
         .route("/openapi.json", get(openapi::serve))
         .fallback(http::not_found)
         .layer(DefaultBodyLimit::max(max_body))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            web::cors,
+        ))
         .layer(axum::middleware::from_fn(http::trace))
         .with_state(state)
 }

@@ -8,7 +8,9 @@ use axum::response::IntoResponse;
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::http::{chats, conversations, groups, health, members, messages, push, session, users};
+use crate::http::{
+    chats, cluster, conversations, groups, health, members, messages, push, session, users,
+};
 
 /// The API's description: every REST route, its bodies and its errors.
 #[derive(OpenApi)]
@@ -20,6 +22,7 @@ use crate::http::{chats, conversations, groups, health, members, messages, push,
     ),
     paths(
         health::health,
+        cluster::gateways,
         session::register,
         session::login,
         session::logout,

@@ -35,6 +35,11 @@ pub struct Config {
     pub seeds: Vec<String>,
     /// Where the HTTP and WebSocket gateway listens. Default `127.0.0.1:8080`.
     pub http_addr: SocketAddr,
+    /// The URL browsers reach this node's gateway at (`http(s)://host:port`,
+    /// no path), written in its lease: the web app reconnects to the
+    /// cluster's other gateways through it. Default `http://{http_addr}`;
+    /// set it when listening on `0.0.0.0` or behind a proxy.
+    pub public_url: Option<String>,
     /// Directory of the embedded store (`parley.sqlite` in it). Default
     /// `./parley-data`.
     pub data_dir: PathBuf,
@@ -81,6 +86,7 @@ impl Default for Config {
             advertise_addr: None,
             seeds: Vec::new(),
             http_addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            public_url: None,
             data_dir: PathBuf::from("parley-data"),
             fdb_cluster_file: None,
             fdb_key_prefix: String::new(),
@@ -127,6 +133,9 @@ pub struct Cli {
     /// Where the HTTP/WebSocket gateway listens (HOST:PORT).
     #[arg(long, env = "PARLEY_HTTP_ADDR")]
     pub http_addr: Option<SocketAddr>,
+    /// The URL browsers reach this node's gateway at.
+    #[arg(long, env = "PARLEY_PUBLIC_URL")]
+    pub public_url: Option<String>,
     /// Directory of the embedded store.
     #[arg(long, env = "PARLEY_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
@@ -168,6 +177,9 @@ impl Config {
         if let Some(v) = cli.advertise_addr {
             config.advertise_addr = Some(v);
         }
+        if let Some(v) = cli.public_url {
+            config.public_url = Some(v);
+        }
         if let Some(v) = cli.fdb_cluster_file {
             config.fdb_cluster_file = Some(v);
         }
@@ -194,6 +206,16 @@ impl Config {
                 "lease_ttl_ms must be more than twice heartbeat_ms (and heartbeat_ms > 0)".into(),
             ));
         }
+        if let Some(url) = &self.public_url {
+            let rest = url
+                .strip_prefix("http://")
+                .or_else(|| url.strip_prefix("https://"));
+            if !rest.is_some_and(|r| !r.is_empty() && !r.contains(['/', ' ', ';', ','])) {
+                return Err(Error::Config(
+                    "public_url must be http(s)://HOST[:PORT] without a path".into(),
+                ));
+            }
+        }
         if !self.seeds.is_empty() && self.cookie == DEFAULT_COOKIE {
             return Err(Error::DefaultCookie);
         }
@@ -212,6 +234,10 @@ impl Config {
                 .clone()
                 .unwrap_or_else(|| self.cluster_addr.to_string()),
             http_addr: self.http_addr.to_string(),
+            public_url: self
+                .public_url
+                .clone()
+                .unwrap_or_else(|| format!("http://{}", self.http_addr)),
             seeds: self.seeds.clone(),
             heartbeat: Duration::from_millis(self.heartbeat_ms),
             lease_ttl: Duration::from_millis(self.lease_ttl_ms),
@@ -268,5 +294,26 @@ mod tests {
             ..Cli::default()
         };
         assert!(matches!(Config::load(cli), Err(Error::Config(_))));
+    }
+
+    #[test]
+    fn public_url_must_be_an_http_origin() {
+        let with = |url: &str| Config {
+            public_url: Some(url.into()),
+            ..Config::default()
+        };
+        assert!(with("http://10.0.0.5:8080").validate().is_ok());
+        assert!(with("https://chat.example.com").validate().is_ok());
+        for bad in [
+            "ftp://x",
+            "http://",
+            "https://a/b",
+            "chat.example.com",
+            "http://a b",
+        ] {
+            assert!(with(bad).validate().is_err(), "{bad}");
+        }
+        let cluster = Config::default().cluster();
+        assert_eq!(cluster.public_url, "http://127.0.0.1:8080");
     }
 }

@@ -1128,3 +1128,28 @@ fn limits_that_allow_oversized_values_are_refused() {
         .expect("the largest message");
     assert_eq!(stored.message().body, body);
 }
+
+/// A lease written by another version (other fields) is ignored, not a
+/// corruption error: nodes still start and see each other.
+#[test]
+fn leases_in_another_format_are_ignored() {
+    let f = fixture();
+    f.store
+        .db()
+        .run(|tx| tx.set(&storage::keys::NODE_LEASE.key(&("old",)), &[1, 2]))
+        .expect("an old lease");
+    let lease = storage::chat::NodeLease {
+        name: "n1".into(),
+        cluster_addr: "127.0.0.1:4370".into(),
+        http_addr: "127.0.0.1:8080".into(),
+        public_url: "http://127.0.0.1:8080".into(),
+        incarnation: 7,
+        expires_at: 2_000_000,
+    };
+    f.store
+        .db()
+        .run(|tx| tx.set(&storage::keys::NODE_LEASE.key(&("n1",)), &[9]))
+        .expect("an old lease of n1");
+    assert_eq!(f.store.renew_lease(&lease).expect("renew"), None);
+    assert_eq!(f.store.leases().expect("leases"), vec![lease]);
+}

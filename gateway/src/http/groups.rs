@@ -48,11 +48,21 @@ pub(crate) async fn create(
     me: AuthUser,
     Json(req): Json<CreateGroup>,
 ) -> Result<(StatusCode, Json<ConversationView>), Error> {
+    let members = req.members.clone();
     let conv = state
         .blocking(move |store| {
             store.create_group(me.user_id, &req.name, &req.description, &req.members)
         })
         .await?;
+    // The initial members learn about the group (and each other's
+    // presence) at once, as if added one by one.
+    for user_id in members.into_iter().filter(|&u| u != me.user_id) {
+        let change = ConvChange::MemberJoined {
+            user_id,
+            by: me.user_id,
+        };
+        state.cluster.conversation_changed(conv.id, change).await;
+    }
     Ok((StatusCode::CREATED, Json(conv.into())))
 }
 

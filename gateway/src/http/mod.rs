@@ -7,6 +7,7 @@
 //! transaction, so a refused request has changed nothing.
 
 pub(crate) mod chats;
+pub(crate) mod cluster;
 pub(crate) mod conversations;
 pub(crate) mod extract;
 pub(crate) mod groups;
@@ -44,6 +45,7 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/api/register", post(session::register))
         .route("/api/login", post(session::login))
         .route("/api/logout", post(session::logout))
+        .route("/api/cluster/gateways", get(cluster::gateways))
         .route("/api/users", get(users::search))
         .route("/api/users/{id}", get(users::profile))
         .route("/api/chats", get(chats::list))

@@ -46,6 +46,7 @@ async fn fixture() -> Fixture {
         listen: "127.0.0.1:0".parse().expect("addr"),
         advertise: "127.0.0.1:0".into(),
         http_addr: "127.0.0.1:0".into(),
+        public_url: "http://127.0.0.1:0".into(),
         seeds: Vec::new(),
         heartbeat: Duration::from_secs(1),
         lease_ttl: Duration::from_secs(5),

@@ -1,4 +1,10 @@
 //! Cluster membership leases: a node is live while its lease is unexpired.
+//!
+//! A lease that does not decode (written by a version of Parley whose
+//! [`NodeLease`] had other fields) is treated as absent rather than as
+//! corruption: leases are rewritten every heartbeat, so it only stands for
+//! a node that has not renewed since the upgrade, and must not stop this
+//! node from starting or from reading the others.
 
 use super::{put, ChatStore, NodeLease};
 use crate::keys;
@@ -9,7 +15,9 @@ impl ChatStore {
     /// a node can tell it was presumed dead (its old lease had expired).
     pub fn renew_lease(&self, lease: &NodeLease) -> Result<Option<NodeLease>> {
         self.db().run(|tx| {
-            let previous = super::get(tx, keys::NODE_LEASE, &(&lease.name,))?;
+            let previous = tx
+                .get(&keys::NODE_LEASE.key(&(&lease.name,)))?
+                .and_then(|bytes| decode_lease(&bytes));
             put(tx, keys::NODE_LEASE, &(&lease.name,), lease)?;
             Ok(previous)
         })
@@ -26,10 +34,22 @@ impl ChatStore {
     pub fn leases(&self) -> Result<Vec<NodeLease>> {
         let (begin, end) = keys::NODE_LEASE.all();
         self.db().read(|tx| {
-            tx.get_range(&begin, &end, RangeOptions::default())?
+            Ok(tx
+                .get_range(&begin, &end, RangeOptions::default())?
                 .into_iter()
-                .map(|(_, v)| crate::codec::decode(keys::NODE_LEASE.name, &v))
-                .collect()
+                .filter_map(|(_, v)| decode_lease(&v))
+                .collect())
         })
+    }
+}
+
+/// A lease, or `None` (with a warning) for one in another version's format.
+fn decode_lease(bytes: &[u8]) -> Option<NodeLease> {
+    match crate::codec::decode(keys::NODE_LEASE.name, bytes) {
+        Ok(lease) => Some(lease),
+        Err(e) => {
+            tracing::warn!(error = %e, "ignoring a node lease in another format");
+            None
+        }
     }
 }

@@ -341,6 +341,9 @@ pub struct NodeLease {
     pub cluster_addr: String,
     /// Where clients reach its gateway.
     pub http_addr: String,
+    /// The URL browsers reach its gateway at (`http(s)://host:port`): the
+    /// web app's list of gateways to reconnect to.
+    pub public_url: String,
     /// Random per process start: tells a restarted node from its past self.
     pub incarnation: u64,
     /// Until when the lease holds unless renewed.

@@ -1,0 +1,844 @@
+//! Parley Web in a real browser: Debian's headless chromium driven through
+//! chromedriver (fantoccini), against real node processes.
+//!
+//! Without chromium and chromedriver these tests print a notice and pass
+//! locally; in CI (`CI` set) they fail, since `.ci/run` installs both.
+//! Screenshots go to `target/web-screenshots/`.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use fantoccini::{Client, ClientBuilder, Locator};
+use serde_json::{json, Value};
+use tests::client::{Api, Ws};
+use tests::node::{free_port, TestCluster};
+use tests::wait::until;
+
+const WAIT: Duration = Duration::from_secs(30);
+
+/// A chromedriver process on a free port, stopped on drop.
+struct Driver {
+    child: Child,
+    url: String,
+    chromium: Option<PathBuf>,
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn find_in_path(names: &[&str], extra: &[&str]) -> Option<PathBuf> {
+    let path = std::env::var("PATH").unwrap_or_default();
+    for name in names {
+        for dir in std::env::split_paths(&path) {
+            let p = dir.join(name);
+            if p.is_file() {
+                return Some(p);
+            }
+        }
+    }
+    extra.iter().map(PathBuf::from).find(|p| p.is_file())
+}
+
+/// Starts chromedriver, or says why not: `None` (with a notice) when the
+/// browser is not installed outside CI; a panic in CI.
+async fn driver() -> Option<Driver> {
+    let chromedriver = find_in_path(&["chromedriver"], &["/usr/lib/chromium/chromedriver"]);
+    let chromium = find_in_path(
+        &["chromium", "chromium-browser"],
+        &["/usr/lib/chromium/chromium"],
+    );
+    let Some(chromedriver) = chromedriver.filter(|_| chromium.is_some()) else {
+        if std::env::var_os("CI").is_some() {
+            panic!("chromium and chromedriver are required in CI (apt-get install chromium chromium-driver)");
+        }
+        eprintln!("NOTICE: skipping the browser test: chromium or chromedriver is not installed (apt-get install chromium chromium-driver)");
+        return None;
+    };
+    let port = free_port();
+    let child = Command::new(chromedriver)
+        .arg(format!("--port={port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawning chromedriver");
+    let url = format!("http://127.0.0.1:{port}");
+    let driver = Driver {
+        child,
+        url,
+        chromium,
+    };
+    let http = reqwest::Client::new();
+    let status = format!("{}/status", driver.url);
+    until("chromedriver to answer", WAIT, || {
+        let http = http.clone();
+        let status = status.clone();
+        async move { http.get(&status).send().await.ok().map(|_| ()) }
+    })
+    .await;
+    Some(driver)
+}
+
+/// One browser session (its own profile: its own localStorage and IndexedDB).
+struct Browser {
+    client: Client,
+}
+
+impl Browser {
+    async fn open(driver: &Driver, width: u32, height: u32) -> Self {
+        Self::open_with(driver, width, height, &[]).await
+    }
+
+    /// With extra chromium flags (`--force-dark-mode`: the system prefers dark).
+    async fn open_with(driver: &Driver, width: u32, height: u32, flags: &[&str]) -> Self {
+        let mut args = vec![
+            "--headless=new".to_owned(),
+            "--no-sandbox".into(),
+            "--disable-gpu".into(),
+            "--disable-dev-shm-usage".into(),
+            "--no-first-run".into(),
+            "--disable-extensions".into(),
+            format!("--window-size={width},{height}"),
+        ];
+        args.extend(flags.iter().map(|f| (*f).to_owned()));
+        let mut options = json!({ "args": args });
+        if let Some(bin) = &driver.chromium {
+            options["binary"] = json!(bin.to_string_lossy());
+        }
+        let mut caps = serde_json::Map::new();
+        caps.insert("browserName".into(), json!("chrome"));
+        caps.insert("goog:chromeOptions".into(), options);
+        let client = ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
+            .capabilities(caps)
+            .connect(&driver.url)
+            .await
+            .expect("a chromium session");
+        Self { client }
+    }
+
+    async fn goto(&self, url: &str) {
+        self.client.goto(url).await.expect("navigating");
+    }
+
+    async fn js(&self, script: &str) -> Value {
+        self.client
+            .execute(script, vec![])
+            .await
+            .unwrap_or(Value::Null)
+    }
+
+    /// Polls `script` until it returns something other than null/false.
+    async fn until(&self, what: &str, script: &str) -> Value {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let v = self.js(script).await;
+            if !v.is_null() && v != Value::Bool(false) {
+                return v;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                let page = self.js("return document.body.innerText").await;
+                self.shot("failure").await;
+                panic!(
+                    "timed out after {WAIT:?} waiting for {what}; the page shows:\n{}",
+                    page.as_str().unwrap_or_default()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    async fn type_in(&self, css: &str, text: &str) {
+        let el = self.client.find(Locator::Css(css)).await.expect(css);
+        el.send_keys(text).await.expect("typing");
+    }
+
+    async fn click(&self, css: &str) {
+        self.until(
+            &format!("{css} to be clickable"),
+            &format!(
+                "const e = document.querySelector({css:?}); return !!e && e.offsetParent !== null;"
+            ),
+        )
+        .await;
+        self.client
+            .find(Locator::Css(css))
+            .await
+            .expect(css)
+            .click()
+            .await
+            .expect("click");
+    }
+
+    /// Saves a PNG under target/web-screenshots/.
+    async fn shot(&self, name: &str) {
+        let dir = std::env::var_os("CARGO_TARGET_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"))
+            .join("web-screenshots");
+        let _ = std::fs::create_dir_all(&dir);
+        if let Ok(png) = self.client.screenshot().await {
+            let _ = std::fs::write(dir.join(format!("{name}.png")), png);
+        }
+    }
+
+    /// Fills the login form and presses "Create account" or "Log in".
+    async fn sign_in(&self, name: &str, register: bool) {
+        self.until(
+            "the login form",
+            "return !document.getElementById('login-view').hidden",
+        )
+        .await;
+        self.type_in("#login-name", name).await;
+        self.type_in("#login-password", "correct horse").await;
+        self.click(if register {
+            "#register-btn"
+        } else {
+            "#login-btn"
+        })
+        .await;
+        self.until_online().await;
+    }
+
+    async fn until_online(&self) -> Value {
+        self.until(
+            "the connection to be online",
+            "const s = document.getElementById('conn-state'); return s.dataset.state === 'online' && s.dataset.node;",
+        )
+        .await
+    }
+
+    /// Finds `name` in the people search and opens the direct chat.
+    async fn start_chat_with(&self, name: &str) {
+        self.type_in("#user-search", name).await;
+        let css = "#search-results .user-result";
+        self.until(&format!("{name} in the search results"), &format!(
+            "return [...document.querySelectorAll({css:?})].some(b => b.textContent.includes({name:?}))"
+        ))
+        .await;
+        self.js(&format!(
+            "[...document.querySelectorAll({css:?})].find(b => b.textContent.includes({name:?})).click()"
+        ))
+        .await;
+        self.until(
+            "the conversation to open",
+            &format!("return document.getElementById('conv-title').textContent === {name:?}"),
+        )
+        .await;
+    }
+
+    async fn open_chat(&self, name: &str) {
+        self.until(&format!("{name} in the chat list"), &format!(
+            "const b = [...document.querySelectorAll('.chat-item')].find(b => b.querySelector('.chat-name').textContent === {name:?}); if (b) b.click(); return !!b;"
+        ))
+        .await;
+        self.until(
+            "the conversation to open",
+            &format!("return document.getElementById('conv-title').textContent === {name:?}"),
+        )
+        .await;
+    }
+
+    async fn send(&self, text: &str) {
+        self.type_in("#composer-input", text).await;
+        self.click("#send-btn").await;
+    }
+
+    /// The status of my message with this text, once it is displayed.
+    async fn until_status(&self, text: &str, status: &str) {
+        self.until(&format!("my message {text:?} to be {status}"), &format!(
+            "const m = [...document.querySelectorAll('.msg.mine')].find(e => e.textContent.includes({text:?})); return !!m && m.dataset.status === {status:?};"
+        ))
+        .await;
+    }
+
+    async fn until_message(&self, text: &str) {
+        self.until(&format!("a message {text:?}"), &format!(
+            "return [...document.querySelectorAll('.msg')].some(e => e.textContent.includes({text:?}))"
+        ))
+        .await;
+    }
+
+    async fn close(self) {
+        let _ = self.client.close().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_users_chat_with_typing_presence_ticks_and_reload() {
+    let Some(driver) = driver().await else { return };
+    let cluster = TestCluster::start(1).await;
+    let home = cluster.nodes[0].url("/");
+    let alice = Browser::open(&driver, 1100, 760).await;
+    let bob = Browser::open_with(&driver, 1100, 760, &["--force-dark-mode"]).await;
+
+    alice.goto(&home).await;
+    alice.shot("login").await;
+    alice.sign_in("alice", true).await;
+    bob.goto(&home).await;
+    bob.sign_in("bob", true).await;
+
+    // Bob closes the app: alice's message can only be sent, not delivered.
+    bob.goto("about:blank").await;
+    let api = Api::new(cluster.nodes[0].http);
+    let probe = api.user("probe").await;
+    until("bob offline", WAIT, || async {
+        let (_, found) = api
+            .call("GET", "/api/users?q=bob", Some(&probe.token), None)
+            .await;
+        (found["users"][0]["online"] == json!(false)).then_some(())
+    })
+    .await;
+    alice.start_chat_with("bob").await;
+    alice.send("hello bob").await;
+    alice.until_status("hello bob", "sent").await;
+    let subtitle = alice
+        .until("bob's last seen", "const t = document.getElementById('conv-sub').textContent; return t.startsWith('last seen') && t")
+        .await;
+    assert!(subtitle
+        .as_str()
+        .is_some_and(|s| s.starts_with("last seen")));
+
+    // Bob comes back (his session survived): delivered, unread, presence.
+    bob.goto(&home).await;
+    bob.until_online().await;
+    alice.until_status("hello bob", "delivered").await;
+    alice
+        .until(
+            "bob online",
+            "return document.getElementById('conv-sub').textContent === 'online'",
+        )
+        .await;
+    let row = bob
+        .until("the chat with an unread badge", "const b = document.querySelector('.chat-item'); return b && b.querySelector('.badge') && b.textContent")
+        .await;
+    let row = row.as_str().unwrap_or_default();
+    assert!(
+        row.contains("alice") && row.contains("hello bob") && row.contains('1'),
+        "{row}"
+    );
+    bob.shot("chat-list").await;
+
+    // Bob opens the chat: seen.
+    bob.open_chat("alice").await;
+    bob.until_message("hello bob").await;
+    alice.until_status("hello bob", "seen").await;
+
+    // Bob types: alice sees it; then he answers.
+    bob.type_in("#composer-input", "hi al").await;
+    alice
+        .until(
+            "bob typing",
+            "return document.getElementById('typing').textContent.includes('typing')",
+        )
+        .await;
+    bob.type_in("#composer-input", "ice!").await;
+    bob.click("#send-btn").await;
+    alice.until_message("hi alice!").await;
+    bob.until_status("hi alice!", "seen").await;
+    bob.shot("dark").await;
+    alice.shot("conversation").await;
+
+    // A reload keeps the session and the open conversation.
+    alice.client.refresh().await.expect("reload");
+    alice.until_online().await;
+    alice.until_message("hi alice!").await;
+    alice.until_status("hello bob", "seen").await;
+    let title = alice
+        .js("return document.getElementById('conv-title').textContent")
+        .await;
+    assert_eq!(title, json!("bob"));
+
+    // Phone width: the conversation fills the screen.
+    alice
+        .client
+        .set_window_size(390, 780)
+        .await
+        .expect("resize");
+    alice.until_message("hi alice!").await;
+    alice.shot("phone").await;
+
+    // Logging out revokes the token and forgets the session.
+    let token = alice
+        .js("return JSON.parse(localStorage.getItem('parley.session')).token")
+        .await;
+    let token = token.as_str().expect("a stored token").to_owned();
+    alice.click("#back-btn").await; // phone width: back to the chat list
+    alice.click("#logout-btn").await;
+    alice
+        .until("the login form", "return !document.getElementById('login-view').hidden && localStorage.getItem('parley.session') === null")
+        .await;
+    let (status, _) = api.call("GET", "/api/chats", Some(&token), None).await;
+    assert_eq!(status, 401, "the token is revoked");
+    // A wrong password is refused on the form.
+    alice.type_in("#login-name", "alice").await;
+    alice.type_in("#login-password", "wrong password").await;
+    alice.click("#login-btn").await;
+    alice
+        .until(
+            "the login error",
+            "return document.getElementById('login-error').textContent.length > 0",
+        )
+        .await;
+
+    alice.close().await;
+    bob.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_of_three_with_membership_events_and_member_status() {
+    let Some(driver) = driver().await else { return };
+    let cluster = TestCluster::start(1).await;
+    let api = Api::new(cluster.nodes[0].http);
+    for name in ["gina", "hugo", "ines"] {
+        api.user(name).await;
+    }
+    let home = cluster.nodes[0].url("/");
+    let mut browsers = Vec::new();
+    for name in ["gina", "hugo", "ines"] {
+        let b = Browser::open(&driver, 1100, 760).await;
+        b.goto(&home).await;
+        b.sign_in(name, false).await;
+        browsers.push(b);
+    }
+    let (gina, hugo, ines) = (&browsers[0], &browsers[1], &browsers[2]);
+
+    // Gina creates the group with both, from the dialog.
+    gina.click("#new-group-btn").await;
+    gina.type_in("#group-name", "climbing").await;
+    for who in ["hugo", "ines"] {
+        gina.type_in("#group-add", who).await;
+        gina.until(&format!("{who} found"), &format!(
+            "const b = [...document.querySelectorAll('#group-add-results .user-result')].find(b => b.textContent.includes({who:?})); if (b) b.click(); return !!b;"
+        ))
+        .await;
+        gina.until(
+            &format!("{who} listed"),
+            &format!(
+                "return document.getElementById('group-members').textContent.includes({who:?})"
+            ),
+        )
+        .await;
+    }
+    gina.click("#group-save").await;
+    gina.until(
+        "the group open",
+        "return document.getElementById('conv-title').textContent === 'climbing'",
+    )
+    .await;
+    gina.until(
+        "the membership events",
+        "return document.getElementById('messages').textContent.includes('added hugo')",
+    )
+    .await;
+
+    hugo.open_chat("climbing").await;
+    ines.open_chat("climbing").await;
+    gina.send("who's in on saturday?").await;
+    hugo.until_message("who's in on saturday?").await;
+    ines.until_message("who's in on saturday?").await;
+    gina.until_status("who's in on saturday?", "seen").await;
+
+    // The details view: each member's state of the message.
+    gina.js("[...document.querySelectorAll('.msg.mine button.meta')].pop().click()")
+        .await;
+    let states = gina
+        .until("both members' states", "const l = [...document.querySelectorAll('#status-list li[data-status]')]; return l.length === 2 && l.map(li => li.dataset.status)")
+        .await;
+    assert_eq!(states, json!(["seen", "seen"]));
+    gina.shot("message-status").await;
+    gina.js("document.getElementById('status-dialog').close()")
+        .await;
+
+    ines.send("me!").await;
+    gina.until_message("me!").await;
+    hugo.until_message("me!").await;
+    ines.until(
+        "ines sees the sender of gina's message",
+        "return [...document.querySelectorAll('.msg .who')].some(w => w.textContent === 'gina')",
+    )
+    .await;
+
+    // Renaming shows on every side; removing ines shows in the timeline.
+    gina.click("#details-btn").await;
+    gina.until(
+        "the details",
+        "return document.getElementById('group-name').value === 'climbing'",
+    )
+    .await;
+    gina.shot("group-details").await;
+    gina.js("document.getElementById('group-name').value = 'bouldering'")
+        .await;
+    gina.click("#group-save").await;
+    hugo.until(
+        "the new name",
+        "return document.getElementById('conv-title').textContent === 'bouldering'",
+    )
+    .await;
+    gina.click("#details-btn").await;
+    gina.until(
+        "ines listed",
+        "return !!document.querySelector('#group-members li[data-user] button.danger')",
+    )
+    .await;
+    gina.js("[...document.querySelectorAll('#group-members li')].find(li => li.textContent.includes('ines')).querySelector('button').click()")
+        .await;
+    hugo.until(
+        "ines removed in the timeline",
+        "return document.getElementById('messages').textContent.includes('removed ines')",
+    )
+    .await;
+    ines.until("the group gone from ines' list", "return ![...document.querySelectorAll('.chat-name')].some(n => n.textContent === 'bouldering')")
+        .await;
+
+    for b in browsers {
+        b.close().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scrolling_up_loads_older_pages_of_history() {
+    let Some(driver) = driver().await else { return };
+    let cluster = TestCluster::start_with_config(
+        1,
+        "[gateway]\nsends_per_second = 1000\nsend_burst = 1000\n",
+    )
+    .await;
+    let node = &cluster.nodes[0];
+    let api = Api::new(node.http);
+    let kim = api.user("kim").await;
+    let lou = api.user("lou").await;
+    let (_, lou_user) = api
+        .call("GET", "/api/users?q=lou", Some(&kim.token), None)
+        .await;
+    let lou_id = lou_user["users"][0]["id"].as_u64().expect("lou");
+    let (_, direct) = api
+        .call(
+            "POST",
+            &format!("/api/direct/{lou_id}"),
+            Some(&kim.token),
+            None,
+        )
+        .await;
+    let conv = direct["id"].as_u64().expect("conv id");
+    let mut ws = Ws::connect(&node.ws_url(&kim.token)).await.expect("ws");
+    for i in 1..=120 {
+        ws.send(json!({"type": "send", "conv_id": conv, "client_msg_id": format!("h{i}"), "body": format!("history {i}")}))
+            .await;
+    }
+    ws.wait_for_n("120 sent", 120, WAIT, |f| f["type"] == "sent")
+        .await;
+
+    // Lou's other device got them all: the browser has to page back.
+    let lou_ws = Ws::connect(&node.ws_url(&lou.token)).await.expect("ws");
+    lou_ws
+        .wait_for("the last message", WAIT, |f| {
+            f["type"] == "message" && f["seq"] == json!(120)
+        })
+        .await;
+    let mut lou_ws = lou_ws;
+    lou_ws
+        .send(json!({"type": "ack", "conv_id": conv, "seq": 120, "kind": "delivered"}))
+        .await;
+    lou_ws.close().await;
+
+    let lou = Browser::open(&driver, 1100, 760).await;
+    lou.goto(&node.url("/")).await;
+    lou.sign_in("lou", false).await;
+    lou.open_chat("kim").await;
+    lou.until_message("history 120").await;
+    let count = "return document.querySelectorAll('.msg').length";
+    assert_eq!(lou.js(count).await, json!(50));
+    for want in [100, 120] {
+        lou.until(&format!("{want} messages after scrolling up"), &format!(
+            "const box = document.getElementById('messages'); box.scrollTop = 0; box.dispatchEvent(new Event('scroll')); return document.querySelectorAll('.msg').length >= {want};"
+        ))
+        .await;
+    }
+    lou.until("the start of the conversation", "return document.getElementById('messages').textContent.includes('Start of the conversation')")
+        .await;
+    let seqs = lou
+        .js("return [...document.querySelectorAll('.msg')].map(m => Number(m.dataset.seq))")
+        .await;
+    let expected: Vec<u64> = (1..=120).collect();
+    assert_eq!(seqs, json!(expected), "every message once, in order");
+    lou.close().await;
+    ws.close().await;
+}
+
+/// Messages with `body` in the conversation's stored history.
+async fn stored_count(api: &Api, token: &str, conv: u64, body: &str) -> usize {
+    let (_, page) = api
+        .call(
+            "GET",
+            &format!("/api/conversations/{conv}/messages?limit=200"),
+            Some(token),
+            None,
+        )
+        .await;
+    page["messages"]
+        .as_array()
+        .map(|m| m.iter().filter(|m| m["body"] == json!(body)).count())
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_written_offline_is_delivered_after_reconnect() {
+    let Some(driver) = driver().await else { return };
+    let mut cluster = TestCluster::start(1).await;
+    let api = Api::new(cluster.nodes[0].http);
+    let _ola = api.user("ola").await;
+    let pia = api.user("pia").await;
+    let page = Browser::open(&driver, 1100, 760).await;
+    page.goto(&cluster.nodes[0].url("/")).await;
+    page.sign_in("ola", false).await;
+    page.start_chat_with("pia").await;
+
+    // The only node dies: the page goes offline and keeps the message.
+    cluster.nodes[0].kill();
+    page.until(
+        "the page offline",
+        "return document.getElementById('conn-state').dataset.state !== 'online'",
+    )
+    .await;
+    page.send("written offline").await;
+    page.until_status("written offline", "pending").await;
+    let stored = page
+        .until("the message in the IndexedDB outbox", "return new Promise(r => { const q = indexedDB.open('parley'); q.onsuccess = () => { const g = q.result.transaction('outbox').objectStore('outbox').getAll(); g.onsuccess = () => r(g.result.length === 1 && g.result[0].body); }; q.onerror = () => r(false); });")
+        .await;
+    assert_eq!(stored, json!("written offline"));
+    page.shot("offline-pending").await;
+
+    // It comes back on the same address: the page reconnects and sends.
+    cluster.nodes[0].start().await;
+    page.until_online().await;
+    page.until_status("written offline", "sent").await;
+    let api = Api::new(cluster.nodes[0].http);
+    let conv = page
+        .js("return Number(location.hash.slice(3))")
+        .await
+        .as_u64()
+        .expect("conv id in the URL");
+    assert_eq!(
+        stored_count(&api, &pia.token, conv, "written offline").await,
+        1
+    );
+    page.until("the outbox emptied", "return new Promise(r => { const q = indexedDB.open('parley'); q.onsuccess = () => { const g = q.result.transaction('outbox').objectStore('outbox').count(); g.onsuccess = () => r(g.result === 0); }; });")
+        .await;
+
+    // Again, but the page is closed before the node comes back: the
+    // reopened page finds the message in its outbox and sends it.
+    cluster.nodes[0].kill();
+    page.until(
+        "the page offline",
+        "return document.getElementById('conn-state').dataset.state !== 'online'",
+    )
+    .await;
+    page.send("written before closing").await;
+    page.until_status("written before closing", "pending").await;
+    page.goto("about:blank").await;
+    cluster.nodes[0].start().await;
+    page.goto(&cluster.nodes[0].url(&format!("/#c={conv}")))
+        .await;
+    page.until_online().await;
+    page.until_status("written before closing", "sent").await;
+    assert_eq!(
+        stored_count(&api, &pia.token, conv, "written before closing").await,
+        1
+    );
+    assert_eq!(
+        stored_count(&api, &pia.token, conv, "written offline").await,
+        1
+    );
+    page.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_page_fails_over_to_another_node_and_sends_its_pending_message_once() {
+    let Some(driver) = driver().await else { return };
+    let mut cluster = TestCluster::start(3).await;
+    let api = Api::new(cluster.nodes[1].http);
+    let _rui = api.user("rui").await;
+    let sam = api.user("sam").await;
+    let sam_ws = Ws::connect(&cluster.nodes[1].ws_url(&sam.token))
+        .await
+        .expect("sam's socket");
+
+    let page = Browser::open(&driver, 1100, 760).await;
+    page.goto(&cluster.nodes[0].url("/")).await;
+    page.sign_in("rui", false).await;
+    page.start_chat_with("sam").await;
+    page.send("before the crash").await;
+    page.until_status("before the crash", "sent").await;
+    page.until(
+        "the cluster's gateways known",
+        "return JSON.parse(localStorage.getItem('parley.gateways') || '[]').length === 3",
+    )
+    .await;
+
+    // The page's node is killed; it writes a message while reconnecting.
+    cluster.nodes[0].kill();
+    page.send("after the crash").await;
+    let node = page.until_online().await;
+    assert!(
+        node == json!("n2") || node == json!("n3"),
+        "reconnected to {node}"
+    );
+    page.until_status("after the crash", "sent").await;
+    let frame = sam_ws
+        .wait_for("the message after the crash", WAIT, |f| {
+            f["type"] == "message" && f["body"] == json!("after the crash")
+        })
+        .await;
+    let conv = frame["conv_id"].as_u64().expect("conv");
+    let api = Api::new(cluster.nodes[2].http);
+    assert_eq!(
+        stored_count(&api, &sam.token, conv, "after the crash").await,
+        1
+    );
+    assert_eq!(
+        stored_count(&api, &sam.token, conv, "before the crash").await,
+        1
+    );
+    // The API follows the socket: a search now goes to the new node.
+    page.type_in("#user-search", "sa").await;
+    page.until("a search through the new node", "return [...document.querySelectorAll('#search-results .user-result')].some(b => b.textContent.includes('sam'))")
+        .await;
+    let shown = page
+        .js("return [...document.querySelectorAll('.msg')].filter(m => m.textContent.includes('after the crash')).length")
+        .await;
+    assert_eq!(shown, json!(1), "shown once");
+    page.close().await;
+    sam_ws.close().await;
+}
+
+/// No browser needed: the gateways list follows the leases, and the page
+/// and its files carry their types, ETags and the CSP.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gateways_follow_the_leases_and_the_app_is_served_with_a_strict_policy() {
+    let mut cluster = TestCluster::start(3).await;
+    let http = reqwest::Client::new();
+    let urls: Vec<String> = cluster.nodes.iter().map(|n| n.url("")).collect();
+    let endpoints: Vec<String> = cluster
+        .nodes
+        .iter()
+        .map(|n| n.url("/api/cluster/gateways"))
+        .collect();
+    let listed = |node: usize| {
+        let url = endpoints[node].clone();
+        let http = http.clone();
+        async move {
+            let body: Value = http.get(&url).send().await.ok()?.json().await.ok()?;
+            let list: Vec<(String, String)> = body["gateways"]
+                .as_array()?
+                .iter()
+                .map(|g| {
+                    (
+                        g["url"].as_str().unwrap_or_default().to_owned(),
+                        g["ws_url"].as_str().unwrap_or_default().to_owned(),
+                    )
+                })
+                .collect();
+            Some(list)
+        }
+    };
+    let all = listed(1).await.expect("gateways");
+    let want: Vec<(String, String)> = urls
+        .iter()
+        .map(|u| {
+            (
+                u.clone(),
+                format!("{}/ws", u.replacen("http://", "ws://", 1)),
+            )
+        })
+        .collect();
+    assert_eq!(all, want);
+
+    // The page: HTML, the CSP naming every gateway's WebSocket origin.
+    let page = http
+        .get(cluster.nodes[0].url("/"))
+        .send()
+        .await
+        .expect("GET /");
+    assert_eq!(page.status(), 200);
+    let header = |r: &reqwest::Response, h: &str| {
+        r.headers()
+            .get(h)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned()
+    };
+    assert_eq!(header(&page, "content-type"), "text/html; charset=utf-8");
+    let csp = header(&page, "content-security-policy");
+    assert!(
+        csp.contains("default-src 'self'") && csp.contains("script-src 'self'"),
+        "{csp}"
+    );
+    for node in &cluster.nodes {
+        assert!(csp.contains(&format!("ws://{}", node.http)), "{csp}");
+    }
+    assert!(!csp.contains("unsafe-inline"), "{csp}");
+
+    // Files: types, revalidation, unknown names.
+    for (file, kind) in [
+        ("/web/app.js", "text/javascript; charset=utf-8"),
+        ("/web/app.css", "text/css; charset=utf-8"),
+        ("/sw.js", "text/javascript; charset=utf-8"),
+    ] {
+        let r = http
+            .get(cluster.nodes[0].url(file))
+            .send()
+            .await
+            .expect(file);
+        assert_eq!(r.status(), 200, "{file}");
+        assert_eq!(header(&r, "content-type"), kind);
+        assert_eq!(header(&r, "cache-control"), "no-cache");
+        let etag = header(&r, "etag");
+        let again = http
+            .get(cluster.nodes[1].url(file))
+            .header("if-none-match", &etag)
+            .send()
+            .await
+            .expect(file);
+        assert_eq!(
+            again.status(),
+            304,
+            "{file}: every node gives the same ETag"
+        );
+    }
+    let missing = http
+        .get(cluster.nodes[0].url("/web/nope.js"))
+        .send()
+        .await
+        .expect("missing");
+    assert_eq!(missing.status(), 404);
+    let body: Value = missing.json().await.expect("json error");
+    assert_eq!(body["error"]["code"], json!("not_found"));
+
+    // Another gateway's page may call the API cross-origin; no one else.
+    let preflight = |origin: String| {
+        http.request(reqwest::Method::OPTIONS, cluster.nodes[1].url("/api/chats"))
+            .header("origin", origin)
+            .header("access-control-request-method", "GET")
+            .header("access-control-request-headers", "authorization")
+            .send()
+    };
+    let ok = preflight(urls[0].clone()).await.expect("preflight");
+    assert_eq!(header(&ok, "access-control-allow-origin"), urls[0]);
+    assert!(header(&ok, "access-control-allow-headers").contains("authorization"));
+    let foreign = preflight("http://evil.example".into())
+        .await
+        .expect("preflight");
+    assert_eq!(header(&foreign, "access-control-allow-origin"), "");
+
+    // A killed node leaves the list once its lease expires.
+    cluster.nodes[2].kill();
+    let left = until("the dead node to leave the list", WAIT, || async {
+        listed(0).await.filter(|l| l.len() == 2)
+    })
+    .await;
+    assert_eq!(left, want[..2].to_vec());
+}
