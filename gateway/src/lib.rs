@@ -5,7 +5,11 @@
 //! - [`error`]: the one error type, and the only place errors become HTTP
 //!   statuses and `error` frames;
 //! - [`auth`]: bearer tokens from a header or a query parameter;
-//! - [`rate_limit`]: per-user token buckets (sends per second);
+//! - [`rate_limit`]: token buckets per user, account or address;
+//! - [`throttle`]: the HTTP throttles (logins, registrations, writes);
+//! - [`hash_gate`]: bounded password hashing (503 beyond its queue);
+//! - [`listener`]: the accept loop (connection limit, header and body
+//!   timeouts, `TCP_NODELAY`);
 //! - `http`: the REST handlers, one file per resource;
 //! - `ws`: the WebSocket handler that brings a session actor to life;
 //! - [`openapi`]: the OpenAPI document at `/openapi.json`.
@@ -15,9 +19,12 @@
 pub mod auth;
 pub mod config;
 pub mod error;
+pub mod hash_gate;
 mod http;
+pub mod listener;
 pub mod openapi;
 pub mod rate_limit;
+pub mod throttle;
 mod ws;
 
 use std::sync::Arc;
@@ -29,7 +36,9 @@ use storage::chat::ChatStore;
 pub use auth::AuthUser;
 pub use config::GatewayConfig;
 pub use error::Error;
+pub use hash_gate::HashGate;
 pub use rate_limit::RateLimiter;
+pub use throttle::Throttles;
 
 /// What every handler gets: the store, the cluster handle, the limits.
 #[derive(Clone)]
@@ -43,17 +52,26 @@ pub struct AppState {
     /// Per-user budget of message sends (`sends_per_second`, `send_burst`),
     /// shared by every connection of this node.
     pub send_limiter: Arc<RateLimiter>,
+    /// Login, registration and write throttles.
+    pub throttles: Arc<Throttles>,
+    /// Bounded password hashing for logins and registrations.
+    pub hash_gate: Arc<HashGate>,
 }
 
 impl AppState {
     /// Builds the state, deriving the rate limiters from `config`.
     pub fn new(store: ChatStore, cluster: actors::Cluster, config: GatewayConfig) -> Self {
         let send_limiter = Arc::new(RateLimiter::new(config.sends_per_second, config.send_burst));
+        let metrics = cluster.metrics().clone();
+        let throttles = Arc::new(Throttles::new(&config.abuse, metrics.clone()));
+        let hash_gate = Arc::new(HashGate::new(&config.abuse, metrics));
         Self {
             store,
             cluster,
             config: Arc::new(config),
             send_limiter,
+            throttles,
+            hash_gate,
         }
     }
 
@@ -84,6 +102,10 @@ pub fn router(state: AppState) -> axum::Router {
         .route("/openapi.json", get(openapi::serve))
         .fallback(http::not_found)
         .layer(DefaultBodyLimit::max(max_body))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            listener::read_body_in_time,
+        ))
         .layer(axum::middleware::from_fn(http::trace))
         .with_state(state)
 }

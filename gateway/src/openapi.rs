@@ -8,7 +8,9 @@ use axum::response::IntoResponse;
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::http::{chats, conversations, groups, health, members, messages, push, session, users};
+use crate::http::{
+    blocks, chats, conversations, groups, health, members, messages, push, session, users,
+};
 
 /// The API's description: every REST route, its bodies and its errors.
 #[derive(OpenApi)]
@@ -41,6 +43,9 @@ use crate::http::{chats, conversations, groups, health, members, messages, push,
         push::add,
         push::list,
         push::remove,
+        blocks::add,
+        blocks::list,
+        blocks::remove,
     ),
     modifiers(&BearerAuth)
 )]
@@ -105,6 +110,9 @@ mod tests {
             ("/api/push-subscriptions", "post"),
             ("/api/push-subscriptions", "get"),
             ("/api/push-subscriptions/{id}", "delete"),
+            ("/api/blocks", "post"),
+            ("/api/blocks", "get"),
+            ("/api/blocks/{user_id}", "delete"),
         ] {
             assert!(paths[path][method].is_object(), "{method} {path} missing");
         }

@@ -26,6 +26,11 @@
 //! | `push_sub` | (user_id, sub_id) | [`PushSubscription`](crate::chat::model::PushSubscription) |
 //! | `last_seen` | (user_id) | `u64` unix millis |
 //! | `node_lease` | (node name) | [`NodeLease`](crate::chat::model::NodeLease) |
+//! | `user_by_skeleton` | (UTS #39 skeleton of the name) | `u64` user id |
+//! | `block` | (blocker user_id, blocked user_id) | `u64` unix millis (when) |
+//!
+//! `user_by_skeleton` was added without a version bump: a store that lacks
+//! it is indexed once at open (marker [`meta::SKELETONS_INDEXED`]).
 
 use foundationdb_tuple::{Subspace, TuplePack};
 
@@ -137,6 +142,11 @@ families! {
     LAST_SEEN = "last_seen";
     /// Cluster membership leases, by node name.
     NODE_LEASE = "node_lease";
+    /// Confusable skeleton of each user name to the user id: refuses
+    /// look-alike names (see [`crate::chat::names`]).
+    USER_BY_SKELETON = "user_by_skeleton";
+    /// Who blocked whom: (blocker, blocked) to when.
+    BLOCK = "block";
 }
 
 /// Names of the counters and markers in [`META`].
@@ -147,6 +157,8 @@ pub mod meta {
     pub const LAST_USER_ID: &str = "last_user_id";
     /// The last conversation id handed out.
     pub const LAST_CONV_ID: &str = "last_conv_id";
+    /// Set once every existing user has a `user_by_skeleton` row.
+    pub const SKELETONS_INDEXED: &str = "skeletons_indexed";
 }
 
 #[cfg(test)]
