@@ -49,6 +49,16 @@ pub struct Metrics {
     pub push_recovered: Counter,
     /// Appends refused because a newer actor owns the conversation.
     pub fenced_appends: Counter,
+    /// HTTP requests refused by a throttle (login, registration, writes).
+    pub throttled_requests: Counter,
+    /// Logins and registrations shed because the hashing queue was full.
+    pub hash_overloaded: Counter,
+    /// Connections refused at the connection limit (beyond the headroom).
+    pub connections_refused: Counter,
+    /// Connections above the limit served only `/healthz` (overflow).
+    pub connections_overflow: Counter,
+    /// Open HTTP and WebSocket connections.
+    pub connections_open: Gauge,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -88,6 +98,11 @@ impl Metrics {
             push_expired: Counter::default(),
             push_recovered: Counter::default(),
             fenced_appends: Counter::default(),
+            throttled_requests: Counter::default(),
+            hash_overloaded: Counter::default(),
+            connections_refused: Counter::default(),
+            connections_overflow: Counter::default(),
+            connections_open: Gauge::default(),
             registry: Registry::default(),
         };
         let r = &mut registry;
@@ -191,7 +206,37 @@ impl Metrics {
             "Appends refused by the epoch fence",
             m.fenced_appends.clone(),
         );
+        m.register_abuse(r);
         Self { registry, ..m }
+    }
+
+    /// The abuse-resistance metrics (issue #10).
+    fn register_abuse(&self, r: &mut Registry) {
+        r.register(
+            "throttled_requests",
+            "HTTP requests refused by a rate limit",
+            self.throttled_requests.clone(),
+        );
+        r.register(
+            "hash_overloaded",
+            "Logins and registrations shed with the hashing queue full",
+            self.hash_overloaded.clone(),
+        );
+        r.register(
+            "connections_refused",
+            "Connections refused at the connection limit",
+            self.connections_refused.clone(),
+        );
+        r.register(
+            "connections_overflow",
+            "Connections over the limit answered only /healthz",
+            self.connections_overflow.clone(),
+        );
+        r.register(
+            "connections_open",
+            "Open HTTP and WebSocket connections",
+            self.connections_open.clone(),
+        );
     }
 
     /// The Prometheus text exposition of every metric.

@@ -39,6 +39,9 @@ pub struct GatewayConfig {
     /// How long a client has to send its `auth` frame when it did not put
     /// its token in the URL, in seconds. Default 10.
     pub auth_timeout_secs: u64,
+    /// Abuse resistance: throttles, password hashing and connection limits.
+    #[serde(flatten)]
+    pub abuse: AbuseConfig,
 }
 
 impl Default for GatewayConfig {
@@ -56,6 +59,71 @@ impl Default for GatewayConfig {
             outbound_queue_bytes: 1024 * 1024,
             sync_patience_secs: 10,
             auth_timeout_secs: 10,
+            abuse: AbuseConfig::default(),
+        }
+    }
+}
+
+/// Limits against hostile clients (issue #10). Rates are per minute with a
+/// burst allowance (a token bucket); a rate of 0 disables that limit. Flat
+/// in the `[gateway]` table of the configuration file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct AbuseConfig {
+    /// Failed logins per account name per minute, sustained. Default 5.
+    pub login_failures_per_minute: u32,
+    /// Failed logins per account name in a burst. Default 10.
+    pub login_failure_burst: u32,
+    /// Login attempts per client address per minute. Default 60.
+    pub logins_per_address_per_minute: u32,
+    /// Login attempts per client address in a burst. Default 30.
+    pub login_address_burst: u32,
+    /// Registrations per client address per minute. Default 10.
+    pub registrations_per_address_per_minute: u32,
+    /// Registrations per client address in a burst. Default 30.
+    pub registration_burst: u32,
+    /// HTTP writes (group creation and edits, member changes, direct chats,
+    /// push subscriptions, blocks) per user per minute. Default 60.
+    pub writes_per_minute: u32,
+    /// HTTP writes per user in a burst. Default 30.
+    pub write_burst: u32,
+    /// Password hashes computed at once; 0 means one per CPU core.
+    /// Default 0.
+    pub hash_concurrency: usize,
+    /// Logins and registrations waiting for a hashing slot; beyond it they
+    /// get 503 with `Retry-After`. Default 64.
+    pub hash_queue: usize,
+    /// Time a client has to send a request's headers, in seconds (slowloris).
+    /// Default 10.
+    pub header_timeout_secs: u64,
+    /// Time a client has to send a request's body, in seconds. Default 30.
+    pub body_timeout_secs: u64,
+    /// Open HTTP/WebSocket connections; 0 means the open-file limit minus
+    /// `fd_headroom`. Default 0.
+    pub max_connections: usize,
+    /// File descriptors kept free for the store, the cluster transport and
+    /// overflow connections (which only get `/healthz`, others a 503).
+    /// Default 256.
+    pub fd_headroom: usize,
+}
+
+impl Default for AbuseConfig {
+    fn default() -> Self {
+        Self {
+            login_failures_per_minute: 5,
+            login_failure_burst: 10,
+            logins_per_address_per_minute: 60,
+            login_address_burst: 30,
+            registrations_per_address_per_minute: 10,
+            registration_burst: 30,
+            writes_per_minute: 60,
+            write_burst: 30,
+            hash_concurrency: 0,
+            hash_queue: 64,
+            header_timeout_secs: 10,
+            body_timeout_secs: 30,
+            max_connections: 0,
+            fd_headroom: 256,
         }
     }
 }

@@ -28,7 +28,7 @@ pub enum Error {
 
     /// No bearer token was presented (a wrong one is a storage
     /// `InvalidToken`).
-    #[error("missing bearer token: send `Authorization: Bearer <token>` or `?token=<token>`")]
+    #[error("missing bearer token: send `Authorization: Bearer <token>` (`?token=` is accepted only on /ws)")]
     Unauthorized,
 
     /// The user is over a rate limit.
@@ -44,6 +44,11 @@ pub enum Error {
         /// The limit that was exceeded.
         limit_bytes: usize,
     },
+
+    /// Too many requests are waiting for a password hash (or a connection
+    /// slot): 503 with `Retry-After`.
+    #[error("server busy: retry shortly")]
+    Overloaded,
 
     /// A bug: a blocking task panicked or was cancelled, a response failed
     /// to encode.
@@ -66,6 +71,7 @@ impl Error {
             Error::Unauthorized => ErrorCode::Unauthorized,
             Error::RateLimited { .. } => ErrorCode::RateLimited,
             Error::TooLarge { .. } => ErrorCode::TooLarge,
+            Error::Overloaded => ErrorCode::Unavailable,
             Error::Internal(_) => ErrorCode::Internal,
         }
     }
@@ -144,6 +150,11 @@ impl IntoResponse for Error {
     fn into_response(self) -> Response {
         let code = self.code();
         match code {
+            // Shedding load is expected under a burst: not an error, and
+            // not worth a log line per refused request.
+            _ if matches!(self, Error::Overloaded) => {
+                tracing::debug!("request shed: hashing queue full");
+            }
             ErrorCode::Internal | ErrorCode::Unavailable => {
                 tracing::error!(error = %self, "request failed");
             }

@@ -5,7 +5,11 @@
 //! - [`error`]: the one error type, and the only place errors become HTTP
 //!   statuses and `error` frames;
 //! - [`auth`]: bearer tokens from a header or a query parameter;
-//! - [`rate_limit`]: per-user token buckets (sends per second);
+//! - [`rate_limit`]: token buckets per user, account or address;
+//! - [`throttle`]: the HTTP throttles (logins, registrations, writes);
+//! - [`hash_gate`]: bounded password hashing (503 beyond its queue);
+//! - [`listener`]: the accept loop (connection limit, header and body
+//!   timeouts, `TCP_NODELAY`);
 //! - `http`: the REST handlers, one file per resource;
 //! - `ws`: the WebSocket handler that brings a session actor to life;
 //! - [`openapi`]: the OpenAPI document at `/openapi.json`;
@@ -16,9 +20,12 @@
 pub mod auth;
 pub mod config;
 pub mod error;
+pub mod hash_gate;
 mod http;
+pub mod listener;
 pub mod openapi;
 pub mod rate_limit;
+pub mod throttle;
 mod web;
 mod ws;
 
@@ -31,7 +38,9 @@ use storage::chat::ChatStore;
 pub use auth::AuthUser;
 pub use config::GatewayConfig;
 pub use error::Error;
+pub use hash_gate::HashGate;
 pub use rate_limit::RateLimiter;
+pub use throttle::Throttles;
 
 /// What every handler gets: the store, the cluster handle, the limits.
 #[derive(Clone)]
@@ -48,18 +57,27 @@ pub struct AppState {
     /// The live gateways, read from the leases at most once a second
     /// (`GET /api/cluster/gateways` and the web page's CSP).
     pub(crate) gateways: Arc<http::cluster::GatewayCache>,
+    /// Login, registration and write throttles.
+    pub throttles: Arc<Throttles>,
+    /// Bounded password hashing for logins and registrations.
+    pub hash_gate: Arc<HashGate>,
 }
 
 impl AppState {
     /// Builds the state, deriving the rate limiters from `config`.
     pub fn new(store: ChatStore, cluster: actors::Cluster, config: GatewayConfig) -> Self {
         let send_limiter = Arc::new(RateLimiter::new(config.sends_per_second, config.send_burst));
+        let metrics = cluster.metrics().clone();
+        let throttles = Arc::new(Throttles::new(&config.abuse, metrics.clone()));
+        let hash_gate = Arc::new(HashGate::new(&config.abuse, metrics));
         Self {
             store,
             cluster,
             config: Arc::new(config),
             send_limiter,
             gateways: Arc::default(),
+            throttles,
+            hash_gate,
         }
     }
 
@@ -94,6 +112,10 @@ pub fn router(state: AppState) -> axum::Router {
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             web::cors,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            listener::read_body_in_time,
         ))
         .layer(axum::middleware::from_fn(http::trace))
         .with_state(state)

@@ -9,7 +9,7 @@ use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use crate::http::{
-    chats, cluster, conversations, groups, health, members, messages, push, session, users,
+    blocks, chats, cluster, conversations, groups, health, members, messages, push, session, users,
 };
 
 /// The API's description: every REST route, its bodies and its errors.
@@ -45,6 +45,9 @@ use crate::http::{
         push::list,
         push::remove,
         push::vapid_public_key,
+        blocks::add,
+        blocks::list,
+        blocks::remove,
     ),
     modifiers(&BearerAuth)
 )]
@@ -110,6 +113,9 @@ mod tests {
             ("/api/push-subscriptions", "get"),
             ("/api/push-subscriptions/{id}", "delete"),
             ("/api/push/vapid-public-key", "get"),
+            ("/api/blocks", "post"),
+            ("/api/blocks", "get"),
+            ("/api/blocks/{user_id}", "delete"),
         ] {
             assert!(paths[path][method].is_object(), "{method} {path} missing");
         }

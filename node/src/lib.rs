@@ -88,17 +88,21 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     })?;
     let metrics = Arc::new(Metrics::new());
     let runtime = Cluster::start(config.cluster(), store.clone(), metrics).await?;
+    let metrics = runtime.cluster().metrics().clone();
     let state = gateway::AppState::new(store, runtime.cluster().clone(), config.gateway.clone());
     let app = gateway::router(state);
+    let limits = gateway::listener::ConnectionLimits::resolve(&config.gateway);
 
     let (stop_accepting, accepting_stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async {
-                let _ = accepting_stopped.await;
-            })
-            .await
-    });
+    let server = tokio::spawn(gateway::listener::serve(
+        listener,
+        app,
+        limits,
+        metrics,
+        async {
+            let _ = accepting_stopped.await;
+        },
+    ));
     tracing::info!(
         node = %config.node_name,
         http = %config.http_addr,
@@ -112,8 +116,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     let _ = stop_accepting.send(());
     runtime.shutdown().await;
     match tokio::time::timeout(Duration::from_secs(5), server).await {
-        Ok(Ok(Ok(()))) => {}
-        Ok(Ok(Err(e))) => tracing::warn!(error = %e, "gateway stopped with an error"),
+        Ok(Ok(())) => {}
         Ok(Err(e)) => tracing::warn!(error = %e, "gateway task failed"),
         Err(_) => tracing::warn!("gateway connections still open after 5 s; leaving anyway"),
     }

@@ -6,6 +6,13 @@ use std::time::Duration;
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
+/// mimalloc instead of glibc malloc: glibc keeps the 19 MiB argon2 buffers
+/// of a login burst in its per-thread arenas (RSS stayed at 2.5 GiB after
+/// 64 concurrent logins); mimalloc returns freed pages to the OS within
+/// milliseconds. Measured in BENCHMARKS.md ("abuse").
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// How long blocking storage calls still running at exit may take to finish.
 const BLOCKING_DRAIN: Duration = Duration::from_secs(5);
 

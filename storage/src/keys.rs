@@ -31,6 +31,11 @@
 //! | `device` | (user_id, device key) | [`Device`](crate::chat::model::Device) |
 //! | `device_cursor` | (user_id, device key, conv_id) | `u64` seq: the device has every message up to it |
 //! | `own_unseen` | (conv_id, user_id, seq) | `()`: the member's own message above their seen watermark |
+//! | `user_by_skeleton` | (UTS #39 skeleton of the name) | `u64` user id |
+//! | `block` | (blocker user_id, blocked user_id) | `u64` unix millis (when) |
+//!
+//! `user_by_skeleton` was added without a version bump: a store that lacks
+//! it is indexed once at open (marker [`meta::SKELETONS_INDEXED`]).
 
 use foundationdb_tuple::{Subspace, TuplePack};
 
@@ -155,6 +160,11 @@ families! {
     /// before them: subtracted from their unread count, never counted as
     /// seen.
     OWN_UNSEEN = "own_unseen";
+    /// Confusable skeleton of each user name to the user id: refuses
+    /// look-alike names (see [`crate::chat::names`]).
+    USER_BY_SKELETON = "user_by_skeleton";
+    /// Who blocked whom: (blocker, blocked) to when.
+    BLOCK = "block";
 }
 
 /// Names of the counters and markers in [`META`].
@@ -165,6 +175,8 @@ pub mod meta {
     pub const LAST_USER_ID: &str = "last_user_id";
     /// The last conversation id handed out.
     pub const LAST_CONV_ID: &str = "last_conv_id";
+    /// Set once every existing user has a `user_by_skeleton` row.
+    pub const SKELETONS_INDEXED: &str = "skeletons_indexed";
 }
 
 #[cfg(test)]

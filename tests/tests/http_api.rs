@@ -715,7 +715,8 @@ async fn tokens_logout_and_unauthenticated_calls() {
     assert_error("logging out twice", &got, 401, "unauthorized");
     fx.get_ok("/api/chats", &alice).await;
 
-    // The token as a query parameter; the header wins over it.
+    // A token as a query parameter is only for /ws: REST routes refuse it
+    // (with or without a header next to it, the header alone counts).
     let (status, _, body) = fx
         .raw(
             "GET",
@@ -724,7 +725,12 @@ async fn tokens_logout_and_unauthenticated_calls() {
             None,
         )
         .await;
-    assert_eq!(status, 200, "?token=: {body}");
+    assert_error(
+        "a good ?token= on a REST route",
+        &(status, body),
+        401,
+        "unauthorized",
+    );
     let (status, _, body) = fx
         .raw(
             "GET",
@@ -978,8 +984,9 @@ async fn users_search_and_profiles() {
             .expect("users")
             .iter()
             .map(|u| {
+                // Strangers: no presence.
                 assert!(
-                    u["id"].as_u64().is_some() && u["online"].is_boolean(),
+                    u["id"].as_u64().is_some() && u.get("online").is_none(),
                     "{u}"
                 );
                 u["name"].as_str().expect("name").to_owned()
@@ -1035,8 +1042,13 @@ async fn users_search_and_profiles() {
         assert_error(&format!("search {query:?}"), &got, 400, "bad_request");
     }
 
-    // A profile; unknown and malformed ids.
+    // A stranger's profile has no presence; a contact's has.
+    let carl_id = ids["carl"];
+    let body = fx.get_ok(&format!("/api/users/{carl_id}"), &alice).await;
+    assert_eq!(body, json!({"id": carl_id, "name": "carl"}));
     let bob_id = ids["bob"];
+    let bob = fx.api.login("bob").await;
+    fx.api.direct(&alice, &bob).await;
     let body = fx.get_ok(&format!("/api/users/{bob_id}"), &alice).await;
     assert_eq!(
         body,

@@ -103,12 +103,15 @@ pub(crate) async fn list(
         (status = 400, description = "A chat with yourself", body = ErrorBody),
         (status = 401, description = "Missing or invalid token", body = ErrorBody),
         (status = 404, description = "No such user", body = ErrorBody),
+        (status = 403, description = "One of you has blocked the other", body = ErrorBody),
+        (status = 429, description = "Too many writes by this user; retry after `Retry-After`", body = ErrorBody),
     ))]
 pub(crate) async fn open_direct(
     State(state): State<AppState>,
     me: AuthUser,
     Path(user_id): Path<UserId>,
 ) -> Result<Json<ConversationView>, Error> {
+    state.throttles.write(me.user_id)?;
     let (conv, created) = state
         .blocking(move |store| store.open_direct_created(me.user_id, user_id))
         .await?;

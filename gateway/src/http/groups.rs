@@ -42,12 +42,15 @@ pub(crate) struct CreateGroup {
         (status = 400, description = "Invalid name, description or too many members", body = ErrorBody),
         (status = 401, description = "Missing or invalid token", body = ErrorBody),
         (status = 404, description = "A member does not exist", body = ErrorBody),
+        (status = 403, description = "A member has blocked the creator", body = ErrorBody),
+        (status = 429, description = "Too many writes by this user; retry after `Retry-After`", body = ErrorBody),
     ))]
 pub(crate) async fn create(
     State(state): State<AppState>,
     me: AuthUser,
     Json(req): Json<CreateGroup>,
 ) -> Result<(StatusCode, Json<ConversationView>), Error> {
+    state.throttles.write(me.user_id)?;
     let members = req.members.clone();
     let conv = state
         .blocking(move |store| {
@@ -87,6 +90,7 @@ pub(crate) struct EditGroup {
         (status = 401, description = "Missing or invalid token", body = ErrorBody),
         (status = 403, description = "Not a member", body = ErrorBody),
         (status = 404, description = "No such group", body = ErrorBody),
+        (status = 429, description = "Too many writes by this user; retry after `Retry-After`", body = ErrorBody),
     ))]
 pub(crate) async fn edit(
     State(state): State<AppState>,
@@ -94,6 +98,7 @@ pub(crate) async fn edit(
     Path(id): Path<ConvId>,
     Json(req): Json<EditGroup>,
 ) -> Result<Json<ConversationView>, Error> {
+    state.throttles.write(me.user_id)?;
     if req.name.is_none() && req.description.is_none() {
         return Err(Error::BadRequest(
             "nothing to change: give `name` and/or `description`".into(),
@@ -127,12 +132,14 @@ pub(crate) async fn edit(
         (status = 401, description = "Missing or invalid token", body = ErrorBody),
         (status = 403, description = "Not a member, or not an admin", body = ErrorBody),
         (status = 404, description = "No such group", body = ErrorBody),
+        (status = 429, description = "Too many writes by this user; retry after `Retry-After`", body = ErrorBody),
     ))]
 pub(crate) async fn delete(
     State(state): State<AppState>,
     me: AuthUser,
     Path(id): Path<ConvId>,
 ) -> Result<StatusCode, Error> {
+    state.throttles.write(me.user_id)?;
     let members = state
         .blocking(move |store| store.delete_group(me.user_id, id))
         .await?;

@@ -32,9 +32,10 @@ pub(crate) struct AddMember {
         (status = 201, description = "Added", body = MemberView),
         (status = 400, description = "A direct chat, or the group is full", body = ErrorBody),
         (status = 401, description = "Missing or invalid token", body = ErrorBody),
-        (status = 403, description = "The caller is not a member", body = ErrorBody),
+        (status = 403, description = "The caller is not a member, or the user has blocked them", body = ErrorBody),
         (status = 404, description = "No such group or user", body = ErrorBody),
         (status = 409, description = "Already a member", body = ErrorBody),
+        (status = 429, description = "Too many writes by this user; retry after `Retry-After`", body = ErrorBody),
     ))]
 pub(crate) async fn add(
     State(state): State<AppState>,
@@ -42,6 +43,7 @@ pub(crate) async fn add(
     Path(id): Path<ConvId>,
     Json(req): Json<AddMember>,
 ) -> Result<(StatusCode, Json<MemberView>), Error> {
+    state.throttles.write(me.user_id)?;
     let by = me.user_id;
     let member = state
         .blocking(move |store| store.add_member(by, id, req.user_id))
@@ -67,12 +69,14 @@ pub(crate) async fn add(
         (status = 401, description = "Missing or invalid token", body = ErrorBody),
         (status = 403, description = "Not an admin, or the target is not a member", body = ErrorBody),
         (status = 404, description = "No such group", body = ErrorBody),
+        (status = 429, description = "Too many writes by this user; retry after `Retry-After`", body = ErrorBody),
     ))]
 pub(crate) async fn remove(
     State(state): State<AppState>,
     me: AuthUser,
     Path((id, user_id)): Path<(ConvId, UserId)>,
 ) -> Result<StatusCode, Error> {
+    state.throttles.write(me.user_id)?;
     let by = me.user_id;
     state
         .blocking(move |store| store.remove_member(by, id, user_id))

@@ -107,12 +107,14 @@ impl From<PushSubscription> for SubscriptionView {
         (status = 201, description = "Registered", body = SubscriptionView),
         (status = 400, description = "Bad kind, endpoint (not https, not public), keys or token, or too many devices", body = ErrorBody),
         (status = 401, description = "Missing or invalid token", body = ErrorBody),
+        (status = 429, description = "Too many writes by this user; retry after `Retry-After`", body = ErrorBody),
     ))]
 pub(crate) async fn add(
     State(state): State<AppState>,
     me: AuthUser,
     Json(req): Json<NewSubscription>,
 ) -> Result<(StatusCode, Json<SubscriptionView>), Error> {
+    state.throttles.write(me.user_id)?;
     let target = req.into_target()?;
     state.cluster.push().check_target(&target)?;
     let sub = state
@@ -155,12 +157,14 @@ pub(crate) async fn list(
         (status = 204, description = "Removed"),
         (status = 401, description = "Missing or invalid token", body = ErrorBody),
         (status = 404, description = "No such subscription of the caller", body = ErrorBody),
+        (status = 429, description = "Too many writes by this user; retry after `Retry-After`", body = ErrorBody),
     ))]
 pub(crate) async fn remove(
     State(state): State<AppState>,
     me: AuthUser,
     Path(id): Path<String>,
 ) -> Result<StatusCode, Error> {
+    state.throttles.write(me.user_id)?;
     state
         .blocking(move |store| store.remove_push_subscription(me.user_id, &id))
         .await?;

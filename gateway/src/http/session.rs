@@ -9,6 +9,7 @@ use utoipa::ToSchema;
 use super::extract::Json;
 use super::views::UserView;
 use crate::error::ErrorBody;
+use crate::listener::ClientAddr;
 use crate::{AppState, AuthUser, Error};
 
 /// Registration. No `Debug`: it holds a password.
@@ -32,18 +33,26 @@ pub(crate) struct RegisterRequest {
     responses(
         (status = 201, description = "Registered", body = UserView),
         (status = 400, description = "Invalid name, phone or password", body = ErrorBody),
-        (status = 409, description = "Name or phone taken", body = ErrorBody),
+        (status = 409, description = "Name or phone taken, or the name looks like a taken one", body = ErrorBody),
+        (status = 429, description = "Too many registrations from this address", body = ErrorBody),
+        (status = 503, description = "Too many password hashes queued; retry after `Retry-After`", body = ErrorBody),
     ))]
 pub(crate) async fn register(
     State(state): State<AppState>,
+    ClientAddr(address): ClientAddr,
     Json(req): Json<RegisterRequest>,
 ) -> Result<(StatusCode, Json<UserView>), Error> {
+    state.throttles.registration(address)?;
     let new = NewUser {
         name: req.name,
         phone: req.phone,
         password: req.password,
     };
-    let user = state.blocking(move |store| store.register(&new)).await?;
+    let store = state.store.clone();
+    let user = state
+        .hash_gate
+        .run(move || store.register(&new).map_err(Error::from))
+        .await?;
     Ok((StatusCode::CREATED, Json(UserView::from(&user))))
 }
 
@@ -70,27 +79,40 @@ pub(crate) struct LoginResponse {
 }
 
 /// Checks the password and issues a token valid for the configured TTL.
-/// A wrong password and an unknown name get the same 401.
+/// A wrong password and an unknown name get the same 401 in the same time
+/// (an unknown name is checked against a dummy hash). Failures are
+/// throttled per account name, attempts per client address.
 #[utoipa::path(post, path = "/api/login", tag = "session",
     request_body = LoginRequest,
     responses(
         (status = 200, description = "Logged in", body = LoginResponse),
         (status = 401, description = "Wrong name or password", body = ErrorBody),
+        (status = 429, description = "Too many failed logins for this name, or attempts from this address", body = ErrorBody),
+        (status = 503, description = "Too many password hashes queued; retry after `Retry-After`", body = ErrorBody),
     ))]
 pub(crate) async fn login(
     State(state): State<AppState>,
+    ClientAddr(address): ClientAddr,
     Json(req): Json<LoginRequest>,
 ) -> Result<Json<LoginResponse>, Error> {
+    state.throttles.login_attempt(address, &req.name)?;
     let ttl_ms = state.config.token_ttl_secs.saturating_mul(1000);
-    let (user, token, issued_at) = state
-        .blocking(move |store| {
+    let store = state.store.clone();
+    let name = req.name.clone();
+    let result = state
+        .hash_gate
+        .run(move || {
             // Read before the token is issued, so the reported expiry is
             // never later than the stored one.
             let issued_at = store.now();
             let (user, token) = store.login(&req.name, &req.password, ttl_ms)?;
             Ok((user, token, issued_at))
         })
-        .await?;
+        .await;
+    if let Err(Error::Storage(storage::Error::BadCredentials)) = &result {
+        state.throttles.login_failed(&name);
+    }
+    let (user, token, issued_at) = result?;
     Ok(Json(LoginResponse {
         token,
         user: UserView::from(&user),

@@ -1,4 +1,6 @@
-//! Finding users: prefix search and profiles, with live presence.
+//! Finding users: prefix search and profiles. Presence (online, last
+//! seen) is shown only for contacts, users who share a conversation with
+//! the caller; strangers get the name without it.
 
 use axum::extract::State;
 use serde::{Deserialize, Serialize};
@@ -29,8 +31,11 @@ pub(crate) struct UserPresenceView {
     pub id: UserId,
     /// The user's name.
     pub name: String,
-    /// Whether they have a live session anywhere in the cluster.
-    pub online: bool,
+    /// Whether they have a live session anywhere in the cluster. Only for
+    /// contacts (users sharing a conversation with the caller); absent for
+    /// others.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub online: Option<bool>,
 }
 
 /// A page of search results.
@@ -52,17 +57,26 @@ pub(crate) struct UserList {
     ))]
 pub(crate) async fn search(
     State(state): State<AppState>,
-    _me: AuthUser,
+    me: AuthUser,
     Query(params): Query<SearchParams>,
 ) -> Result<Json<UserList>, Error> {
     let limit = params.limit.unwrap_or(DEFAULT_PAGE);
-    let found = state
-        .blocking(move |store| store.search_users(&params.q, params.after.as_deref(), limit))
+    let (found, contacts) = state
+        .blocking(move |store| {
+            let found = store.search_users(&params.q, params.after.as_deref(), limit)?;
+            let contacts: std::collections::HashSet<UserId> = if found.is_empty() {
+                Default::default()
+            } else {
+                store.contacts(me.user_id)?.into_iter().collect()
+            };
+            Ok((found, contacts))
+        })
         .await?;
     let users = found
         .into_iter()
         .map(|u| UserPresenceView {
-            online: state.cluster.is_online(u.id),
+            online: (u.id == me.user_id || contacts.contains(&u.id))
+                .then(|| state.cluster.is_online(u.id)),
             id: u.id,
             name: u.name,
         })
@@ -77,11 +91,14 @@ pub(crate) struct UserProfile {
     pub id: UserId,
     /// The user's name.
     pub name: String,
-    /// Whether they have a live session anywhere in the cluster.
-    pub online: bool,
+    /// Whether they have a live session anywhere in the cluster. Only for
+    /// contacts; absent for others.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub online: Option<bool>,
     /// When their last session ended, ms since the Unix epoch; null if
-    /// never recorded.
-    pub last_seen: Option<Millis>,
+    /// never recorded. Only for contacts; absent for others.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_seen: Option<Option<Millis>>,
 }
 
 /// One user's profile and presence.
@@ -95,14 +112,22 @@ pub(crate) struct UserProfile {
     ))]
 pub(crate) async fn profile(
     State(state): State<AppState>,
-    _me: AuthUser,
+    me: AuthUser,
     Path(id): Path<UserId>,
 ) -> Result<Json<UserProfile>, Error> {
     let (user, last_seen) = state
-        .blocking(move |store| Ok((store.user(id)?, store.last_seen(id)?)))
+        .blocking(move |store| {
+            let user = store.user(id)?;
+            let last_seen = if store.are_contacts(me.user_id, id)? {
+                Some(store.last_seen(id)?)
+            } else {
+                None
+            };
+            Ok((user, last_seen))
+        })
         .await?;
     Ok(Json(UserProfile {
-        online: state.cluster.is_online(user.id),
+        online: last_seen.map(|_| state.cluster.is_online(user.id)),
         id: user.id,
         name: user.name,
         last_seen,

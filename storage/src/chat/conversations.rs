@@ -81,6 +81,9 @@ impl ChatStore {
         self.db().run(|tx| {
             require_user(tx, a)?;
             require_user(tx, b)?;
+            if super::blocks::either_blocked(tx, a, b)? {
+                return Err(Error::Forbidden(super::blocks::BLOCKED_DIRECT));
+            }
             if let Some(conv_id) = get::<ConvId, _>(tx, keys::DM, &pair)? {
                 return Ok((load_conv(tx, conv_id)?, false));
             }
@@ -132,6 +135,9 @@ impl ChatStore {
         self.db().run(|tx| {
             for &(user_id, _) in &initial {
                 require_user(tx, user_id)?;
+                if super::blocks::has_blocked(tx, user_id, creator)? {
+                    return Err(Error::Forbidden(super::blocks::BLOCKED_ADD));
+                }
             }
             let id = next_id(tx, keys::meta::LAST_CONV_ID)?;
             let conv = Conversation {

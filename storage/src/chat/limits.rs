@@ -116,6 +116,7 @@ impl Limits {
         if !name
             .chars()
             .all(|c| c.is_alphanumeric() || matches!(c, '_' | '.' | '-'))
+            || name.chars().any(super::names::is_deceptive)
         {
             return Err(Error::invalid(
                 "name",
@@ -152,8 +153,17 @@ impl Limits {
         Ok(())
     }
 
+    /// A group name: free text on one line, without characters that make
+    /// it display as something else (bidi overrides, zero-width).
     pub(crate) fn group_name(&self, name: &str) -> Result<()> {
-        text("name", name, 1, self.max_group_name_chars)
+        text("name", name, 1, self.max_group_name_chars)?;
+        if name.chars().any(super::names::is_deceptive) {
+            return Err(Error::invalid(
+                "name",
+                "must not contain line breaks, control, bidirectional-override or invisible characters",
+            ));
+        }
+        Ok(())
     }
 
     pub(crate) fn description(&self, description: &str) -> Result<()> {

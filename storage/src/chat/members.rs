@@ -111,6 +111,9 @@ impl ChatStore {
                 return Err(Error::invalid("conv_id", "direct chats have fixed members"));
             }
             require_user(tx, user_id)?;
+            if super::blocks::has_blocked(tx, user_id, actor)? {
+                return Err(Error::Forbidden(super::blocks::BLOCKED_ADD));
+            }
             if let Some(m) = get::<Member, _>(tx, keys::MEMBER, &(conv_id, user_id))? {
                 if m.status == MemberStatus::Active {
                     return Err(Error::AlreadyExists { what: "member" });
@@ -221,6 +224,28 @@ impl ChatStore {
 }
 
 impl ChatStore {
+    /// Whether `a` and `b` share a conversation (both active members), or
+    /// are the same user: who may see the other's presence.
+    pub fn are_contacts(&self, a: UserId, b: UserId) -> Result<bool> {
+        if a == b {
+            return Ok(true);
+        }
+        self.db().read(|tx| {
+            let (begin, end) = keys::USER_CONV.range(&(a,));
+            for (key, _) in tx.get_range(&begin, &end, RangeOptions::default())? {
+                let (_, conv_id): (UserId, ConvId) = keys::USER_CONV.unpack(&key)?;
+                let row: Option<Member> = get(tx, keys::MEMBER, &(conv_id, b))?;
+                if row.is_some_and(|m| m.status == MemberStatus::Active) {
+                    let me: Option<Member> = get(tx, keys::MEMBER, &(conv_id, a))?;
+                    if me.is_some_and(|m| m.status == MemberStatus::Active) {
+                        return Ok(true);
+                    }
+                }
+            }
+            Ok(false)
+        })
+    }
+
     /// Everyone who shares at least one conversation with `user_id`: whose
     /// sessions hear about the user's presence.
     pub fn contacts(&self, user_id: UserId) -> Result<Vec<UserId>> {

@@ -299,6 +299,29 @@ fn already_appended(
     Ok(Some(outcomes))
 }
 
+/// Whether `conv_id` is a direct chat whose two users have blocked one
+/// another (either way). One read of the conversation row and, for direct
+/// chats, of its two members, per append batch.
+fn direct_chat_blocked(tx: &mut dyn Transaction, conv_id: ConvId) -> Result<bool> {
+    let Some(conv) = get::<super::Conversation, _>(tx, keys::CONV, &(conv_id,))? else {
+        return Ok(false);
+    };
+    if conv.kind != super::ConvKind::Direct {
+        return Ok(false);
+    }
+    let (begin, end) = keys::MEMBER.range(&(conv_id,));
+    let rows = tx.get_range(&begin, &end, crate::RangeOptions::forward(2))?;
+    let mut users = Vec::with_capacity(2);
+    for (k, _) in rows {
+        let (_, user_id): (ConvId, UserId) = keys::MEMBER.unpack(&k)?;
+        users.push(user_id);
+    }
+    match users[..] {
+        [a, b] => super::blocks::either_blocked(tx, a, b),
+        _ => Ok(false),
+    }
+}
+
 /// The body of an append inside a caller's transaction: checks the fence
 /// first (writing nothing when it refuses), then appends.
 ///
@@ -342,6 +365,8 @@ fn append_in(
     // each sender's receipt is written once, after the loop.
     let mut is_member: HashMap<UserId, bool> = HashMap::new();
     let mut senders: HashMap<UserId, Receipt> = HashMap::new();
+    // A direct chat between users who blocked one another carries nothing.
+    let blocked = direct_chat_blocked(tx, conv_id)?;
     for m in messages {
         let outcome = (|| {
             limits.message(&m.body, &m.client_msg_id)?;
@@ -359,6 +384,9 @@ fn append_in(
                     conv_id,
                     user_id: m.sender,
                 });
+            }
+            if blocked {
+                return Err(Error::Forbidden(super::blocks::BLOCKED_DIRECT));
             }
             if let Some(original) = existing(tx, conv_id, m.sender, &m.client_msg_id)? {
                 return Ok(AppendOutcome::Duplicate(original));
@@ -391,7 +419,9 @@ fn append_in(
         })();
         match outcome {
             // This message's own fault: reported, the batch goes on.
-            Err(e @ (Error::Invalid { .. } | Error::NotMember { .. })) => outcomes.push(Err(e)),
+            Err(e @ (Error::Invalid { .. } | Error::NotMember { .. } | Error::Forbidden(_))) => {
+                outcomes.push(Err(e))
+            }
             // Engine errors abort the transaction (and maybe retry it).
             Err(e) => return Err(e),
             Ok(o) => outcomes.push(Ok(o)),

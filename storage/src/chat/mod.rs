@@ -5,6 +5,7 @@
 //! user's rights before it writes, so a rejected call writes nothing. The
 //! operations are grouped by the entity they serve, one file each.
 
+mod blocks;
 mod chat_list;
 mod conversations;
 mod devices;
@@ -13,19 +14,21 @@ pub mod limits;
 mod members;
 mod messages;
 pub mod model;
+pub mod names;
 mod presence;
 mod push;
 mod receipts;
 mod tokens;
 mod users;
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use foundationdb_tuple::TuplePack;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+pub use blocks::Block;
 pub use chat_list::{ChatSummary, MessageStatus};
 pub use devices::{DeviceKey, SyncStart, MAX_DEVICE_ID_BYTES};
 pub use limits::Limits;
@@ -62,6 +65,8 @@ pub struct ChatStore {
     limits: Limits,
     clock: Clock,
     password_cost: PasswordCost,
+    /// What unknown names are checked against at login (constant time).
+    dummy_hash: Arc<OnceLock<String>>,
 }
 
 /// Argon2 work factors. The default is the `argon2` crate's recommended one
@@ -116,11 +121,13 @@ impl ChatStore {
             }
             Ok(())
         })?;
+        names::index_existing(&db)?;
         Ok(Self {
             db,
             limits,
             clock: system_clock(),
             password_cost: PasswordCost::default(),
+            dummy_hash: Arc::new(OnceLock::new()),
         })
     }
 
@@ -133,6 +140,7 @@ impl ChatStore {
     /// Replaces the argon2 work factors.
     pub fn with_password_cost(mut self, cost: PasswordCost) -> Self {
         self.password_cost = cost;
+        self.dummy_hash = Arc::new(OnceLock::new());
         self
     }
 

@@ -4,6 +4,7 @@ use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, Salt
 use argon2::Argon2;
 use serde::{Deserialize, Serialize};
 
+use super::names;
 use super::{get, next_id, put, ChatStore, PasswordCost, User, UserId, UserSummary};
 use crate::keys;
 use crate::{Error, RangeOptions, Result};
@@ -30,11 +31,27 @@ fn argon2(cost: PasswordCost) -> Result<Argon2<'static>> {
 }
 
 impl ChatStore {
-    /// Registers a user. Fails with [`Error::AlreadyExists`] when the name
-    /// (in any case) or the phone number is taken.
+    /// A hash of a random password at this store's cost, computed once:
+    /// what unknown names are verified against.
+    fn dummy_hash(&self) -> Result<String> {
+        if let Some(hash) = self.dummy_hash.get() {
+            return Ok(hash.clone());
+        }
+        let salt = SaltString::generate(&mut argon2::password_hash::rand_core::OsRng);
+        let hash = argon2(self.password_cost)?
+            .hash_password(salt.as_str().as_bytes(), &salt)
+            .map_err(|e| Error::PasswordHash(e.to_string()))?
+            .to_string();
+        Ok(self.dummy_hash.get_or_init(|| hash).clone())
+    }
+
+    /// Registers a user under the NFKC form of the name. Fails with
+    /// [`Error::AlreadyExists`] when the name (in any case), a look-alike
+    /// of it (same confusable skeleton), or the phone number is taken.
     pub fn register(&self, new: &NewUser) -> Result<User> {
         let limits = self.limits();
-        limits.user_name(&new.name)?;
+        let name = names::normalize(&new.name);
+        limits.user_name(&name)?;
         limits.password(&new.password)?;
         if let Some(phone) = &new.phone {
             limits.phone(phone)?;
@@ -45,7 +62,8 @@ impl ChatStore {
             .hash_password(new.password.as_bytes(), &salt)
             .map_err(|e| Error::PasswordHash(e.to_string()))?
             .to_string();
-        let lower = new.name.to_lowercase();
+        let lower = names::name_key(&name);
+        let skeleton = names::skeleton(&name);
         let now = self.now();
         // Idempotent: the salted hash is unique to this call, so a retry
         // after an unknown commit outcome recognises its own user by it and
@@ -59,6 +77,14 @@ impl ChatStore {
                 }
                 return Err(Error::AlreadyExists { what: "user name" });
             }
+            if tx
+                .get(&keys::USER_BY_SKELETON.key(&(&skeleton,)))?
+                .is_some()
+            {
+                return Err(Error::AlreadyExists {
+                    what: "a look-alike of this user name",
+                });
+            }
             if let Some(phone) = &new.phone {
                 if tx.get(&keys::USER_BY_PHONE.key(&(phone,)))?.is_some() {
                     return Err(Error::AlreadyExists {
@@ -69,7 +95,7 @@ impl ChatStore {
             let id = next_id(tx, keys::meta::LAST_USER_ID)?;
             let user = User {
                 id,
-                name: new.name.clone(),
+                name: name.clone(),
                 phone: new.phone.clone(),
                 password_hash: hash.clone(),
                 created_at: now,
@@ -79,6 +105,7 @@ impl ChatStore {
             };
             put(tx, keys::USER, &(id,), &user)?;
             put(tx, keys::USER_BY_NAME, &(&lower,), &id)?;
+            put(tx, keys::USER_BY_SKELETON, &(&skeleton,), &id)?;
             if let Some(phone) = &new.phone {
                 put(tx, keys::USER_BY_PHONE, &(phone,), &id)?;
             }
@@ -95,7 +122,7 @@ impl ChatStore {
 
     /// The user with this name (any case), if registered.
     pub fn user_by_name(&self, name: &str) -> Result<Option<User>> {
-        let lower = name.to_lowercase();
+        let lower = names::name_key(name);
         self.db().read(|tx| {
             let Some(id) = get::<UserId, _>(tx, keys::USER_BY_NAME, &(&lower,))? else {
                 return Ok(None);
@@ -112,14 +139,14 @@ impl ChatStore {
         after: Option<&str>,
         limit: usize,
     ) -> Result<Vec<UserSummary>> {
-        let prefix = prefix.to_lowercase();
+        let prefix = names::name_key(prefix);
         if prefix.is_empty() {
             return Err(Error::invalid("q", "must not be empty"));
         }
         let limit = self.limits().page(limit);
         let (mut begin, end) = keys::USER_BY_NAME.string_prefix_range(&prefix);
         if let Some(after) = after {
-            let mut past = keys::USER_BY_NAME.key(&(after.to_lowercase(),));
+            let mut past = keys::USER_BY_NAME.key(&(names::name_key(after),));
             past.push(0x00);
             begin = begin.max(past);
         }
@@ -137,10 +164,16 @@ impl ChatStore {
     }
 
     /// Checks a name and password; the same error whether the user is
-    /// unknown or the password wrong, so names cannot be probed.
+    /// unknown or the password wrong, so names cannot be probed. An unknown
+    /// name is verified against a dummy hash of the same cost, so it takes
+    /// as long as a wrong password.
     pub fn check_password(&self, name: &str, password: &str) -> Result<User> {
         let user = self.user_by_name(name)?;
         let Some(user) = user else {
+            let dummy = self.dummy_hash()?;
+            let parsed =
+                PasswordHash::new(&dummy).map_err(|e| Error::PasswordHash(e.to_string()))?;
+            let _ = argon2(self.password_cost)?.verify_password(password.as_bytes(), &parsed);
             return Err(Error::BadCredentials);
         };
         let parsed = PasswordHash::new(&user.password_hash)

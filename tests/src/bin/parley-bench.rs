@@ -9,13 +9,18 @@
 //! - `direct`: paced one-to-one messages; persisted msgs/s and latency;
 //! - `fanout`: paced group messages; deliveries/s and latency;
 //! - `storm`: many clients logging in and connecting at once;
-//! - `failover`: kill -9 a busy conversation's home node; time to recover.
+//! - `failover`: kill -9 a busy conversation's home node; time to recover;
+//! - `abuse`: hostile clients against one node with its default limits
+//!   (login burst, slowloris, connection flood, sync spam); RSS and
+//!   `/healthz` latency during each.
 //!
 //! Sends are open loop (a schedule of intended times; latency counts from
 //! the intended time). Every run reports the generator's own CPU beside the
 //! servers', stops by itself, kills the nodes it started, and prints a
 //! table and one JSON line. BENCHMARKS.md has the commands and results.
 
+#[path = "parley_bench/abuse.rs"]
+mod abuse;
 #[path = "parley_bench/failover.rs"]
 mod failover;
 #[path = "parley_bench/idle.rs"]
@@ -108,6 +113,8 @@ enum Scenario {
     Storm(storm::StormArgs),
     /// Kill -9 the home node of a busy conversation (3 nodes).
     Failover(failover::FailoverArgs),
+    /// Hostile clients against one node with default limits, 1024 files.
+    Abuse(abuse::AbuseArgs),
     /// (internal) Holds a share of `idle`'s sessions in another process.
     #[command(hide = true)]
     IdleWorker(idle::WorkerArgs),
@@ -203,6 +210,8 @@ fn main() -> Result<()> {
             max_batch: cli.max_batch.max(1),
             bin,
             log: cli.node_log.clone(),
+            nofile: matches!(cli.scenario, Scenario::Abuse(_)).then_some(1024),
+            default_limits: matches!(cli.scenario, Scenario::Abuse(_)),
         },
         source_ips: cli.source_ips,
         concurrency: cli.concurrency.max(1),
@@ -225,6 +234,7 @@ fn main() -> Result<()> {
                 Scenario::Fanout(a) => load::fanout(&env, a).await,
                 Scenario::Storm(a) => storm::run(&env, a).await,
                 Scenario::Failover(a) => failover::run(&env, a).await,
+                Scenario::Abuse(a) => abuse::run(&env, a).await,
                 Scenario::IdleWorker(a) => {
                     idle::worker(a, env.concurrency).await?;
                     Ok(Report::new("idle-worker"))

@@ -30,6 +30,12 @@ pub struct NodeSettings {
     pub bin: PathBuf,
     /// `PARLEY_LOG` of the nodes.
     pub log: String,
+    /// The nodes' open-files limit (default: as many as allowed).
+    pub nofile: Option<u64>,
+    /// Keep the node's default abuse limits (throttles, hashing queue);
+    /// else they are lifted, as the generator's users come from a few
+    /// loopback addresses at rates no person reaches.
+    pub default_limits: bool,
 }
 
 /// One node process.
@@ -205,9 +211,12 @@ impl Servers {
             .context("node log")?;
         // Raise the open-files limit inside the command, then become parley
         // (exec: the pid we hold is the node's).
-        let script = format!(
-            "ulimit -n {WANT_NOFILE} 2>/dev/null || ulimit -n \"$(ulimit -H -n)\"; exec \"$0\" \"$@\""
-        );
+        let script = match settings.nofile {
+            Some(n) => format!("ulimit -n {n}; exec \"$0\" \"$@\""),
+            None => format!(
+                "ulimit -n {WANT_NOFILE} 2>/dev/null || ulimit -n \"$(ulimit -H -n)\"; exec \"$0\" \"$@\""
+            ),
+        };
         let child = Command::new("sh")
             .arg("-c")
             .arg(script)
@@ -401,6 +410,12 @@ impl Drop for Servers {
 /// 1000-member group must not look like a slow consumer), long idle
 /// timeouts.
 fn config_toml(settings: &NodeSettings) -> String {
+    if settings.default_limits {
+        return format!(
+            "# written by parley-bench: default limits\nmax_batch = {}\n",
+            settings.max_batch
+        );
+    }
     format!(
         "# written by parley-bench\n\
          max_batch = {}\n\
@@ -410,7 +425,12 @@ fn config_toml(settings: &NodeSettings) -> String {
          sends_per_second = 0\n\
          send_burst = 0\n\
          outbound_queue = 65536\n\
-         idle_timeout_secs = 600\n",
+         idle_timeout_secs = 600\n\
+         logins_per_address_per_minute = 0\n\
+         login_failures_per_minute = 0\n\
+         registrations_per_address_per_minute = 0\n\
+         writes_per_minute = 0\n\
+         hash_queue = 1000000\n",
         settings.max_batch
     )
 }
