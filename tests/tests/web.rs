@@ -285,6 +285,20 @@ async fn two_users_chat_with_typing_presence_ticks_and_reload() {
     bob.goto("about:blank").await;
     let api = Api::new(cluster.nodes[0].http);
     let probe = api.user("probe").await;
+    // Presence is shown to contacts only: the probe opens a chat with bob.
+    let (_, found) = api
+        .call("GET", "/api/users?q=bob", Some(&probe.token), None)
+        .await;
+    let bob_id = found["users"][0]["id"].as_u64().expect("bob's id");
+    let (status, body) = api
+        .call(
+            "POST",
+            &format!("/api/direct/{bob_id}"),
+            Some(&probe.token),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
     until("bob offline", WAIT, || async {
         let (_, found) = api
             .call("GET", "/api/users?q=bob", Some(&probe.token), None)
