@@ -209,7 +209,11 @@ pub async fn run(env: &Env, args: &AbuseArgs) -> Result<Report> {
                 *by_status.entry(status).or_default() += 1;
             }
         }
-        put(&mut row, "requests", args.login_waves * args.login_concurrency);
+        put(
+            &mut row,
+            "requests",
+            args.login_waves * args.login_concurrency,
+        );
         put(
             &mut row,
             "answers",
