@@ -675,8 +675,14 @@ fn push_outbox_is_written_with_the_message_and_claimed_once() {
     // The recipient's view: not seen until their receipt says so.
     let r = f.store.push_recipient(c.id, g, 2).expect("recipient");
     assert!(!r.seen && r.subscriptions.is_empty());
+    // Bob sent seq 2 without having seen seq 1: a send marks nothing he
+    // has not received as seen, so seq 2 counts as seen only once he sees
+    // seq 1 (his own messages right after it follow).
     let r = f.store.push_recipient(b.id, g, 2).expect("recipient");
-    assert!(r.seen, "the sender of seq 2 has seen it");
+    assert!(!r.seen, "seq 1 is unseen, so the watermark stays below 2");
+    f.store.ack(b.id, None, g, AckKind::Seen, 1).expect("ack");
+    let r = f.store.push_recipient(b.id, g, 2).expect("recipient");
+    assert!(r.seen, "seeing seq 1 sees his own seq 2 too");
 }
 
 #[test]
