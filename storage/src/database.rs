@@ -23,6 +23,10 @@ use rand::Rng;
 use crate::kv::{Backend, Transaction, TxMode};
 use crate::{Error, Result};
 
+/// Counter keys per id family on engines with concurrent writers
+/// ([`Database::id_shards`]): two allocations conflict one time in 16.
+pub const ID_SHARDS: u64 = 16;
+
 /// How hard [`Database::run`] tries before giving up on a retryable error.
 #[derive(Debug, Clone)]
 pub struct RetryPolicy {
@@ -129,7 +133,19 @@ impl Database {
         self
     }
 
-    /// The backend's name, for logs.
+    /// How many counter keys an id family is spread over: 1 on an engine
+    /// that serializes writers anyway (ids stay dense: 1, 2, 3...),
+    /// [`ID_SHARDS`] on an optimistic one, so concurrent registrations or
+    /// group creations do not all conflict on one key.
+    pub fn id_shards(&self) -> u64 {
+        if self.backend.serializes_writers() {
+            1
+        } else {
+            ID_SHARDS
+        }
+    }
+
+    /// The backend's short name, for logs.
     pub fn backend_name(&self) -> &'static str {
         self.backend.name()
     }

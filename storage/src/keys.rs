@@ -171,9 +171,12 @@ families! {
 pub mod meta {
     /// The schema version the store was created with.
     pub const SCHEMA_VERSION: &str = "schema_version";
-    /// The last user id handed out.
+    /// The last user id handed out: `(name,)` holds it as a `u64` where
+    /// ids come from one counter (SQLite); `(name, shard)` holds each
+    /// shard's last `n` where they are spread (`chat::next_id`).
     pub const LAST_USER_ID: &str = "last_user_id";
-    /// The last conversation id handed out.
+    /// The last conversation id handed out (same layout as
+    /// [`LAST_USER_ID`]).
     pub const LAST_CONV_ID: &str = "last_conv_id";
     /// Set once every existing user has a `user_by_skeleton` row.
     pub const SKELETONS_INDEXED: &str = "skeletons_indexed";

@@ -82,6 +82,14 @@ pub trait Backend: Send + Sync + 'static {
     /// A short name for logs and test output ("sqlite", "foundationdb").
     fn name(&self) -> &'static str;
 
+    /// Whether the engine runs one write transaction at a time (SQLite's
+    /// file lock). Such an engine gains nothing from spreading hot keys
+    /// (writers queue anyway); an optimistic one (FoundationDB) does, since
+    /// writers touching one key conflict and retry. Default: false.
+    fn serializes_writers(&self) -> bool {
+        false
+    }
+
     /// Starts a transaction.
     fn begin(&self, mode: TxMode) -> Result<Box<dyn BackendTransaction + '_>>;
 }

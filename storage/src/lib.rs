@@ -19,7 +19,7 @@ pub mod keys;
 pub mod kv;
 pub mod sqlite;
 
-pub use database::{Database, RetryPolicy, UnknownResults};
+pub use database::{Database, RetryPolicy, UnknownResults, ID_SHARDS};
 pub use error::{Error, Result};
 #[cfg(feature = "fdb")]
 pub use fdb::FdbBackend;

@@ -122,6 +122,10 @@ impl Backend for SqliteBackend {
         "sqlite"
     }
 
+    fn serializes_writers(&self) -> bool {
+        true
+    }
+
     fn begin(&self, mode: TxMode) -> Result<Box<dyn BackendTransaction + '_>> {
         let conn = self.acquire()?;
         let begin = match mode {

@@ -376,8 +376,11 @@ fn group_lifecycle_and_membership_history() {
     // The last admin leaves: the longest-standing member is promoted.
     f.store.leave(a.id, g.id).expect("leave");
     let members = f.store.members(b.id, g.id).expect("members");
-    let roles: Vec<_> = members.iter().map(|m| (m.user_id, m.role)).collect();
-    assert_eq!(roles, [(b.id, Role::Admin), (d.id, Role::Member)]);
+    let mut roles: Vec<_> = members.iter().map(|m| (m.user_id, m.role)).collect();
+    roles.sort_by_key(|&(id, _)| id);
+    let mut want = [(b.id, Role::Admin), (d.id, Role::Member)];
+    want.sort_by_key(|&(id, _)| id);
+    assert_eq!(roles, want);
 
     // Re-adding a former member bumps their row's version.
     let back = f.store.add_member(b.id, g.id, c.id).expect("re-add");
@@ -540,9 +543,15 @@ fn receipts_are_monotonic_watermarks() {
         s.sort();
         s
     };
+    // Sorted by user id, which need not follow registration order (ids
+    // are spread over shards on FoundationDB).
+    let sorted = |mut v: Vec<(u64, MessageStatus)>| {
+        v.sort();
+        v
+    };
     assert_eq!(
         status(2),
-        [(b.id, MessageStatus::Sent), (c.id, MessageStatus::Sent)]
+        sorted(vec![(b.id, MessageStatus::Sent), (c.id, MessageStatus::Sent)])
     );
 
     let (r, moved) = f
@@ -562,11 +571,11 @@ fn receipts_are_monotonic_watermarks() {
     f.store.ack(c.id, None, g, AckKind::Seen, 1).expect("ack");
     assert_eq!(
         status(2),
-        [(b.id, MessageStatus::Seen), (c.id, MessageStatus::Sent)]
+        sorted(vec![(b.id, MessageStatus::Seen), (c.id, MessageStatus::Sent)])
     );
     assert_eq!(
         status(1),
-        [(b.id, MessageStatus::Seen), (c.id, MessageStatus::Seen)]
+        sorted(vec![(b.id, MessageStatus::Seen), (c.id, MessageStatus::Seen)])
     );
 
     f.rejects(
@@ -957,7 +966,16 @@ fn registration_after_an_unknown_commit_outcome_answers_its_own_account() {
         |e| matches!(e, Error::AlreadyExists { .. }),
     );
     let next = f.user("next");
-    assert_eq!(next.id, user.id + 1, "one id taken, not two");
+    assert_ne!(next.id, user.id);
+    let users = f
+        .store
+        .db()
+        .read(|tx| {
+            let (begin, end) = storage::keys::USER.all();
+            tx.get_range(&begin, &end, RangeOptions::default())
+        })
+        .expect("users");
+    assert_eq!(users.len(), 2, "one user stored for the retried registration");
 }
 
 /// A group commit whose outcome is unknown, retried, answers every
@@ -1158,4 +1176,79 @@ fn leases_in_another_format_are_ignored() {
         .expect("an old lease of n1");
     assert_eq!(f.store.renew_lease(&lease).expect("renew"), None);
     assert_eq!(f.store.leases().expect("leases"), vec![lease]);
+}
+
+/// SQLite as an engine with concurrent writers would look to the chat layer:
+/// ids spread over shards ([`Database::id_shards`]).
+struct ShardedIds(storage::SqliteBackend);
+
+impl storage::Backend for ShardedIds {
+    fn name(&self) -> &'static str {
+        "sqlite-sharded-ids"
+    }
+
+    fn begin(
+        &self,
+        mode: storage::TxMode,
+    ) -> storage::Result<Box<dyn storage::kv::BackendTransaction + '_>> {
+        self.0.begin(mode)
+    }
+}
+
+#[test]
+fn spread_ids_are_unique_and_start_above_the_single_counter() {
+    use std::collections::HashSet;
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("ids.sqlite");
+    let cost = PasswordCost {
+        memory_kib: 64,
+        iterations: 1,
+    };
+    let register = |store: &ChatStore, name: &str| {
+        store
+            .register(&NewUser {
+                name: name.into(),
+                phone: None,
+                password: "correct horse".into(),
+            })
+            .expect("register")
+            .id
+    };
+    // One counter first (SQLite serializes writers): dense ids.
+    let single = ChatStore::open(Database::open_sqlite(&path).expect("open"), Limits::default())
+        .expect("store")
+        .with_password_cost(cost);
+    assert_eq!(single.db().id_shards(), 1);
+    let first: Vec<u64> = (0..3).map(|i| register(&single, &format!("user{i}"))).collect();
+    assert_eq!(first, vec![1, 2, 3]);
+    drop(single);
+
+    // The same store seen by an engine with concurrent writers.
+    let backend = storage::SqliteBackend::open(&path, storage::SqliteOptions::default())
+        .expect("open");
+    let spread = ChatStore::open(Database::new(ShardedIds(backend)), Limits::default())
+        .expect("store")
+        .with_password_cost(cost);
+    assert_eq!(spread.db().id_shards(), storage::ID_SHARDS);
+    let mut users: HashSet<u64> = first.iter().copied().collect();
+    for i in 0..40 {
+        let id = register(&spread, &format!("spread{i}"));
+        assert!(id > 3, "id {id} reuses the single counter's range");
+        assert!(users.insert(id), "user id {id} handed out twice");
+    }
+    let residues: HashSet<u64> = users
+        .iter()
+        .filter(|&&id| id > 3)
+        .map(|id| id % storage::ID_SHARDS)
+        .collect();
+    assert!(residues.len() > 1, "40 ids all from one shard");
+    let mut convs = HashSet::new();
+    for _ in 0..40 {
+        let id = spread
+            .create_group(first[0], "g", "", &[first[1]])
+            .expect("group")
+            .id;
+        assert!(convs.insert(id), "conversation id {id} handed out twice");
+    }
 }

@@ -78,6 +78,7 @@ impl ChatStore {
         }
         let pair = (a.min(b), a.max(b));
         let now = self.now();
+        let shards = self.db().id_shards();
         self.db().run(|tx| {
             require_user(tx, a)?;
             require_user(tx, b)?;
@@ -87,7 +88,7 @@ impl ChatStore {
             if let Some(conv_id) = get::<ConvId, _>(tx, keys::DM, &pair)? {
                 return Ok((load_conv(tx, conv_id)?, false));
             }
-            let id = next_id(tx, keys::meta::LAST_CONV_ID)?;
+            let id = next_id(tx, keys::meta::LAST_CONV_ID, shards)?;
             let conv = Conversation {
                 id,
                 kind: ConvKind::Direct,
@@ -132,6 +133,7 @@ impl ChatStore {
             ));
         }
         let now = self.now();
+        let shards = self.db().id_shards();
         self.db().run(|tx| {
             for &(user_id, _) in &initial {
                 require_user(tx, user_id)?;
@@ -139,7 +141,7 @@ impl ChatStore {
                     return Err(Error::Forbidden(super::blocks::BLOCKED_ADD));
                 }
             }
-            let id = next_id(tx, keys::meta::LAST_CONV_ID)?;
+            let id = next_id(tx, keys::meta::LAST_CONV_ID, shards)?;
             let conv = Conversation {
                 id,
                 kind: ConvKind::Group,

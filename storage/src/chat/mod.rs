@@ -182,10 +182,27 @@ pub(crate) fn put<T: Serialize, K: TuplePack>(
     tx.set(&family.key(key), &encode(family.name, value)?)
 }
 
-/// Hands out the next id of a counter in the `meta` family.
-pub(crate) fn next_id(tx: &mut dyn Transaction, counter: &str) -> Result<u64> {
-    let last: u64 = get(tx, keys::META, &(counter,))?.unwrap_or(0);
-    let next = last + 1;
-    put(tx, keys::META, &(counter,), &next)?;
-    Ok(next)
+/// Hands out the next id of a counter in the `meta` family, spread over
+/// `shards` keys ([`Database::id_shards`]).
+///
+/// With one shard this is one counter: ids 1, 2, 3... With several, an
+/// allocation picks a shard at random and hands out `n * shards + shard`
+/// for that shard's next `n`: residues keep the shards' ids apart, and two
+/// concurrent allocations touch the same key (and conflict) only when they
+/// pick the same shard. This is the point of FoundationDB's high-contention
+/// allocator without its window bookkeeping; ids are unique, not dense.
+/// Sharded ids start above the single counter's last one, so a store that
+/// began unsharded keeps every id it handed out.
+pub(crate) fn next_id(tx: &mut dyn Transaction, counter: &str, shards: u64) -> Result<u64> {
+    let single: u64 = get(tx, keys::META, &(counter,))?.unwrap_or(0);
+    if shards <= 1 {
+        let next = single + 1;
+        put(tx, keys::META, &(counter,), &next)?;
+        return Ok(next);
+    }
+    let shard = rand::Rng::gen_range(&mut rand::thread_rng(), 0..shards);
+    let last: u64 = get(tx, keys::META, &(counter, shard))?.unwrap_or(0);
+    let n = last.max(single / shards) + 1;
+    put(tx, keys::META, &(counter, shard), &n)?;
+    Ok(n * shards + shard)
 }

@@ -65,6 +65,7 @@ impl ChatStore {
         let lower = names::name_key(&name);
         let skeleton = names::skeleton(&name);
         let now = self.now();
+        let shards = self.db().id_shards();
         // Idempotent: the salted hash is unique to this call, so a retry
         // after an unknown commit outcome recognises its own user by it and
         // answers the same instead of "name taken".
@@ -92,7 +93,7 @@ impl ChatStore {
                     });
                 }
             }
-            let id = next_id(tx, keys::meta::LAST_USER_ID)?;
+            let id = next_id(tx, keys::meta::LAST_USER_ID, shards)?;
             let user = User {
                 id,
                 name: name.clone(),
