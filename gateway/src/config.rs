@@ -102,8 +102,9 @@ pub struct AbuseConfig {
     /// `fd_headroom`. Default 0.
     pub max_connections: usize,
     /// File descriptors kept free for the store, the cluster transport and
-    /// overflow connections (which only get `/healthz`, others a 503).
-    /// Default 256.
+    /// overflow connections (a quarter of them, which only get `/healthz`,
+    /// others a 503, the oldest evicted by newer ones; another quarter for
+    /// those being closed). Default 256.
     pub fd_headroom: usize,
 }
 

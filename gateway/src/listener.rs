@@ -8,11 +8,17 @@
 //! - a **header read timeout** (`header_timeout_secs`) and, in
 //!   [`read_body_in_time`], a **body timeout** (`body_timeout_secs`);
 //! - a **connection limit** (`max_connections`, by default the open-file
-//!   limit minus `fd_headroom`). Connections over it, up to half the
-//!   headroom, are *overflow*: answered only `/healthz` (everything else a
-//!   503), one request, a short header timeout. Beyond that they are
-//!   closed at once. Established sessions are untouched either way.
-//!   Refusals are counted in `/metrics` and logged at most once per
+//!   limit minus `fd_headroom`). Connections over it, up to a quarter of
+//!   the headroom, are *overflow*: answered only `/healthz` (everything
+//!   else a 503), one request, a short header timeout. When those places
+//!   are all taken, a new connection closes the **oldest** overflow
+//!   connection and takes its place ([`OverflowQueue`]): a `/healthz` probe
+//!   sends its request at once and is done in a millisecond, while a
+//!   flood's half-sent requests wait, so a flood evicts itself, not the
+//!   probes. Connections being closed that way count against another
+//!   quarter of the headroom; past that, new connections are closed at
+//!   once. Established sessions are untouched either way. Refusals and
+//!   evictions are counted in `/metrics` and logged at most once per
 //!   [`LOG_EVERY`];
 //! - `TCP_NODELAY` on every socket (small frames must not wait for Nagle);
 //! - the client's address in every request ([`ClientAddr`]) for the
@@ -21,11 +27,12 @@
 //! A WebSocket keeps its connection slot until its socket closes: the slot
 //! travels with the stream ([`CountedStream`]) into the upgrade.
 
+use std::collections::VecDeque;
 use std::future::Future;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -38,6 +45,7 @@ use axum::response::{IntoResponse, Response};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Notify;
 use tower::ServiceExt;
 
 use crate::config::GatewayConfig;
@@ -56,7 +64,8 @@ const OVERFLOW_HEADER_TIMEOUT: Duration = Duration::from_secs(2);
 pub struct ConnectionLimits {
     /// Connections served normally.
     pub max_connections: usize,
-    /// Extra connections answered only `/healthz`.
+    /// Extra connections answered only `/healthz`; as many again may be
+    /// closing, evicted by newer ones.
     pub overflow: usize,
     /// Time to receive a request's headers.
     pub header_timeout: Duration,
@@ -64,7 +73,8 @@ pub struct ConnectionLimits {
 
 impl ConnectionLimits {
     /// `max_connections` (0: the soft open-file limit minus `fd_headroom`)
-    /// and half the headroom as overflow.
+    /// and a quarter of the headroom as overflow (a second quarter for
+    /// overflow connections being evicted: half the headroom in all).
     pub fn resolve(config: &GatewayConfig) -> Self {
         let abuse = &config.abuse;
         let max_connections = match abuse.max_connections {
@@ -79,7 +89,7 @@ impl ConnectionLimits {
         };
         Self {
             max_connections,
-            overflow: abuse.fd_headroom / 2,
+            overflow: (abuse.fd_headroom / 4).max(1),
             header_timeout: Duration::from_secs(abuse.header_timeout_secs.max(1)),
         }
     }
@@ -129,6 +139,65 @@ impl RateLimitedLog {
     }
 }
 
+/// The overflow connections still waiting for their request, oldest first.
+/// When every overflow place is taken, the oldest is told to close and the
+/// newcomer takes a place (bounded by twice the overflow while the evicted
+/// ones close).
+#[derive(Debug, Default)]
+struct OverflowQueue {
+    next_id: AtomicU64,
+    waiting: Mutex<VecDeque<(u64, Arc<Notify>)>>,
+}
+
+impl OverflowQueue {
+    /// Enters a new overflow connection; the entry leaves the queue when
+    /// dropped (its connection ended).
+    fn enter(self: &Arc<Self>) -> OverflowEntry {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let evict = Arc::new(Notify::new());
+        self.lock().push_back((id, evict.clone()));
+        OverflowEntry {
+            queue: self.clone(),
+            id,
+            evict,
+        }
+    }
+
+    /// Tells the oldest waiting overflow connection to close; false if
+    /// there is none.
+    fn evict_oldest(&self) -> bool {
+        match self.lock().pop_front() {
+            Some((_, evict)) => {
+                // A stored permit: the connection closes even if it is
+                // not waiting on it yet.
+                evict.notify_one();
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<(u64, Arc<Notify>)>> {
+        self.waiting.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// An overflow connection's place in the [`OverflowQueue`].
+struct OverflowEntry {
+    queue: Arc<OverflowQueue>,
+    id: u64,
+    evict: Arc<Notify>,
+}
+
+impl Drop for OverflowEntry {
+    fn drop(&mut self) {
+        let mut waiting = self.queue.lock();
+        if let Some(at) = waiting.iter().position(|(id, _)| *id == self.id) {
+            waiting.remove(at);
+        }
+    }
+}
+
 /// What the accept loop shares with its connections.
 struct Shared {
     app: axum::Router,
@@ -136,6 +205,7 @@ struct Shared {
     metrics: Arc<Metrics>,
     open: Arc<AtomicUsize>,
     overflow: Arc<AtomicUsize>,
+    overflow_queue: Arc<OverflowQueue>,
     refused_log: RateLimitedLog,
     overflow_log: RateLimitedLog,
     accept_log: RateLimitedLog,
@@ -163,6 +233,7 @@ pub async fn serve(
         metrics,
         open: Arc::new(AtomicUsize::new(0)),
         overflow: Arc::new(AtomicUsize::new(0)),
+        overflow_queue: Arc::new(OverflowQueue::default()),
         refused_log: RateLimitedLog::new(),
         overflow_log: RateLimitedLog::new(),
         accept_log: RateLimitedLog::new(),
@@ -216,6 +287,22 @@ fn admit(
             );
         }
         Some((slot, true))
+    } else if let Some(slot) = Slot::take(&shared.overflow, 2 * limits.overflow)
+        .filter(|_| shared.overflow_queue.evict_oldest())
+    {
+        // The oldest overflow connection makes room (its place is freed
+        // when it has closed; until then this one is over by one).
+        shared.metrics.connections_overflow.inc();
+        shared.metrics.connections_refused.inc();
+        if let Some(n) = shared.refused_log.due() {
+            tracing::warn!(
+                evicted = n,
+                max_connections = limits.max_connections,
+                overflow = limits.overflow,
+                "connection limit and overflow reached: closing the oldest waiting connections"
+            );
+        }
+        Some((slot, true))
     } else {
         None
     };
@@ -241,24 +328,29 @@ fn admit(
         _slot: slot,
         gauge,
     };
+    // Queued here, in accept order, so the next arrival can evict it even
+    // before its task first runs.
+    let entry = overflow.then(|| shared.overflow_queue.enter());
     tokio::spawn(serve_connection(
         shared.clone(),
         stream,
         addr,
-        overflow,
+        entry,
         stopping,
     ));
 }
 
 /// One connection, until it closes (or upgrades: the WebSocket then owns
-/// the stream and its slot).
+/// the stream and its slot). `entry`: its place in the overflow queue, for
+/// an overflow connection.
 async fn serve_connection(
     shared: Arc<Shared>,
     stream: CountedStream,
     addr: SocketAddr,
-    overflow: bool,
+    entry: Option<OverflowEntry>,
     mut stopping: tokio::sync::watch::Receiver<bool>,
 ) {
+    let overflow = entry.is_some();
     let app = shared.app.clone();
     let service = hyper::service::service_fn(move |mut req: Request<hyper::body::Incoming>| {
         req.extensions_mut().insert(ConnectInfo(addr));
@@ -285,11 +377,21 @@ async fn serve_connection(
         .serve_connection(TokioIo::new(stream), service)
         .with_upgrades();
     tokio::pin!(conn);
+    let evicted = async {
+        match &entry {
+            Some(entry) => entry.evict.notified().await,
+            None => std::future::pending().await,
+        }
+    };
     let result = tokio::select! {
         result = conn.as_mut() => result,
         _ = async { stopping.wait_for(|stop| *stop).await.map(|_| ()) } => {
             conn.as_mut().graceful_shutdown();
             conn.await
+        }
+        () = evicted => {
+            tracing::debug!(%addr, "overflow connection evicted by a newer one");
+            Ok(())
         }
     };
     if let Err(e) = result {
