@@ -1,8 +1,11 @@
 #![allow(missing_docs)] // criterion macros generate undocumented items
-//! Storage throughput on the embedded backend, through the chat layer and
-//! against raw rusqlite for reference.
+//! Storage throughput through the chat layer, on the embedded backend and
+//! against raw rusqlite for reference; or on FoundationDB.
 //!
 //! `cargo bench -p storage`; results and their reading are in BENCHMARKS.md.
+//! `PARLEY_BENCH_STORE=fdb cargo bench -p storage --features fdb` runs the
+//! chat-layer benchmarks on the cluster `FDB_CLUSTER_FILE` names, under a
+//! random key prefix cleared at the end (and no raw SQLite reference).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -19,9 +22,36 @@ struct Bench {
     _dir: tempfile::TempDir,
 }
 
+/// Whether `PARLEY_BENCH_STORE` asks for FoundationDB.
+fn on_fdb() -> bool {
+    std::env::var("PARLEY_BENCH_STORE").as_deref() == Ok("fdb")
+}
+
+/// The store the benchmarks run on.
+fn open(dir: &std::path::Path) -> Database {
+    if on_fdb() {
+        open_fdb()
+    } else {
+        Database::open_sqlite(dir.join("bench.sqlite")).expect("open")
+    }
+}
+
+#[cfg(feature = "fdb")]
+fn open_fdb() -> Database {
+    let cluster = std::env::var_os("FDB_CLUSTER_FILE").expect("FDB_CLUSTER_FILE");
+    let prefix = format!("parley-bench/{}/", rand::random::<u64>()).into_bytes();
+    Database::open_fdb_with_prefix(Some(std::path::Path::new(&cluster)), prefix)
+        .expect("open FoundationDB")
+}
+
+#[cfg(not(feature = "fdb"))]
+fn open_fdb() -> Database {
+    panic!("PARLEY_BENCH_STORE=fdb needs --features fdb")
+}
+
 fn setup() -> Bench {
     let dir = tempfile::tempdir().expect("tempdir");
-    let db = Database::open_sqlite(dir.path().join("bench.sqlite")).expect("open");
+    let db = open(dir.path());
     let store = ChatStore::open(db, Limits::default())
         .expect("store")
         .with_password_cost(PasswordCost {
@@ -107,9 +137,19 @@ fn appends(c: &mut Criterion) {
         })
     });
     group.finish();
+    if on_fdb() {
+        // The run's prefix goes with it.
+        b.store
+            .db()
+            .run(|tx| tx.clear_range(&[], &[0xff]))
+            .expect("clear the benchmark's keys");
+    }
 }
 
 fn raw_sqlite(c: &mut Criterion) {
+    if on_fdb() {
+        return;
+    }
     let dir = tempfile::tempdir().expect("tempdir");
     let conn = rusqlite::Connection::open(dir.path().join("raw.sqlite")).expect("open");
     conn.execute_batch(

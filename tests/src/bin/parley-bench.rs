@@ -142,10 +142,10 @@ impl Env {
             return Ok((Servers::target(addr, self.server_pid), Seeder::http(addr)));
         }
         let servers = Servers::prepare(self.nodes, &self.settings, self.keep)?;
-        let path = servers
-            .store_path()
-            .ok_or_else(|| anyhow::anyhow!("no store path"))?;
-        let seeder = Seeder::store(&path)?;
+        let store = servers
+            .store()
+            .ok_or_else(|| anyhow::anyhow!("no store to seed"))?;
+        let seeder = Seeder::store(&store)?;
         Ok((servers, seeder))
     }
 
@@ -252,6 +252,10 @@ fn main() -> Result<()> {
     // Whatever the outcome the nodes are gone by now (dropped with the
     // scenario); do not wait for client sockets to close politely.
     runtime.shutdown_timeout(Duration::from_millis(200));
+    // A seeder on FoundationDB started its client network: stop it before
+    // exit (its thread must not outlive main).
+    #[cfg(feature = "fdb")]
+    storage::fdb::shutdown_network();
     let report = result?;
     if !matches!(cli.scenario, Scenario::IdleWorker(_)) {
         report.print();

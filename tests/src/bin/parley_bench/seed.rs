@@ -16,6 +16,8 @@ use serde_json::{json, Value};
 use storage::chat::{ChatStore, Limits, NewUser, PasswordCost};
 use storage::Database;
 
+use super::servers::Store;
+
 /// Every generated user's password.
 pub const PASSWORD: &str = "bench-password-1";
 /// Lifetime of the tokens issued by seeding.
@@ -56,9 +58,17 @@ pub enum Seeder {
 }
 
 impl Seeder {
-    /// Opens the store at `path` with a cheap password cost.
-    pub fn store(path: &Path) -> Result<Self> {
-        let db = Database::open_sqlite(path).context("opening the store to seed")?;
+    /// Opens the nodes' store with a cheap password cost.
+    pub fn store(store: &Store) -> Result<Self> {
+        let db = match store {
+            Store::Sqlite(path) => {
+                Database::open_sqlite(path).context("opening the store to seed")?
+            }
+            Store::Fdb {
+                cluster_file,
+                prefix,
+            } => open_fdb(cluster_file, prefix)?,
+        };
         let store = ChatStore::open(db, Limits::default())?.with_password_cost(PasswordCost {
             memory_kib: 8,
             iterations: 1,
@@ -337,4 +347,16 @@ where
         out.push(h.await??);
     }
     Ok(out)
+}
+
+/// The nodes' FoundationDB store, under their key prefix.
+#[cfg(feature = "fdb")]
+fn open_fdb(cluster_file: &Path, prefix: &str) -> Result<Database> {
+    Database::open_fdb_with_prefix(Some(cluster_file), prefix.as_bytes().to_vec())
+        .context("opening FoundationDB to seed")
+}
+
+#[cfg(not(feature = "fdb"))]
+fn open_fdb(_cluster_file: &Path, _prefix: &str) -> Result<Database> {
+    bail!("PARLEY_FDB_CLUSTER_FILE is set: build parley-bench with `-p tests --features fdb`")
 }

@@ -38,6 +38,24 @@ pub struct NodeSettings {
     pub default_limits: bool,
 }
 
+/// Where the generator's nodes keep their state.
+#[derive(Debug, Clone)]
+pub enum Store {
+    /// One SQLite file in the run's directory, shared by the nodes (the
+    /// default).
+    Sqlite(PathBuf),
+    /// The FoundationDB cluster that `PARLEY_FDB_CLUSTER_FILE` names (the
+    /// nodes inherit it; build them with `-p node --features fdb` and the
+    /// generator with `-p tests --features fdb`), under a key prefix of the
+    /// run's own so runs never see each other's users.
+    Fdb {
+        /// The cluster file.
+        cluster_file: PathBuf,
+        /// `PARLEY_FDB_KEY_PREFIX` of the run's nodes.
+        prefix: String,
+    },
+}
+
 /// One node process.
 pub struct NodeProc {
     /// Its name (`n1`, ...).
@@ -64,6 +82,8 @@ pub struct Servers {
     target_pid: Option<u32>,
     /// Our nodes' store, config and logs; `None` for a target.
     dir: Option<tempfile::TempDir>,
+    /// Our nodes' FoundationDB key prefix, when they run on FoundationDB.
+    fdb_prefix: Option<String>,
     keep: bool,
     http: reqwest::Client,
 }
@@ -138,10 +158,21 @@ impl Servers {
                 child: None,
             });
         }
+        let fdb_prefix = std::env::var_os("PARLEY_FDB_CLUSTER_FILE").map(|_| {
+            format!(
+                "parley-bench/{}-{}/",
+                std::process::id(),
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_millis())
+                    .unwrap_or(0)
+            )
+        });
         Ok(Self {
             nodes,
             target_pid: None,
             dir: Some(dir),
+            fdb_prefix,
             keep,
             http: reqwest::Client::new(),
         })
@@ -159,6 +190,7 @@ impl Servers {
             }],
             target_pid: pid,
             dir: None,
+            fdb_prefix: None,
             keep: false,
             http: reqwest::Client::new(),
         }
@@ -169,9 +201,16 @@ impl Servers {
         self.dir.is_some()
     }
 
-    /// The SQLite file the nodes share, for seeding before they start.
-    pub fn store_path(&self) -> Option<PathBuf> {
-        self.dir.as_ref().map(|d| d.path().join("parley.sqlite"))
+    /// The store the nodes share, for seeding before they start.
+    pub fn store(&self) -> Option<Store> {
+        let dir = self.dir.as_ref()?;
+        Some(match (&self.fdb_prefix, std::env::var_os("PARLEY_FDB_CLUSTER_FILE")) {
+            (Some(prefix), Some(cluster_file)) => Store::Fdb {
+                cluster_file: cluster_file.into(),
+                prefix: prefix.clone(),
+            },
+            _ => Store::Sqlite(dir.path().join("parley.sqlite")),
+        })
     }
 
     fn dir(&self) -> Option<&Path> {
@@ -203,6 +242,7 @@ impl Servers {
         dir: &Path,
         cookie: &str,
     ) -> Result<()> {
+        let fdb_prefix = self.fdb_prefix.clone().unwrap_or_default();
         let node = &mut self.nodes[i];
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -229,6 +269,7 @@ impl Servers {
             .env("PARLEY_DATA_DIR", dir)
             .env("PARLEY_COOKIE", cookie)
             .env("PARLEY_LOG", &settings.log)
+            .env("PARLEY_FDB_KEY_PREFIX", fdb_prefix)
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
