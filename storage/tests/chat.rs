@@ -551,7 +551,10 @@ fn receipts_are_monotonic_watermarks() {
     };
     assert_eq!(
         status(2),
-        sorted(vec![(b.id, MessageStatus::Sent), (c.id, MessageStatus::Sent)])
+        sorted(vec![
+            (b.id, MessageStatus::Sent),
+            (c.id, MessageStatus::Sent)
+        ])
     );
 
     let (r, moved) = f
@@ -571,11 +574,17 @@ fn receipts_are_monotonic_watermarks() {
     f.store.ack(c.id, None, g, AckKind::Seen, 1).expect("ack");
     assert_eq!(
         status(2),
-        sorted(vec![(b.id, MessageStatus::Seen), (c.id, MessageStatus::Sent)])
+        sorted(vec![
+            (b.id, MessageStatus::Seen),
+            (c.id, MessageStatus::Sent)
+        ])
     );
     assert_eq!(
         status(1),
-        sorted(vec![(b.id, MessageStatus::Seen), (c.id, MessageStatus::Seen)])
+        sorted(vec![
+            (b.id, MessageStatus::Seen),
+            (c.id, MessageStatus::Seen)
+        ])
     );
 
     f.rejects(
@@ -975,7 +984,11 @@ fn registration_after_an_unknown_commit_outcome_answers_its_own_account() {
             tx.get_range(&begin, &end, RangeOptions::default())
         })
         .expect("users");
-    assert_eq!(users.len(), 2, "one user stored for the retried registration");
+    assert_eq!(
+        users.len(),
+        2,
+        "one user stored for the retried registration"
+    );
 }
 
 /// A group commit whose outcome is unknown, retried, answers every
@@ -1216,17 +1229,22 @@ fn spread_ids_are_unique_and_start_above_the_single_counter() {
             .id
     };
     // One counter first (SQLite serializes writers): dense ids.
-    let single = ChatStore::open(Database::open_sqlite(&path).expect("open"), Limits::default())
-        .expect("store")
-        .with_password_cost(cost);
+    let single = ChatStore::open(
+        Database::open_sqlite(&path).expect("open"),
+        Limits::default(),
+    )
+    .expect("store")
+    .with_password_cost(cost);
     assert_eq!(single.db().id_shards(), 1);
-    let first: Vec<u64> = (0..3).map(|i| register(&single, &format!("user{i}"))).collect();
+    let first: Vec<u64> = (0..3)
+        .map(|i| register(&single, &format!("user{i}")))
+        .collect();
     assert_eq!(first, vec![1, 2, 3]);
     drop(single);
 
     // The same store seen by an engine with concurrent writers.
-    let backend = storage::SqliteBackend::open(&path, storage::SqliteOptions::default())
-        .expect("open");
+    let backend =
+        storage::SqliteBackend::open(&path, storage::SqliteOptions::default()).expect("open");
     let spread = ChatStore::open(Database::new(ShardedIds(backend)), Limits::default())
         .expect("store")
         .with_password_cost(cost);

@@ -410,7 +410,10 @@ async fn at_the_connection_limit_healthz_and_sessions_keep_working() {
         "the newest connection is served: {answer:?}"
     );
     let got = read_to_close(&mut waiting).await;
-    assert!(got.is_empty(), "the oldest waiting one was closed unanswered");
+    assert!(
+        got.is_empty(),
+        "the oldest waiting one was closed unanswered"
+    );
     // Once the idle connections go, everything is served again, and the
     // refusals were counted.
     drop(idle);

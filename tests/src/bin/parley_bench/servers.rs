@@ -204,13 +204,18 @@ impl Servers {
     /// The store the nodes share, for seeding before they start.
     pub fn store(&self) -> Option<Store> {
         let dir = self.dir.as_ref()?;
-        Some(match (&self.fdb_prefix, std::env::var_os("PARLEY_FDB_CLUSTER_FILE")) {
-            (Some(prefix), Some(cluster_file)) => Store::Fdb {
-                cluster_file: cluster_file.into(),
-                prefix: prefix.clone(),
+        Some(
+            match (
+                &self.fdb_prefix,
+                std::env::var_os("PARLEY_FDB_CLUSTER_FILE"),
+            ) {
+                (Some(prefix), Some(cluster_file)) => Store::Fdb {
+                    cluster_file: cluster_file.into(),
+                    prefix: prefix.clone(),
+                },
+                _ => Store::Sqlite(dir.path().join("parley.sqlite")),
             },
-            _ => Store::Sqlite(dir.path().join("parley.sqlite")),
-        })
+        )
     }
 
     fn dir(&self) -> Option<&Path> {
