@@ -14,6 +14,7 @@
 //!   unreachable cluster surfaces as a (non-retryable) error instead of a
 //!   thread blocked forever.
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Mutex, PoisonError};
 
@@ -165,6 +166,7 @@ impl Backend for FdbBackend {
         Ok(Box::new(FdbTransaction {
             tx: self.db.create_trx()?,
             prefix: &self.prefix,
+            fetched: HashMap::new(),
         }))
     }
 }
@@ -178,6 +180,10 @@ struct FdbTransaction<'a> {
     tx: foundationdb::Transaction,
     /// The backend's key prefix.
     prefix: &'a [u8],
+    /// Values read by [`Transaction::prefetch`] (unprefixed keys), until
+    /// this transaction writes the key (then FDB's own read-your-writes
+    /// answers it).
+    fetched: HashMap<Vec<u8>, Option<Vec<u8>>>,
 }
 
 impl FdbTransaction<'_> {
@@ -189,8 +195,26 @@ impl FdbTransaction<'_> {
 
 impl Transaction for FdbTransaction<'_> {
     fn get(&mut self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        if let Some(value) = self.fetched.get(key) {
+            return Ok(value.clone());
+        }
         let key = self.full(key);
         Ok(block_on(self.tx.get(&key, false))?.map(|v| v.to_vec()))
+    }
+
+    /// Every read in flight at once: one round trip instead of one each.
+    fn prefetch(&mut self, keys: &[Vec<u8>]) -> Result<()> {
+        let wanted: Vec<&Vec<u8>> = keys
+            .iter()
+            .filter(|k| !self.fetched.contains_key(k.as_slice()))
+            .collect();
+        let full: Vec<Vec<u8>> = wanted.iter().map(|k| self.full(k)).collect();
+        let reads = full.iter().map(|k| self.tx.get(k, false));
+        let values = block_on(futures::future::try_join_all(reads))?;
+        for (key, value) in wanted.into_iter().zip(values) {
+            self.fetched.insert(key.clone(), value.map(|v| v.to_vec()));
+        }
+        Ok(())
     }
 
     fn get_range(&mut self, begin: &[u8], end: &[u8], opts: RangeOptions) -> Result<Vec<KeyValue>> {
@@ -224,11 +248,13 @@ impl Transaction for FdbTransaction<'_> {
 
     fn set(&mut self, key: &[u8], value: &[u8]) -> Result<()> {
         // Mutations are buffered client-side; bad keys fail at commit.
+        self.fetched.remove(key);
         self.tx.set(&self.full(key), value);
         Ok(())
     }
 
     fn clear(&mut self, key: &[u8]) -> Result<()> {
+        self.fetched.remove(key);
         self.tx.clear(&self.full(key));
         Ok(())
     }
@@ -236,6 +262,8 @@ impl Transaction for FdbTransaction<'_> {
     fn clear_range(&mut self, begin: &[u8], end: &[u8]) -> Result<()> {
         // An inverted range would fail the commit; the API makes it a no-op.
         if begin < end {
+            self.fetched
+                .retain(|k, _| k.as_slice() < begin || k.as_slice() >= end);
             self.tx.clear_range(&self.full(begin), &self.full(end));
         }
         Ok(())

@@ -56,6 +56,19 @@ pub trait Transaction {
 
     /// Removes every key with `begin <= key < end`.
     fn clear_range(&mut self, begin: &[u8], end: &[u8]) -> Result<()>;
+
+    /// Reads `keys` ahead of the [`Transaction::get`]s that will ask for
+    /// them. An engine that pays a network round trip per read
+    /// (FoundationDB) fetches them all at once and answers those gets from
+    /// what it fetched (kept exact under the transaction's own writes); a
+    /// local engine has nothing to gain and ignores it (the default).
+    ///
+    /// The keys count as read (conflicts) whether or not they are asked
+    /// for later, so prefetch only what the transaction is about to read.
+    fn prefetch(&mut self, keys: &[Vec<u8>]) -> Result<()> {
+        let _ = keys;
+        Ok(())
+    }
 }
 
 /// Whether a transaction intends to write.

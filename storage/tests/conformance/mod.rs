@@ -56,6 +56,7 @@ macro_rules! conformance_tests {
             conformance_range_reads => range_reads,
             conformance_values_round_trip => values_round_trip,
             conformance_read_your_writes => read_your_writes,
+            conformance_prefetched_reads_stay_exact => prefetched_reads,
             conformance_clear_and_clear_range => clear_and_clear_range,
             conformance_rollback_on_error => rollback_on_error,
             conformance_concurrent_increments_are_serializable => concurrent_increments,
@@ -549,6 +550,45 @@ pub fn read_your_writes(db: &Database, space: &Subspace) {
     assert_eq!(keys, expected_keys, "committed state");
     assert_eq!(after[0].1, b"changed");
     assert_eq!(after[3].1, b"again");
+}
+
+/// Prefetched keys read as plain gets would, before and after the
+/// transaction's own set, clear and clear_range of them.
+pub fn prefetched_reads(db: &Database, space: &Subspace) {
+    put_all(db, space, [1, 2, 3, 4, 5]);
+    db.run(|tx| {
+        let keys: Vec<Vec<u8>> = (1..=6).map(|i| key(space, i)).collect();
+        tx.prefetch(&keys)?;
+        assert_eq!(tx.get(&key(space, 1))?, Some(value(1)), "prefetched");
+        assert_eq!(tx.get(&key(space, 6))?, None, "prefetched absent key");
+        tx.set(&key(space, 1), b"changed")?;
+        assert_eq!(
+            tx.get(&key(space, 1))?,
+            Some(b"changed".to_vec()),
+            "own set"
+        );
+        tx.clear(&key(space, 2))?;
+        assert_eq!(tx.get(&key(space, 2))?, None, "own clear");
+        tx.set(&key(space, 6), b"new")?;
+        assert_eq!(
+            tx.get(&key(space, 6))?,
+            Some(b"new".to_vec()),
+            "own new key"
+        );
+        tx.clear_range(&key(space, 3), &key(space, 5))?;
+        assert_eq!(tx.get(&key(space, 3))?, None, "own clear_range");
+        assert_eq!(tx.get(&key(space, 5))?, Some(value(5)), "past the range");
+        // Prefetching again after writes answers the writes.
+        tx.prefetch(&keys)?;
+        assert_eq!(tx.get(&key(space, 1))?, Some(b"changed".to_vec()));
+        assert_eq!(tx.get(&key(space, 4))?, None);
+        Ok(())
+    })
+    .expect("the prefetching transaction");
+    let after = read_space(db, space);
+    let keys: Vec<Vec<u8>> = after.iter().map(|(k, _)| k.clone()).collect();
+    assert_eq!(keys, vec![key(space, 1), key(space, 5), key(space, 6)]);
+    assert_eq!(after[0].1, b"changed");
 }
 
 /// clear removes one key (a missing key is fine); clear_range removes
