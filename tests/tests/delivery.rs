@@ -399,6 +399,47 @@ async fn logout_ends_the_tokens_sockets() {
     assert!(!o.ended(), "the other login stays connected");
 }
 
+/// Logging out on one node ends the token's sockets on the others.
+#[tokio::test]
+async fn logout_on_one_node_ends_the_tokens_sockets_on_every_node() {
+    let cluster = TestCluster::start(2).await;
+    cluster.await_full_mesh().await;
+    let api = Api::new(cluster.nodes[0].http);
+    let _alice = api.user("alice").await;
+    let bob = api.user("bob").await;
+    let mut elsewhere = Vec::new();
+    for node in &cluster.nodes {
+        let ws = Ws::connect(&node.ws_url(&bob.token))
+            .await
+            .expect("connect");
+        ws.wait_for("hello", T, |f| f["type"] == "hello").await;
+        elsewhere.push(ws);
+    }
+    let (s, _) = api
+        .call("POST", "/api/logout", Some(&bob.token), None)
+        .await;
+    assert_eq!(s, 204);
+    for (i, ws) in elsewhere.iter().enumerate() {
+        tests::wait::until(&format!("bob's socket on node {i} closed"), T, || {
+            let closed = ws.closed();
+            async move { closed }
+        })
+        .await;
+        assert_eq!(ws.closed().map(|c| c.0), Some(1008), "node {i}");
+    }
+    // The token opens nothing any more, on any node.
+    for node in &cluster.nodes {
+        if let Ok(ws) = Ws::connect(&node.ws_url(&bob.token)).await {
+            tests::wait::until("refused", T, || {
+                let closed = ws.closed();
+                async move { closed }
+            })
+            .await;
+            assert!(ws.of_type("hello").is_empty(), "no session after logout");
+        }
+    }
+}
+
 /// A client that asks for sync after sync gets a named refusal beyond
 /// one running and one waiting, and every accepted one ends in `synced`.
 #[tokio::test]
