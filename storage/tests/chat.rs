@@ -1269,4 +1269,18 @@ fn spread_ids_are_unique_and_start_above_the_single_counter() {
             .id;
         assert!(convs.insert(id), "conversation id {id} handed out twice");
     }
+    drop(spread);
+
+    // Back on one counter: it continues above every spread id.
+    let single = ChatStore::open(
+        Database::open_sqlite(&path).expect("open"),
+        Limits::default(),
+    )
+    .expect("store")
+    .with_password_cost(cost);
+    let next = register(&single, "after");
+    assert!(
+        users.iter().all(|&id| next > id),
+        "{next} not above {users:?}"
+    );
 }

@@ -191,12 +191,22 @@ pub(crate) fn put<T: Serialize, K: TuplePack>(
 /// concurrent allocations touch the same key (and conflict) only when they
 /// pick the same shard. This is the point of FoundationDB's high-contention
 /// allocator without its window bookkeeping; ids are unique, not dense.
-/// Sharded ids start above the single counter's last one, so a store that
-/// began unsharded keeps every id it handed out.
+/// Sharded ids start above the single counter's last one, and the single
+/// counter above every sharded id ([`crate::ID_SHARDS`] shards), so a
+/// store that changes engines keeps every id it handed out.
 pub(crate) fn next_id(tx: &mut dyn Transaction, counter: &str, shards: u64) -> Result<u64> {
     let single: u64 = get(tx, keys::META, &(counter,))?.unwrap_or(0);
     if shards <= 1 {
-        let next = single + 1;
+        // Shard rows exist only in a store an engine with concurrent
+        // writers used: one empty range read otherwise.
+        let (begin, end) = keys::META.range(&(counter,));
+        let mut last = single;
+        for (key, value) in tx.get_range(&begin, &end, crate::RangeOptions::default())? {
+            let (_, shard): (String, u64) = keys::META.unpack(&key)?;
+            let n: u64 = crate::codec::decode(keys::META.name, &value)?;
+            last = last.max(n * crate::ID_SHARDS + shard);
+        }
+        let next = last + 1;
         put(tx, keys::META, &(counter,), &next)?;
         return Ok(next);
     }
