@@ -19,7 +19,9 @@ use storage::chat::{ChatStore, ConvId, UserId};
 
 use crate::committer::Committer;
 use crate::config::ClusterConfig;
+use crate::conv_status::ConvStatuses;
 use crate::conversation::{ConvMsg, ConversationActor};
+use crate::events::{ClusterEvent, Events};
 use crate::frames::{ErrorCode, ServerFrame};
 use crate::host::{HostActor, HostMsg};
 use crate::metrics::Metrics;
@@ -37,6 +39,10 @@ const MAX_HOPS: u8 = 2;
 
 struct Inner {
     config: ClusterConfig,
+    /// What this node sees happen, for the admin view and the lab.
+    events: Events,
+    /// The running conversation actors' published numbers.
+    conv_statuses: ConvStatuses,
     store: ChatStore,
     metrics: Arc<Metrics>,
     push: PushService,
@@ -112,6 +118,8 @@ impl Cluster {
         let hosts_scope = format!("{}/hosts", config.cluster_name);
         let cluster = Cluster {
             inner: Arc::new(Inner {
+                events: Events::new(&config.node_name),
+                conv_statuses: ConvStatuses::default(),
                 store,
                 metrics,
                 push,
@@ -176,6 +184,26 @@ impl Cluster {
             stop_membership,
             membership,
         })
+    }
+
+    /// The node's event channel.
+    pub fn events(&self) -> &Events {
+        &self.inner.events
+    }
+
+    /// The running conversation actors' epochs, last seqs and backlogs.
+    pub fn conv_statuses(&self) -> &ConvStatuses {
+        &self.inner.conv_statuses
+    }
+
+    /// The nodes whose lease this node saw renewed within the lease
+    /// lifetime at its last heartbeat (reachable or not).
+    pub fn live_nodes(&self) -> BTreeSet<String> {
+        self.inner
+            .live
+            .read()
+            .map(|l| l.clone())
+            .unwrap_or_default()
     }
 
     /// This node's configured name.
@@ -452,6 +480,9 @@ impl Cluster {
     pub(crate) fn session_gone(&self, session_id: u64) {
         if self.inner.sessions.remove(session_id) {
             self.inner.metrics.sessions.dec();
+            self.inner
+                .events
+                .emit(ClusterEvent::SessionClosed { session_id });
         }
     }
 
@@ -468,6 +499,7 @@ impl Cluster {
             if convs.remove(&conv_id).is_some() {
                 self.inner.metrics.conversations.dec();
             }
+            self.inner.conv_statuses.forget(conv_id);
         }
         if let Some(session_id) = self.inner.sessions.id_of(actor) {
             self.session_gone(session_id);
@@ -538,15 +570,21 @@ impl Cluster {
         }
         let serving = self.serving_nodes();
         self.inner.metrics.live_nodes.set(serving.len() as i64);
-        let changed = match self.inner.placed_on.write() {
+        let previous = match self.inner.placed_on.write() {
             Ok(mut placed) if *placed != serving => {
-                *placed = serving.clone();
-                true
+                std::mem::replace(&mut *placed, serving.clone())
             }
-            _ => false,
+            _ => return,
         };
-        if !changed {
-            return;
+        for peer in serving.iter().filter(|n| !previous.contains(n)) {
+            self.inner
+                .events
+                .emit(ClusterEvent::NodeJoined { peer: peer.clone() });
+        }
+        for peer in previous.iter().filter(|n| !serving.contains(n)) {
+            self.inner
+                .events
+                .emit(ClusterEvent::NodeLost { peer: peer.clone() });
         }
         tracing::info!(nodes = ?serving, "membership changed");
         let convs: Vec<(ConvId, ActorRef<ConvMsg>)> = {

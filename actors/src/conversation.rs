@@ -17,6 +17,8 @@ use ractor::{Actor, ActorProcessingErr, ActorRef};
 use storage::chat::{AppendOutcome, AppendRequest, ConvId, NewMessage, Seq, UserId};
 use storage::Error as StoreError;
 
+use crate::conv_status::ConvStatus;
+use crate::events::ClusterEvent;
 use crate::frames::{ErrorCode, ServerFrame};
 use crate::wire::{ConvCommand, Outgoing, SessionAddr};
 use crate::{Cluster, ConvChange, Error};
@@ -53,6 +55,8 @@ pub struct ConvState {
     last_activity: Instant,
     cluster: Cluster,
     idle_timer: Option<tokio::task::JoinHandle<()>>,
+    /// Epoch, last seq and backlog, published for the admin view.
+    status: std::sync::Arc<ConvStatus>,
 }
 
 /// The conversation actor.
@@ -70,6 +74,7 @@ impl Actor for ConversationActor {
     ) -> Result<Self::State, ActorProcessingErr> {
         let idle = cluster.config().conversation_idle;
         let idle_timer = myself.send_interval(idle / 2, || ConvMsg::IdleTick);
+        let status = cluster.conv_statuses().start(conv_id);
         Ok(ConvState {
             conv_id,
             epoch: 0,
@@ -81,6 +86,7 @@ impl Actor for ConversationActor {
             last_activity: Instant::now(),
             cluster,
             idle_timer: Some(idle_timer),
+            status,
         })
     }
 
@@ -113,6 +119,15 @@ impl Actor for ConversationActor {
                 state.epoch = meta.epoch;
                 state.next_seq = meta.last_seq + 1;
                 state.members = members;
+                state.status.activated(meta.epoch, meta.last_seq);
+                state
+                    .cluster
+                    .events()
+                    .emit(ClusterEvent::ConversationActivated {
+                        conv_id,
+                        epoch: meta.epoch,
+                        last_seq: meta.last_seq,
+                    });
             }
             Err(e) => {
                 // Refuse what is already queued, then stop (the tick goes
@@ -142,10 +157,16 @@ impl Actor for ConversationActor {
             ConvMsg::Cmd(cmd) => {
                 state.last_activity = Instant::now();
                 state.command(&myself, cmd).await;
+                state
+                    .status
+                    .progress(state.next_seq.saturating_sub(1), state.pending.len());
             }
             ConvMsg::Flush => {
                 state.flush_queued = false;
                 state.flush(&myself).await;
+                state
+                    .status
+                    .progress(state.next_seq.saturating_sub(1), state.pending.len());
             }
             ConvMsg::Handoff => {
                 while !state.pending.is_empty() {
@@ -153,12 +174,25 @@ impl Actor for ConversationActor {
                         break;
                     }
                 }
+                state
+                    .cluster
+                    .events()
+                    .emit(ClusterEvent::ConversationHandedOff {
+                        conv_id: state.conv_id,
+                        to: state.cluster.home_of(state.conv_id),
+                    });
                 myself.stop(Some("handoff".into()));
             }
             ConvMsg::IdleTick => {
                 let idle = state.cluster.config().conversation_idle;
                 if state.pending.is_empty() && state.last_activity.elapsed() >= idle {
                     tracing::debug!(conv_id = state.conv_id, "stopping idle conversation");
+                    state
+                        .cluster
+                        .events()
+                        .emit(ClusterEvent::ConversationStopped {
+                            conv_id: state.conv_id,
+                        });
                     myself.stop(Some("idle".into()));
                 }
             }
@@ -174,6 +208,10 @@ impl Actor for ConversationActor {
         if let Some(timer) = state.idle_timer.take() {
             timer.abort();
         }
+        state
+            .cluster
+            .conv_statuses()
+            .stop(state.conv_id, &state.status);
         state
             .cluster
             .forget_conversation(state.conv_id, myself.get_id())
@@ -320,6 +358,10 @@ impl ConvState {
                 e @ (StoreError::StaleEpoch { .. } | StoreError::SequenceMismatch { .. }),
             )) => {
                 metrics.fenced_appends.inc();
+                self.cluster.events().emit(ClusterEvent::FencedAppend {
+                    conv_id,
+                    epoch: self.epoch,
+                });
                 tracing::warn!(conv_id, error = %e, "fenced out: another actor owns this conversation");
                 // Put the batch back; post_stop routes it to the new owner.
                 let rest = std::mem::take(&mut self.pending);

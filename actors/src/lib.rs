@@ -10,13 +10,17 @@
 //! - [`supervisor`]: cleans up after conversation and session actors that die;
 //! - [`host`]: each node's mailbox for its peers; [`wire`]: what they say;
 //! - [`membership`]: leases and reconnection; [`placement`]: rendezvous hashing;
+//! - [`events`]: what the node saw happen, for operators and the lab;
+//!   [`conv_status`]: each conversation actor's epoch, last seq, backlog;
 //! - [`Cluster`]: the handle tying them together; [`frames`]: what clients get.
 
 pub mod cluster;
 pub mod committer;
 pub mod config;
+pub mod conv_status;
 pub mod conversation;
 pub mod error;
+pub mod events;
 pub mod frames;
 pub mod host;
 pub mod lease_clock;

@@ -178,6 +178,12 @@ impl Actor for SessionActor {
             vec![myself.get_cell()],
         );
         cluster.metrics().sessions.inc();
+        cluster
+            .events()
+            .emit(crate::events::ClusterEvent::SessionOpened {
+                user_id: args.user_id,
+                session_id: args.session_id,
+            });
         let behind = starts
             .iter()
             .filter(|s| s.last_seq > s.after)

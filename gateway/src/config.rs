@@ -39,6 +39,14 @@ pub struct GatewayConfig {
     /// How long a client has to send its `auth` frame when it did not put
     /// its token in the URL, in seconds. Default 10.
     pub auth_timeout_secs: u64,
+    /// Names of the users with the admin role: the admin API (the
+    /// cluster as this node sees it, its event stream). Default none.
+    pub admin_users: Vec<String>,
+    /// A bearer token with the admin role without being a user (the lab's
+    /// own, or an operator's monitoring): at least 16 characters. Env
+    /// `PARLEY_ADMIN_TOKEN`. Default unset (no such token).
+    #[serde(skip_serializing)]
+    pub admin_token: Option<String>,
     /// Abuse resistance: throttles, password hashing and connection limits.
     #[serde(flatten)]
     pub abuse: AbuseConfig,
@@ -59,6 +67,8 @@ impl Default for GatewayConfig {
             outbound_queue_bytes: 1024 * 1024,
             sync_patience_secs: 10,
             auth_timeout_secs: 10,
+            admin_users: Vec::new(),
+            admin_token: None,
             abuse: AbuseConfig::default(),
         }
     }

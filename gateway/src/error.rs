@@ -28,8 +28,12 @@ pub enum Error {
 
     /// No bearer token was presented (a wrong one is a storage
     /// `InvalidToken`).
-    #[error("missing bearer token: send `Authorization: Bearer <token>` (`?token=` is accepted only on /ws)")]
+    #[error("missing bearer token: send `Authorization: Bearer <token>` (`?token=` is accepted only on the WebSocket upgrades /ws and /api/admin/events)")]
     Unauthorized,
+
+    /// The caller is authenticated but lacks the role the route needs.
+    #[error("forbidden: {0}")]
+    Forbidden(&'static str),
 
     /// The user is over a rate limit.
     #[error("rate limited: retry in {retry_after_ms} ms")]
@@ -69,6 +73,7 @@ impl Error {
             Error::Storage(e) => ErrorCode::from(e),
             Error::BadRequest(_) => ErrorCode::BadRequest,
             Error::Unauthorized => ErrorCode::Unauthorized,
+            Error::Forbidden(_) => ErrorCode::Forbidden,
             Error::RateLimited { .. } => ErrorCode::RateLimited,
             Error::TooLarge { .. } => ErrorCode::TooLarge,
             Error::Overloaded => ErrorCode::Unavailable,

@@ -9,7 +9,8 @@ use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use crate::http::{
-    blocks, chats, cluster, conversations, groups, health, members, messages, push, session, users,
+    admin, blocks, chats, cluster, conversations, groups, health, members, messages, push, session,
+    users,
 };
 
 /// The API's description: every REST route, its bodies and its errors.
@@ -48,6 +49,8 @@ use crate::http::{
         blocks::add,
         blocks::list,
         blocks::remove,
+        admin::cluster,
+        admin::events,
     ),
     modifiers(&BearerAuth)
 )]
@@ -116,6 +119,8 @@ mod tests {
             ("/api/blocks", "post"),
             ("/api/blocks", "get"),
             ("/api/blocks/{user_id}", "delete"),
+            ("/api/admin/cluster", "get"),
+            ("/api/admin/events", "get"),
         ] {
             assert!(paths[path][method].is_object(), "{method} {path} missing");
         }

@@ -151,6 +151,9 @@ pub struct Cli {
     /// Lease lifetime in milliseconds.
     #[arg(long, env = "PARLEY_LEASE_TTL_MS")]
     pub lease_ttl_ms: Option<u64>,
+    /// A bearer token with the admin role (`[gateway] admin_token`).
+    #[arg(long, env = "PARLEY_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
 }
 
 impl Config {
@@ -186,6 +189,9 @@ impl Config {
         if !cli.seeds.is_empty() {
             config.seeds = cli.seeds;
         }
+        if let Some(v) = cli.admin_token {
+            config.gateway.admin_token = Some(v);
+        }
         config.validate()?;
         Ok(config)
     }
@@ -215,6 +221,16 @@ impl Config {
                     "public_url must be http(s)://HOST[:PORT] without a path".into(),
                 ));
             }
+        }
+        if self
+            .gateway
+            .admin_token
+            .as_ref()
+            .is_some_and(|t| t.len() < 16)
+        {
+            return Err(Error::Config(
+                "admin_token must be at least 16 characters".into(),
+            ));
         }
         if !self.seeds.is_empty() && self.cookie == DEFAULT_COOKIE {
             return Err(Error::DefaultCookie);

@@ -6,6 +6,7 @@
 //! changed. Storage validates input and the caller's rights inside that one
 //! transaction, so a refused request has changed nothing.
 
+pub(crate) mod admin;
 pub(crate) mod blocks;
 pub(crate) mod chats;
 pub(crate) mod cluster;
@@ -75,6 +76,8 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/api/push/vapid-public-key", get(push::vapid_public_key))
         .route("/api/blocks", post(blocks::add).get(blocks::list))
         .route("/api/blocks/{user_id}", delete(blocks::remove))
+        .route("/api/admin/cluster", get(admin::cluster))
+        .route("/api/admin/events", get(admin::events))
 }
 
 /// Unknown paths get the JSON error shape too.
