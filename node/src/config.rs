@@ -109,6 +109,9 @@ impl Default for Config {
 #[derive(Debug, Default, Parser)]
 #[command(name = "parley", version, about = "A distributed chat node")]
 pub struct Cli {
+    /// What to run instead of one node (none: run one node).
+    #[command(subcommand)]
+    pub command: Option<Command>,
     /// A TOML file with any of the settings (flags and env override it).
     #[arg(long, env = "PARLEY_CONFIG")]
     pub config: Option<PathBuf>,
@@ -154,6 +157,14 @@ pub struct Cli {
     /// A bearer token with the admin role (`[gateway] admin_token`).
     #[arg(long, env = "PARLEY_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
+}
+
+/// Subcommands of `parley`; without one it runs a node.
+#[derive(Debug, clap::Subcommand)]
+pub enum Command {
+    /// Start a local cluster and a page to watch it work and break it
+    /// (`parley lab --nodes 3`), for learning how it behaves.
+    Lab(crate::lab::LabArgs),
 }
 
 impl Config {

@@ -6,6 +6,7 @@
 //! node in-process too.
 
 pub mod config;
+pub mod lab;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -15,7 +16,7 @@ use actors::{Cluster, Metrics};
 use storage::chat::ChatStore;
 use storage::Database;
 
-pub use config::{Cli, Config, DEFAULT_COOKIE};
+pub use config::{Cli, Command, Config, DEFAULT_COOKIE};
 
 /// Why a node could not start or run.
 #[derive(Debug, thiserror::Error)]

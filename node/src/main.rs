@@ -17,12 +17,22 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 const BLOCKING_DRAIN: Duration = Duration::from_secs(5);
 
 fn main() -> anyhow::Result<()> {
-    let cli = node::Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_env("PARLEY_LOG").unwrap_or_else(|_| EnvFilter::new("info")),
-        )
-        .init();
+    let mut cli = node::Cli::parse();
+    let filter =
+        || EnvFilter::try_from_env("PARLEY_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    if let Some(node::Command::Lab(args)) = cli.command.take() {
+        // The lab's stdout is for its address lines; its logs go to stderr.
+        tracing_subscriber::fmt()
+            .with_env_filter(filter())
+            .with_writer(std::io::stderr)
+            .init();
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()?;
+        runtime.block_on(node::lab::run(args, shutdown_signal()))?;
+        return Ok(());
+    }
+    tracing_subscriber::fmt().with_env_filter(filter()).init();
     let config = node::Config::load(cli)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -59,5 +69,6 @@ async fn shutdown_signal() {
     tokio::select! {
         _ = ctrl_c => {},
         _ = term => {},
+        _ = node::lab::lab_gone() => {},
     }
 }
