@@ -108,9 +108,11 @@ async fn run(
         let started = Instant::now();
         let results = tokio::task::spawn_blocking(move || commit(&store, requests)).await;
         metrics.commit_batches.inc();
+        let took = started.elapsed();
+        metrics.commit_seconds.observe(took.as_secs_f64());
         metrics
-            .commit_seconds
-            .observe(started.elapsed().as_secs_f64());
+            .commit_micros
+            .inc_by(u64::try_from(took.as_micros()).unwrap_or(u64::MAX));
         match results {
             Ok(results) => {
                 for (reply, result) in replies.into_iter().zip(results) {

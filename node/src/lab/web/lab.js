@@ -51,6 +51,27 @@ function describe(ev) {
 // ---------- nodes ----------
 const cards = new Map(); // name -> {root, parts}
 const views = new Map(); // name -> admin cluster view (or null)
+const commitStats = new Map(); // name -> {at, batches, micros, messages, text}
+
+/**
+ * Commit rate, mean batch and mean latency of `name` since its previous
+ * view (the admin API gives counters; rates come from two reads).
+ */
+function commitText(name, m) {
+  const now = { at: Date.now(), batches: m.commit_batches ?? 0, micros: m.commit_micros ?? 0, messages: m.messages_committed ?? 0 };
+  const prev = commitStats.get(name);
+  let text = prev ? prev.text : "";
+  if (prev && now.at - prev.at >= 1000) {
+    const batches = now.batches - prev.batches;
+    const secs = (now.at - prev.at) / 1000;
+    text = batches > 0
+      ? ` · ${((now.messages - prev.messages) / secs).toFixed(0)} msg/s in ${(batches / secs).toFixed(0)} commits/s, ` +
+        `batch ${((now.messages - prev.messages) / batches).toFixed(1)}, ${((now.micros - prev.micros) / batches / 1000).toFixed(1)} ms`
+      : " · idle";
+  }
+  if (!prev || now.at - prev.at >= 1000 || now.batches < prev.batches) commitStats.set(name, { ...now, text });
+  return text;
+}
 let lastNodes = [];
 
 function card(node) {
@@ -122,7 +143,8 @@ function renderNode(node) {
   const m = (view && view.metrics) || null;
   c.meta.textContent = `${node.http} · pid ${node.pid ?? "–"}` +
     (view ? ` · ${view.sessions ?? 0} sessions` : "") +
-    (m ? ` · ${m.messages_committed ?? 0} committed · ${m.fenced_appends ?? 0} fenced` : "");
+    (m ? ` · ${m.messages_committed ?? 0} committed · ${m.fenced_appends ?? 0} fenced` +
+      ` · push queue ${m.push_queue ?? 0}` + commitText(node.name, m) : "");
   const live = liveness(node.name);
   if (live) c.root.dataset.liveness = live; else delete c.root.dataset.liveness;
   c.peers.replaceChildren();
