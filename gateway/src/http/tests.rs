@@ -138,6 +138,20 @@ impl Fixture {
         self.runtime.shutdown().await;
     }
 
+    /// Waits until a conversation's actor has claimed it (bumped its epoch):
+    /// a new group's actor is started to announce its members, and its
+    /// claim is a write of its own, not the next request's.
+    async fn until_claimed(&self, conv_id: u64) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while self.store.conv_meta(conv_id).map_or(0, |m| m.epoch) == 0 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "conversation {conv_id} never activated"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
     /// Every key and value of the chat schema (not the node leases, which
     /// the membership loop renews on its own).
     fn dump(&self) -> Vec<KeyValue> {
@@ -305,6 +319,7 @@ async fn group_lifecycle() {
     let id = g["id"].as_u64().expect("id");
 
     // Carol is not a member: she can read nothing and change nothing.
+    f.until_claimed(id).await;
     let before = f.dump();
     let (s, b) = f
         .get(&format!("/api/conversations/{id}/messages"), &ct)

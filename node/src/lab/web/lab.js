@@ -211,6 +211,30 @@ async function fetchViews() {
     }
   }
   for (const node of lastNodes) renderNode(node);
+  sampleLatency();
+}
+
+// The running nodes' commit counters at the previous view fetch.
+let lastCommits = null;
+const latencySamples = []; // [ms, mean commit ms]
+
+/** Mean commit latency over the running nodes since the previous fetch. */
+function sampleLatency() {
+  let batches = 0, micros = 0;
+  for (const view of views.values()) {
+    if (view && view.metrics) {
+      batches += view.metrics.commit_batches ?? 0;
+      micros += view.metrics.commit_micros ?? 0;
+    }
+  }
+  const now = Date.now();
+  if (lastCommits && batches >= lastCommits.batches && micros >= lastCommits.micros) {
+    const db = batches - lastCommits.batches;
+    latencySamples.push([now, db > 0 ? (micros - lastCommits.micros) / db / 1000 : 0]);
+  }
+  lastCommits = { batches, micros };
+  while (latencySamples.length && latencySamples[0][0] < now - 61000) latencySamples.shift();
+  plot("latency-plot", latencySamples, "ms", 1);
 }
 
 // ---------- invariants and the plot ----------
@@ -239,23 +263,29 @@ function sample(inv) {
 }
 
 function draw() {
-  const canvas = $("rate-plot");
-  const ctx = canvas.getContext("2d");
-  const w = canvas.width, h = canvas.height;
-  const style = getComputedStyle(document.documentElement);
-  ctx.clearRect(0, 0, w, h);
   const rates = [];
   for (let i = 1; i < samples.length; i++) {
     const dt = (samples[i][0] - samples[i - 1][0]) / 1000;
     rates.push([samples[i][0], dt > 0 ? Math.max(0, samples[i][1] - samples[i - 1][1]) / dt : 0]);
   }
-  const max = Math.max(10, ...rates.map((r) => r[1]));
+  plot("rate-plot", rates, "/s", 10);
+}
+
+/** Draws `points` ([ms, value]) of the last minute on canvas `id`. */
+function plot(id, points, unit, floor) {
+  const canvas = $(id);
+  const ctx = canvas.getContext("2d");
+  const w = canvas.width, h = canvas.height;
+  const style = getComputedStyle(document.documentElement);
+  ctx.clearRect(0, 0, w, h);
+  const rates = points;
+  const max = Math.max(floor, ...rates.map((r) => r[1]));
   ctx.strokeStyle = style.getPropertyValue("--line");
   ctx.fillStyle = style.getPropertyValue("--muted");
   ctx.font = "11px system-ui";
   ctx.beginPath();
   ctx.moveTo(30, h - 16); ctx.lineTo(w, h - 16); ctx.stroke();
-  ctx.fillText(`${Math.round(max)}/s`, 0, 12);
+  ctx.fillText(`${max < 10 ? max.toFixed(1) : Math.round(max)}${unit}`, 0, 12);
   ctx.fillText("0", 0, h - 16);
   ctx.fillText("-60 s", 30, h - 2);
   ctx.fillText("now", w - 24, h - 2);
