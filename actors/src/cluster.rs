@@ -666,6 +666,15 @@ impl Cluster {
         self.dispatch_local(msg).await;
     }
 
+    /// Has every local session send what the store holds past what it sent:
+    /// after this node was presumed dead (its lease expired while it hung),
+    /// the others fanned out without it.
+    pub fn resync_sessions(&self) {
+        for session in self.inner.sessions.all() {
+            let _ = session.cast(SessionMsg::Resync);
+        }
+    }
+
     /// Handles a message from a peer (or from this node to itself).
     pub(crate) async fn dispatch_local(&self, msg: ClusterMsg) {
         match msg {

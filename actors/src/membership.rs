@@ -24,6 +24,11 @@ use crate::Cluster;
 /// How long to wait before dialing the same peer again.
 const REDIAL_AFTER: Duration = Duration::from_secs(2);
 
+/// Heartbeats after a node finds it was presumed dead at which its
+/// sessions catch up from the store: the others fan out to it again only
+/// once they see its lease renewed, a heartbeat or two later.
+const RESYNC_TICKS: u32 = 3;
+
 /// Renews the lease and reconciles connections until `shutdown` fires.
 pub async fn run(
     cluster: Cluster,
@@ -35,6 +40,7 @@ pub async fn run(
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut dialed: HashMap<String, Instant> = HashMap::new();
     let mut clock = LeaseClock::new(cluster.config().lease_ttl);
+    let mut resyncs_left = 0;
     for seed in cluster.config().seeds.clone() {
         dial(&server, &seed).await;
     }
@@ -43,8 +49,14 @@ pub async fn run(
             _ = ticker.tick() => {}
             _ = shutdown.changed() => return,
         }
-        if let Err(e) = tick(&cluster, &server, &mut dialed, &mut clock).await {
-            tracing::warn!(error = %e, "membership heartbeat failed");
+        match tick(&cluster, &server, &mut dialed, &mut clock).await {
+            Ok(true) => resyncs_left = RESYNC_TICKS,
+            Ok(false) => {}
+            Err(e) => tracing::warn!(error = %e, "membership heartbeat failed"),
+        }
+        if resyncs_left > 0 {
+            resyncs_left -= 1;
+            cluster.resync_sessions();
         }
     }
 }
@@ -64,13 +76,16 @@ pub async fn renew(cluster: &Cluster) -> Result<Option<NodeLease>, crate::Error>
     Ok(tokio::task::spawn_blocking(move || store.renew_lease(&lease)).await??)
 }
 
+/// One heartbeat. Returns whether this node found it had been presumed
+/// dead (its lease expired before this renewal).
 async fn tick(
     cluster: &Cluster,
     server: &ActorRef<NodeServerMessage>,
     dialed: &mut HashMap<String, Instant>,
     clock: &mut LeaseClock,
-) -> Result<(), crate::Error> {
+) -> Result<bool, crate::Error> {
     let previous = renew(cluster).await?;
+    let mut was_dead = false;
     // Our own record against our own clock: no cross-machine comparison.
     let now = cluster.store().now();
     if let Some(prev) = previous {
@@ -78,8 +93,11 @@ async fn tick(
             // We were silent past our lease (paused, starved): the others
             // have taken our conversations over. Our actors are fenced out
             // anyway; stop them now rather than on their next append.
-            tracing::warn!("our lease had expired: handing every conversation off");
+            tracing::warn!(
+                "our lease had expired: handing every conversation off; our sessions catch up"
+            );
             cluster.handoff_all().await;
+            was_dead = true;
         }
     }
     let store = cluster.store().clone();
@@ -122,7 +140,7 @@ async fn tick(
         }
     }
     cluster.set_live(live).await;
-    Ok(())
+    Ok(was_dead)
 }
 
 async fn dial(server: &ActorRef<NodeServerMessage>, addr: &str) {

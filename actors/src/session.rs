@@ -64,6 +64,10 @@ pub enum SessionMsg {
     Close(Vec<u8>),
     /// Close the socket: its login was revoked.
     Revoked(Vec<u8>),
+    /// Send whatever the store holds past what this session sent, in every
+    /// conversation it has sent from: this node was presumed dead for a
+    /// while, and the others did not fan out to it meanwhile.
+    Resync,
 }
 
 /// Packs a `message` frame with the (conversation, seq) that orders it.
@@ -256,6 +260,7 @@ impl Actor for SessionActor {
                     Ok(())
                 }
             },
+            SessionMsg::Resync => state.resync().await,
             SessionMsg::Sync(bytes) => {
                 let request = serde_json::from_slice::<SyncRequest>(&bytes).unwrap_or_default();
                 let outcome = state.sync(request).await;
@@ -429,6 +434,20 @@ impl SessionState {
     /// session sent for those conversations; every conversation then
     /// catches up, and `synced` always ends it, naming the conversations
     /// that could not be synced.
+    /// Catches up every conversation this session has sent from (no
+    /// `synced` frame: the client asked for nothing). A conversation it can
+    /// no longer read is left to the next sync to report.
+    async fn resync(&mut self) -> Result<(), QueueError> {
+        let convs: Vec<ConvId> = self.sent.keys().copied().collect();
+        for conv_id in convs {
+            match self.catch_up(conv_id).await {
+                Ok(_) | Err(CatchUpError::Store(_)) => {}
+                Err(CatchUpError::Gone) => return Err(QueueError::Full),
+            }
+        }
+        Ok(())
+    }
+
     async fn sync(&mut self, request: SyncRequest) -> Result<(), QueueError> {
         let mut errors = Vec::new();
         let mut messages = 0;
