@@ -12,8 +12,12 @@
 //! - [`traffic`]: a driver of paced, resending, reconnecting clients that
 //!   records what they see, and checks it against the stored histories.
 //!
+//! - [`browser`]: chromium through chromedriver, and finding Firefox, for
+//!   the browser tests.
+//!
 //! Everything targets 127.0.0.1 only.
 
+pub mod browser;
 pub mod client;
 pub mod node;
 pub mod store;

@@ -6,82 +6,18 @@
 //! Screenshots go to `target/web-screenshots/`.
 
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+
 use std::time::Duration;
 
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::{json, Value};
 use tests::client::{Api, Ws};
-use tests::node::{free_port, TestCluster};
+use tests::node::TestCluster;
 use tests::wait::until;
 
 const WAIT: Duration = Duration::from_secs(30);
 
-/// A chromedriver process on a free port, stopped on drop.
-struct Driver {
-    child: Child,
-    url: String,
-    chromium: Option<PathBuf>,
-}
-
-impl Drop for Driver {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn find_in_path(names: &[&str], extra: &[&str]) -> Option<PathBuf> {
-    let path = std::env::var("PATH").unwrap_or_default();
-    for name in names {
-        for dir in std::env::split_paths(&path) {
-            let p = dir.join(name);
-            if p.is_file() {
-                return Some(p);
-            }
-        }
-    }
-    extra.iter().map(PathBuf::from).find(|p| p.is_file())
-}
-
-/// Starts chromedriver, or says why not: `None` (with a notice) when the
-/// browser is not installed outside CI; a panic in CI.
-async fn driver() -> Option<Driver> {
-    let chromedriver = find_in_path(&["chromedriver"], &["/usr/lib/chromium/chromedriver"]);
-    let chromium = find_in_path(
-        &["chromium", "chromium-browser"],
-        &["/usr/lib/chromium/chromium"],
-    );
-    let Some(chromedriver) = chromedriver.filter(|_| chromium.is_some()) else {
-        if std::env::var_os("CI").is_some() {
-            panic!("chromium and chromedriver are required in CI (apt-get install chromium chromium-driver)");
-        }
-        eprintln!("NOTICE: skipping the browser test: chromium or chromedriver is not installed (apt-get install chromium chromium-driver)");
-        return None;
-    };
-    let port = free_port();
-    let child = Command::new(chromedriver)
-        .arg(format!("--port={port}"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawning chromedriver");
-    let url = format!("http://127.0.0.1:{port}");
-    let driver = Driver {
-        child,
-        url,
-        chromium,
-    };
-    let http = reqwest::Client::new();
-    let status = format!("{}/status", driver.url);
-    until("chromedriver to answer", WAIT, || {
-        let http = http.clone();
-        let status = status.clone();
-        async move { http.get(&status).send().await.ok().map(|_| ()) }
-    })
-    .await;
-    Some(driver)
-}
+use tests::browser::{chromedriver as driver, ChromeDriver as Driver};
 
 /// One browser session (its own profile: its own localStorage and IndexedDB).
 struct Browser {

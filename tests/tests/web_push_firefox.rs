@@ -60,6 +60,7 @@ use axum::{Json, Router};
 use base64::engine::general_purpose::{URL_SAFE, URL_SAFE_NO_PAD};
 use base64::Engine as _;
 use serde_json::{json, Value};
+use tests::browser::find_in_path;
 use tests::client::{Api, User, Ws};
 use tests::node::{Node, TestCluster};
 use tests::wait::until;
@@ -118,19 +119,6 @@ fn clip(s: &str, n: usize) -> String {
     } else {
         format!("{}...", s.chars().take(n).collect::<String>())
     }
-}
-
-fn find_in_path(names: &[&str], extra: &[&str]) -> Option<PathBuf> {
-    let path = std::env::var("PATH").unwrap_or_default();
-    for name in names {
-        for dir in std::env::split_paths(&path) {
-            let p = dir.join(name);
-            if p.is_file() {
-                return Some(p);
-            }
-        }
-    }
-    extra.iter().map(PathBuf::from).find(|p| p.is_file())
 }
 
 // ---------------------------------------------------------------------
