@@ -227,6 +227,22 @@ impl Ws {
         let _ = self.sink.send(Message::Text(text.to_owned().into())).await;
     }
 
+    /// Sends a direct message to `to` and waits (up to 20 s) for its
+    /// `sent`: its (conversation, seq).
+    pub async fn send_direct(&mut self, to: &User, id: &str, body: &str) -> (u64, u64) {
+        self.send(json!({"type": "send", "to_user": to.id, "client_msg_id": id, "body": body}))
+            .await;
+        let sent = self
+            .wait_for("sent", Duration::from_secs(20), |f| {
+                f["type"] == "sent" && f["client_msg_id"] == id
+            })
+            .await;
+        (
+            sent["conv_id"].as_u64().expect("conv_id"),
+            sent["seq"].as_u64().expect("seq"),
+        )
+    }
+
     /// Every frame received so far.
     pub fn frames(&self) -> Vec<Value> {
         self.recorded.lock().expect("recorded").frames.clone()

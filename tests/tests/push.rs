@@ -365,20 +365,6 @@ async fn subscription_count(api: &Api, user: &User) -> usize {
     got["subscriptions"].as_array().map_or(0, |a| a.len())
 }
 
-async fn send(ws: &mut Ws, to: &User, id: &str, body: &str) -> (u64, u64) {
-    ws.send(json!({"type":"send","to_user": to.id,"client_msg_id": id,"body": body}))
-        .await;
-    let sent = ws
-        .wait_for("sent", T, |f| {
-            f["type"] == "sent" && f["client_msg_id"] == id
-        })
-        .await;
-    (
-        sent["conv_id"].as_u64().expect("conv_id"),
-        sent["seq"].as_u64().expect("seq"),
-    )
-}
-
 async fn vapid_key(node: &Node) -> String {
     let body: Value = reqwest::get(node.url("/api/push/vapid-public-key"))
         .await
@@ -411,7 +397,7 @@ async fn web_push_reaches_the_device_encrypted_and_signed_by_the_cluster_key() {
     subscribe(&api2, &bob, phone.subscription(&service.url("/push/bob"))).await;
 
     let mut a = connect(&cluster.nodes[0], &alice).await;
-    let (conv_id, seq) = send(&mut a, &bob, "p1", "are you there?").await;
+    let (conv_id, seq) = a.send_direct(&bob, "p1", "are you there?").await;
     let got = service.wait_for(1).await;
     let req = &got[0];
     assert_eq!(req.path, "/push/bob");
@@ -517,7 +503,7 @@ async fn failures_are_retried_and_gone_devices_unsubscribed() {
     let mut a = connect(&cluster.nodes[0], &alice).await;
 
     // 503 with Retry-After, then accepted: two attempts, one notification.
-    let (_, seq) = send(&mut a, &bob, "r1", "one").await;
+    let (_, seq) = a.send_direct(&bob, "r1", "one").await;
     let got = service.wait_for(2).await;
     for req in &got {
         assert_eq!(phone.decrypt(&req.body)["seq"], seq);
@@ -527,7 +513,7 @@ async fn failures_are_retried_and_gone_devices_unsubscribed() {
 
     // 410 Gone: the subscription is deleted.
     service.then(Reply::status(410));
-    send(&mut a, &bob, "r2", "two").await;
+    a.send_direct(&bob, "r2", "two").await;
     until("the gone subscription removed", T, || {
         let (api, bob) = (api.clone(), bob.clone());
         async move { (subscription_count(&api, &bob).await == 0).then_some(()) }
@@ -552,7 +538,7 @@ async fn redirects_are_never_followed() {
     )
     .await;
     let mut a = connect(&cluster.nodes[0], &alice).await;
-    send(&mut a, &bob, "x1", "hello").await;
+    a.send_direct(&bob, "x1", "hello").await;
     wait_metric(&cluster, "push_failed", 1.0).await;
     assert_eq!(service.received().len(), 1);
     assert!(elsewhere.received().is_empty(), "the redirect was followed");
@@ -570,10 +556,10 @@ async fn a_burst_while_the_device_waits_collapses_to_the_newest() {
     subscribe(&api, &bob, phone.subscription(&service.url("/push/bob"))).await;
     let mut a = connect(&cluster.nodes[0], &alice).await;
 
-    let (conv_id, first) = send(&mut a, &bob, "b1", "one").await;
+    let (conv_id, first) = a.send_direct(&bob, "b1", "one").await;
     service.wait_for(1).await; // in flight, held
-    send(&mut a, &bob, "b2", "two").await;
-    let (_, last) = send(&mut a, &bob, "b3", "three").await;
+    a.send_direct(&bob, "b2", "two").await;
+    let (_, last) = a.send_direct(&bob, "b3", "three").await;
     // "three" replaced "two" in the device's queue.
     wait_metric(&cluster, "push_coalesced", 1.0).await;
     gate.add_permits(1);
@@ -614,7 +600,7 @@ async fn no_push_for_a_message_seen_on_another_device_meanwhile() {
     )
     .await;
     let mut a = connect(node, &alice).await;
-    let (conv_id, seq) = send(&mut a, &bob, "s1", "seen?").await;
+    let (conv_id, seq) = a.send_direct(&bob, "s1", "seen?").await;
     service.wait_for(1).await; // the first attempt is in flight
 
     // Bob reads it on his laptop and closes it.
@@ -707,7 +693,7 @@ async fn an_owed_push_survives_its_node_and_is_never_repeated() {
     cluster.nodes[0].stop().await;
     cluster.nodes[0].start().await;
     let mut a = connect(&cluster.nodes[0], &alice).await;
-    let (_, seq) = send(&mut a, &bob, "after", "after the restart").await;
+    let (_, seq) = a.send_direct(&bob, "after", "after the restart").await;
     let got = service.wait_for(2).await;
     let seqs: Vec<Value> = got
         .iter()
@@ -874,7 +860,7 @@ base_url = "{}"
         assert_eq!(status, 400, "{got}");
     }
     let mut a = connect(&cluster.nodes[0], &alice).await;
-    let (conv_id, seq) = send(&mut a, &bob, "m1", "secret text").await;
+    let (conv_id, seq) = a.send_direct(&bob, "m1", "secret text").await;
 
     until("the two gone devices removed", T, || {
         let (api, bob) = (api.clone(), bob.clone());

@@ -61,7 +61,7 @@ use base64::engine::general_purpose::{URL_SAFE, URL_SAFE_NO_PAD};
 use base64::Engine as _;
 use serde_json::{json, Value};
 use tests::browser::find_in_path;
-use tests::client::{Api, User, Ws};
+use tests::client::{Api, Ws};
 use tests::node::{Node, TestCluster};
 use tests::wait::until;
 use tokio::sync::mpsc;
@@ -748,20 +748,6 @@ async fn vapid_key(node: &Node) -> String {
     body["public_key"].as_str().expect("public_key").to_owned()
 }
 
-async fn send(ws: &mut Ws, to: &User, id: &str, body: &str) -> (u64, u64) {
-    ws.send(json!({"type": "send", "to_user": to.id, "client_msg_id": id, "body": body}))
-        .await;
-    let sent = ws
-        .wait_for("sent", T, |f| {
-            f["type"] == "sent" && f["client_msg_id"] == id
-        })
-        .await;
-    (
-        sent["conv_id"].as_u64().expect("conv_id"),
-        sent["seq"].as_u64().expect("seq"),
-    )
-}
-
 // ---------------------------------------------------------------------
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -831,7 +817,7 @@ async fn firefox_receives_and_decrypts_the_nodes_web_push() {
         .await
         .expect("alice connects");
     a.wait_for("hello", T, |f| f["type"] == "hello").await;
-    let (conv_id, seq) = send(&mut a, &bob, "firefox-1", text).await;
+    let (conv_id, seq) = a.send_direct(&bob, "firefox-1", text).await;
 
     // The service worker got the node's payload, decrypted by Firefox.
     step("alice sent");
