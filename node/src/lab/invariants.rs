@@ -116,19 +116,14 @@ impl Invariants {
         c.max_unavailable_ms = c.max_unavailable_ms.max(waited_ms);
         let per = c.max_unavailable_ms_by_conv.entry(conv_id).or_insert(0);
         *per = (*per).max(waited_ms);
-        let entry = inner
-            .entries
-            .entry((conv_id, seq))
-            .or_insert_with(|| Entry {
-                sender,
-                client_msg_id: client_msg_id.to_owned(),
-                acked_at: None,
-                received_by: HashSet::new(),
-                complete_at: None,
-            });
-        if entry.sender != sender || entry.client_msg_id != client_msg_id {
-            inner.counters.duplicated += 1;
-        }
+        let entry = Self::entry(
+            &mut inner.entries,
+            &mut inner.counters,
+            conv_id,
+            seq,
+            sender,
+            client_msg_id,
+        );
         if entry.acked_at.is_none() {
             entry.acked_at = Some(Instant::now());
             inner.counters.acked += 1;
@@ -155,21 +150,40 @@ impl Invariants {
             }
             *highest = (*highest).max(seq);
         }
-        let entry = inner
-            .entries
-            .entry((conv_id, seq))
-            .or_insert_with(|| Entry {
-                sender,
-                client_msg_id: client_msg_id.to_owned(),
-                acked_at: None,
-                received_by: HashSet::new(),
-                complete_at: None,
-            });
-        if entry.sender != sender || entry.client_msg_id != client_msg_id {
-            inner.counters.duplicated += 1;
-        }
+        let entry = Self::entry(
+            &mut inner.entries,
+            &mut inner.counters,
+            conv_id,
+            seq,
+            sender,
+            client_msg_id,
+        );
         entry.received_by.insert(client);
         Self::check_complete(&inner.members, conv_id, entry);
+    }
+
+    /// The message at (`conv_id`, `seq`), first seen now or before; seen
+    /// with another sender or client message id, it counts a duplicate
+    /// (two messages at one seq).
+    fn entry<'a>(
+        entries: &'a mut HashMap<(u64, u64), Entry>,
+        counters: &mut Counters,
+        conv_id: u64,
+        seq: u64,
+        sender: u64,
+        client_msg_id: &str,
+    ) -> &'a mut Entry {
+        let entry = entries.entry((conv_id, seq)).or_insert_with(|| Entry {
+            sender,
+            client_msg_id: client_msg_id.to_owned(),
+            acked_at: None,
+            received_by: HashSet::new(),
+            complete_at: None,
+        });
+        if entry.sender != sender || entry.client_msg_id != client_msg_id {
+            counters.duplicated += 1;
+        }
+        entry
     }
 
     fn check_complete(members: &HashMap<u64, Vec<usize>>, conv_id: u64, entry: &mut Entry) {
