@@ -324,6 +324,23 @@ mod tests {
     }
 
     #[test]
+    fn a_short_admin_token_is_refused() {
+        let cli = |token: &str| Cli {
+            admin_token: Some(token.into()),
+            ..Cli::default()
+        };
+        assert!(matches!(
+            Config::load(cli("too-short")),
+            Err(Error::Config(m)) if m.contains("admin_token")
+        ));
+        let config = Config::load(cli("sixteen-chars-ok")).expect("config");
+        assert_eq!(
+            config.gateway.admin_token.as_deref(),
+            Some("sixteen-chars-ok")
+        );
+    }
+
+    #[test]
     fn public_url_must_be_an_http_origin() {
         let with = |url: &str| Config {
             public_url: Some(url.into()),
