@@ -213,7 +213,8 @@ struct Shared {
 
 /// Serves `app` on `listener` until `shutdown` completes, then stops
 /// accepting and asks every connection to finish (in-flight requests
-/// complete; WebSockets are ended by the node's own shutdown).
+/// complete; WebSockets are ended by the node's own shutdown, and this
+/// returns once they have closed).
 pub async fn serve(
     listener: TcpListener,
     app: axum::Router,
@@ -262,6 +263,13 @@ pub async fn serve(
     drop(stopping);
     // Every connection holds a receiver: this completes when all are done.
     stop.closed().await;
+    // Upgraded WebSockets left that count: each holds its slot until its
+    // socket is closed. The node closes them (1012) while shutting down;
+    // wait for their close handshakes, so a process exit does not turn a
+    // close frame into a reset (the caller bounds the whole wait).
+    while shared.open.load(Ordering::Acquire) > 0 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }
 
 /// Decides a new connection's fate: served, overflow, or closed.
