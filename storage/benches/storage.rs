@@ -82,11 +82,11 @@ fn setup() -> Bench {
 }
 
 fn message(sender: u64, n: u64) -> NewMessage {
-    NewMessage {
+    NewMessage::text(
         sender,
-        client_msg_id: format!("c{n}"),
-        body: "a typical short chat message of about sixty bytes, give or take".into(),
-    }
+        format!("c{n}"),
+        "a typical short chat message of about sixty bytes, give or take",
+    )
 }
 
 fn appends(c: &mut Criterion) {

@@ -33,6 +33,17 @@
 //! | `own_unseen` | (conv_id, user_id, seq) | `()`: the member's own message above their seen watermark |
 //! | `user_by_skeleton` | (UTS #39 skeleton of the name) | `u64` user id |
 //! | `block` | (blocker user_id, blocked user_id) | `u64` unix millis (when) |
+//! | `msg_version` | (conv_id, target seq, edit seq) | [`MessageVersion`](crate::chat::model::MessageVersion): the text the edit replaced |
+//! | `msg_event` | (conv_id, seq) | `()`: the seq is an event (edit, delete, reaction) or a deleted message: never unread |
+//! | `reaction` | (conv_id, target seq, user_id, emoji) | `u64` unix millis (when) |
+//! | `mention` | (user_id, conv_id, seq) | `()`: the message mentions the user |
+//! | `mute` | (user_id, conv_id) | [`Mute`](crate::chat::model::Mute) |
+//! | `search` | (conv_id, token, sent_at, seq) | `()`: inverted index of text messages |
+//!
+//! Schema 3 added the message kinds (edit, delete, reaction events),
+//! replies, mentions and tombstones to [`Message`](crate::chat::model::Message)
+//! and the six families above; a schema-2 store is migrated at open
+//! ([`crate::chat::migrate`]).
 //!
 //! `user_by_skeleton` was added without a version bump: a store that lacks
 //! it is indexed once at open (marker [`meta::SKELETONS_INDEXED`]).
@@ -40,7 +51,7 @@
 use foundationdb_tuple::{Subspace, TuplePack};
 
 /// The schema version this build reads and writes.
-pub const SCHEMA_VERSION: u32 = 2;
+pub const SCHEMA_VERSION: u32 = 3;
 
 /// The tuple element every Parley key starts with.
 const ROOT: &str = "parley";
@@ -165,6 +176,22 @@ families! {
     USER_BY_SKELETON = "user_by_skeleton";
     /// Who blocked whom: (blocker, blocked) to when.
     BLOCK = "block";
+    /// Earlier texts of edited messages: the edit history, erased with
+    /// the message.
+    MSG_VERSION = "msg_version";
+    /// Seqs that are events (edits, deletions, reactions) or deleted
+    /// messages: subtracted from unread counts.
+    MSG_EVENT = "msg_event";
+    /// Reactions: one row per (message, member, emoji), so a member holds
+    /// each emoji at most once and their own count is one prefix range.
+    REACTION = "reaction";
+    /// Messages that mention a user: the chat list's mention badge.
+    MENTION = "mention";
+    /// Muted conversations of each user.
+    MUTE = "mute";
+    /// Full-text index: each word of each text message, per conversation,
+    /// newest last, written in the message's own transaction.
+    SEARCH = "search";
 }
 
 /// Names of the counters and markers in [`META`].

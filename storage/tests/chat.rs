@@ -132,11 +132,7 @@ impl Fixture {
 }
 
 fn msg(sender: u64, id: &str, body: &str) -> NewMessage {
-    NewMessage {
-        sender,
-        client_msg_id: id.into(),
-        body: body.into(),
-    }
+    NewMessage::text(sender, id, body)
 }
 
 #[test]
@@ -1283,4 +1279,542 @@ fn spread_ids_are_unique_and_start_above_the_single_counter() {
         users.iter().all(|&id| next > id),
         "{next} not above {users:?}"
     );
+}
+
+fn event(sender: u64, id: &str, kind: storage::chat::MessageKind, body: &str) -> NewMessage {
+    NewMessage {
+        kind,
+        ..NewMessage::text(sender, id, body)
+    }
+}
+
+#[test]
+fn edits_deletes_reactions_and_replies_are_events_in_the_sequence() {
+    use storage::chat::MessageKind as K;
+    let f = fixture();
+    let (a, b, c) = (f.user("alice"), f.user("bob"), f.user("carol"));
+    let g = f
+        .store
+        .create_group(a.id, "g", "", &[b.id, c.id])
+        .expect("group")
+        .id;
+    let epoch = f.store.activate_conversation(g).expect("activate").epoch;
+    f.send(g, epoch, 1, a.id, "m1");
+    let reply = NewMessage {
+        reply_to: Some(1),
+        ..NewMessage::text(b.id, "r1", "agreed @Alice and @carol.")
+    };
+    let r = f.store.append(g, epoch, 2, &reply).expect("reply");
+    let stored = r.message();
+    assert_eq!(stored.reply_to, Some(1));
+    assert_eq!(
+        stored.reply.as_ref().map(|q| q.preview.as_str()),
+        Some("body m1")
+    );
+    assert_eq!(stored.mentions, vec![a.id, c.id]);
+
+    // Bad input: each refused, nothing written.
+    let edit = |who, id: &str, target, body: &str| event(who, id, K::Edit { target }, body);
+    f.rejects(
+        |s| s.append(g, epoch, 3, &edit(b.id, "e0", 1, "not yours")),
+        |e| matches!(e, Error::Forbidden(_)),
+    );
+    f.rejects(
+        |s| s.append(g, epoch, 3, &edit(a.id, "e0", 99, "nowhere")),
+        |e| matches!(e, Error::NotFound { .. }),
+    );
+    f.rejects(
+        |s| s.append(g, epoch, 3, &edit(a.id, "e0", 1, &"x".repeat(4097))),
+        |e| matches!(e, Error::Invalid { field: "body", .. }),
+    );
+    f.rejects(
+        |s| s.append(g, epoch, 3, &event(b.id, "d0", K::Delete { target: 1 }, "")),
+        |e| matches!(e, Error::Forbidden(_)),
+    );
+    let react = |who, id: &str, emoji: &str, added| {
+        event(
+            who,
+            id,
+            K::Reaction {
+                target: 1,
+                emoji: emoji.into(),
+                added,
+            },
+            "",
+        )
+    };
+    f.rejects(
+        |s| s.append(g, epoch, 3, &react(b.id, "x0", "abc", true)),
+        |e| matches!(e, Error::Invalid { field: "emoji", .. }),
+    );
+    f.rejects(
+        |s| {
+            s.append(
+                g,
+                epoch,
+                3,
+                &NewMessage {
+                    reply_to: Some(42),
+                    ..NewMessage::text(b.id, "r2", "to nothing")
+                },
+            )
+        },
+        |e| {
+            matches!(
+                e,
+                Error::Invalid {
+                    field: "reply_to",
+                    ..
+                }
+            )
+        },
+    );
+
+    // Edit, twice: the history keeps every text.
+    f.tick(10);
+    f.store
+        .append(g, epoch, 3, &edit(a.id, "e1", 1, "second"))
+        .expect("edit");
+    f.store
+        .append(g, epoch, 4, &edit(a.id, "e2", 1, "third"))
+        .expect("edit again");
+    let history = f.store.edit_history(c.id, g, 1).expect("edits");
+    let texts: Vec<(&str, Option<u64>)> = history
+        .iter()
+        .map(|r| (r.body.as_str(), r.edit_seq))
+        .collect();
+    assert_eq!(
+        texts,
+        [("body m1", None), ("second", Some(3)), ("third", Some(4))]
+    );
+    let page = f.store.history(c.id, g, None, 10).expect("history");
+    let first = page.iter().find(|m| m.seq == 1).expect("seq 1");
+    assert_eq!(first.body, "third");
+    assert!(first.edited_at.is_some());
+    let quoting = page.iter().find(|m| m.seq == 2).expect("seq 2");
+    assert_eq!(
+        quoting.reply.as_ref().map(|q| q.preview.as_str()),
+        Some("third")
+    );
+    assert!(matches!(
+        page.iter().find(|m| m.seq == 3).map(|m| &m.kind),
+        Some(K::Edit { target: 1 })
+    ));
+
+    // Reactions: one of each emoji per member, counts and who.
+    for (i, (who, emoji, added)) in [
+        (b.id, "👍", true),
+        (c.id, "👍", true),
+        (b.id, "👍", true),
+        (c.id, "🎉", true),
+        (c.id, "🎉", false),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        f.store
+            .append(
+                g,
+                epoch,
+                5 + i as u64,
+                &react(who, &format!("x{i}"), emoji, added),
+            )
+            .expect("react");
+    }
+    let reactions = f.store.reactions(a.id, g, 1).expect("reactions");
+    assert_eq!(reactions.len(), 1, "{reactions:?}");
+    assert_eq!((reactions[0].emoji.as_str(), reactions[0].count), ("👍", 2));
+    assert_eq!(reactions[0].users, vec![b.id, c.id]);
+
+    // Events are never unread.
+    let row = |user| {
+        f.store
+            .chat_list(user)
+            .expect("list")
+            .into_iter()
+            .find(|r| r.conv_id == g)
+            .expect("row")
+    };
+    assert_eq!(row(c.id).unread, 2, "two text messages, eight events");
+    assert_eq!(row(c.id).mentions, 1);
+    assert_eq!(row(b.id).mentions, 0, "bob mentioned nobody... to himself");
+
+    // A group admin may delete another's message; the quote follows.
+    f.store
+        .append(
+            g,
+            epoch,
+            10,
+            &event(a.id, "d1", K::Delete { target: 2 }, ""),
+        )
+        .expect("admin deletes");
+    let page = f.store.history(a.id, g, None, 20).expect("history");
+    let tomb = page.iter().find(|m| m.seq == 2).expect("tombstone");
+    assert!(tomb.deleted_at.is_some());
+    assert_eq!(tomb.body, "");
+    assert!(tomb.mentions.is_empty());
+    let react_to_2 = event(
+        c.id,
+        "x9",
+        K::Reaction {
+            target: 2,
+            emoji: "👍".into(),
+            added: true,
+        },
+        "",
+    );
+    f.rejects(
+        |s| s.append(g, epoch, 11, &react_to_2),
+        |e| matches!(e, Error::NotFound { .. }),
+    );
+    assert_eq!(row(c.id).mentions, 0, "the deleted message mentioned carol");
+    assert_eq!(row(c.id).unread, 1);
+}
+
+#[test]
+fn a_deleted_message_leaves_no_text_in_the_store() {
+    use storage::chat::MessageKind as K;
+    let f = fixture();
+    let (a, b) = (f.user("alice"), f.user("bob"));
+    let conv = f.store.open_direct(a.id, b.id).expect("direct").id;
+    let epoch = f.store.activate_conversation(conv).expect("activate").epoch;
+    f.store
+        .append(
+            conv,
+            epoch,
+            1,
+            &msg(a.id, "s1", "zanzibar password hunter2"),
+        )
+        .expect("send");
+    f.store
+        .append(
+            conv,
+            epoch,
+            2,
+            &event(a.id, "e1", K::Edit { target: 1 }, "quetzal hunter3 instead"),
+        )
+        .expect("edit");
+    f.store
+        .append(
+            conv,
+            epoch,
+            3,
+            &event(
+                b.id,
+                "x1",
+                K::Reaction {
+                    target: 1,
+                    emoji: "😮".into(),
+                    added: true,
+                },
+                "",
+            ),
+        )
+        .expect("react");
+    assert_eq!(
+        f.store
+            .search(b.id, "hunter3", None, 10)
+            .expect("search")
+            .hits
+            .len(),
+        1
+    );
+    let store_holds = |needle: &str| {
+        f.dump().iter().any(|(k, v)| {
+            k.windows(needle.len()).any(|w| w == needle.as_bytes())
+                || v.windows(needle.len()).any(|w| w == needle.as_bytes())
+        })
+    };
+    assert!(store_holds("zanzibar") && store_holds("quetzal"));
+    f.store
+        .append(
+            conv,
+            epoch,
+            4,
+            &event(a.id, "d1", K::Delete { target: 1 }, ""),
+        )
+        .expect("delete");
+    for word in ["zanzibar", "hunter2", "quetzal", "hunter3"] {
+        assert!(!store_holds(word), "{word} is still in the store");
+    }
+    assert!(f
+        .store
+        .search(b.id, "hunter3", None, 10)
+        .expect("search")
+        .hits
+        .is_empty());
+    assert!(f
+        .store
+        .edit_history(b.id, conv, 1)
+        .expect("edits")
+        .is_empty());
+    assert!(f
+        .store
+        .reactions(b.id, conv, 1)
+        .expect("reactions")
+        .is_empty());
+    let list = f.store.chat_list(b.id).expect("list");
+    assert_eq!(
+        list[0].last_message.as_ref().map(|m| m.preview.as_str()),
+        Some("")
+    );
+    // Deleting again, editing or reacting to a tombstone: not found.
+    f.rejects(
+        |s| {
+            s.append(
+                conv,
+                epoch,
+                5,
+                &event(a.id, "d2", K::Delete { target: 1 }, ""),
+            )
+        },
+        |e| matches!(e, Error::NotFound { .. }),
+    );
+    f.rejects(
+        |s| {
+            s.append(
+                conv,
+                epoch,
+                5,
+                &event(a.id, "e2", K::Edit { target: 1 }, "back"),
+            )
+        },
+        |e| matches!(e, Error::NotFound { .. }),
+    );
+    // A resend of the delete is the original, nothing new.
+    let again = f
+        .store
+        .append(
+            conv,
+            epoch,
+            5,
+            &event(a.id, "d1", K::Delete { target: 1 }, ""),
+        )
+        .expect("resend");
+    assert!(matches!(again, AppendOutcome::Duplicate(m) if m.seq == 4));
+}
+
+#[test]
+fn search_finds_words_only_where_and_when_the_user_belonged() {
+    let f = fixture();
+    let (a, b, c) = (f.user("alice"), f.user("bob"), f.user("carol"));
+    let g = f
+        .store
+        .create_group(a.id, "g", "", &[b.id])
+        .expect("group")
+        .id;
+    let dm = f.store.open_direct(a.id, c.id).expect("direct").id;
+    let ge = f.store.activate_conversation(g).expect("activate").epoch;
+    let de = f.store.activate_conversation(dm).expect("activate").epoch;
+    f.store
+        .append(g, ge, 1, &msg(a.id, "g1", "Launch plan is ready"))
+        .expect("send");
+    f.tick(5);
+    f.store.add_member(a.id, g, c.id).expect("carol joins");
+    f.tick(5);
+    f.store
+        .append(g, ge, 2, &msg(b.id, "g2", "the LAUNCH moved to friday"))
+        .expect("send");
+    f.tick(5);
+    f.store
+        .append(dm, de, 1, &msg(a.id, "d1", "secret launch party"))
+        .expect("send");
+    f.tick(5);
+
+    // Alice: all three, newest first, the word marked.
+    let page = f.store.search(a.id, "launch", None, 10).expect("search");
+    let found: Vec<(u64, u64)> = page
+        .hits
+        .iter()
+        .map(|h| (h.message.conv_id, h.message.seq))
+        .collect();
+    assert_eq!(found, [(dm, 1), (g, 2), (g, 1)]);
+    assert!(page.next_cursor.is_none());
+    let marked: Vec<&str> = page.hits[1]
+        .fragments
+        .iter()
+        .filter(|f| f.matched)
+        .map(|f| f.text.as_str())
+        .collect();
+    assert_eq!(marked, ["LAUNCH"]);
+    // Every word must be there.
+    let both = f
+        .store
+        .search(a.id, "launch friday", None, 10)
+        .expect("search");
+    assert_eq!(both.hits.len(), 1);
+    // Pages of one, joined by the cursor, give the same order.
+    let mut cursor = None;
+    let mut paged = Vec::new();
+    loop {
+        let page = f
+            .store
+            .search(a.id, "launch", cursor.as_deref(), 1)
+            .expect("page");
+        paged.extend(page.hits.iter().map(|h| (h.message.conv_id, h.message.seq)));
+        match page.next_cursor {
+            Some(c) => cursor = Some(c),
+            None => break,
+        }
+    }
+    assert_eq!(paged, found);
+    // Bob: only the group. Carol: the DM, and in the group only since she
+    // joined.
+    let of = |user| {
+        f.store
+            .search(user, "launch", None, 10)
+            .expect("search")
+            .hits
+            .iter()
+            .map(|h| (h.message.conv_id, h.message.seq))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(of(b.id), [(g, 2), (g, 1)]);
+    assert_eq!(of(c.id), [(dm, 1), (g, 2)]);
+    // After leaving, nothing of the group.
+    f.store.leave(b.id, g).expect("leave");
+    assert!(of(b.id).is_empty());
+    // Bad queries.
+    for bad in ["", "  ,, ", "a b c d e f g h i", &"x".repeat(300)] {
+        assert!(
+            matches!(
+                f.store.search(a.id, bad, None, 10),
+                Err(Error::Invalid { field: "q", .. })
+            ),
+            "{bad:?}"
+        );
+    }
+    assert!(matches!(
+        f.store.search(a.id, "launch", Some("nope"), 10),
+        Err(Error::Invalid {
+            field: "cursor",
+            ..
+        })
+    ));
+}
+
+#[test]
+fn muted_members_are_pushed_only_when_mentioned() {
+    use storage::chat::AppendRequest;
+    let f = fixture();
+    let (a, b, c) = (f.user("alice"), f.user("bob"), f.user("carol"));
+    let g = f
+        .store
+        .create_group(a.id, "g", "", &[b.id, c.id])
+        .expect("group")
+        .id;
+    let epoch = f.store.activate_conversation(g).expect("activate").epoch;
+    f.rejects(
+        |s| s.mute(b.id, g, Some(500)),
+        |e| matches!(e, Error::Invalid { field: "until", .. }),
+    );
+    let outsider = f.user("mallory");
+    f.rejects(
+        |s| s.mute(outsider.id, g, None),
+        |e| matches!(e, Error::NotMember { .. }),
+    );
+    f.store.mute(b.id, g, None).expect("mute for ever");
+    f.store
+        .mute(c.id, g, Some(1_000_000 + 60_000))
+        .expect("mute a minute");
+    let row = |user| {
+        f.store
+            .chat_list(user)
+            .expect("list")
+            .into_iter()
+            .find(|r| r.conv_id == g)
+            .expect("row")
+    };
+    assert!(row(b.id).muted && row(b.id).muted_until.is_none());
+    assert_eq!(row(c.id).muted_until, Some(1_060_000));
+    let send = |seq, id: &str, body: &str| {
+        f.store
+            .append_many(&[AppendRequest {
+                conv_id: g,
+                epoch,
+                next_seq: seq,
+                messages: vec![msg(a.id, id, body)],
+                push_to: vec![b.id, c.id],
+            }])
+            .expect("append")
+    };
+    let owed_to = |seq| {
+        f.store
+            .claim_pushes(&[(g, seq)])
+            .expect("claim")
+            .pop()
+            .map(|(_, owed)| owed.recipients)
+            .unwrap_or_default()
+    };
+    send(1, "m1", "plain news");
+    assert!(owed_to(1).is_empty(), "both muted: nobody is pushed");
+    send(2, "m2", "@bob look");
+    assert_eq!(owed_to(2), vec![b.id], "a mention pushes through the mute");
+    f.tick(60_001);
+    assert!(!row(c.id).muted, "carol's mute ran out");
+    send(3, "m3", "more news");
+    assert_eq!(owed_to(3), vec![c.id]);
+    f.store.unmute(b.id, g).expect("unmute");
+    send(4, "m4", "even more");
+    assert_eq!(owed_to(4), vec![b.id, c.id]);
+}
+
+#[test]
+fn a_schema_2_store_is_migrated_at_open() {
+    #[derive(serde::Serialize)]
+    struct MessageV2 {
+        conv_id: u64,
+        seq: u64,
+        sender: u64,
+        client_msg_id: String,
+        body: String,
+        sent_at: u64,
+    }
+    let (db, _guard) = open_store();
+    let store = ChatStore::open(db.clone(), Limits::default()).expect("open");
+    let a = store
+        .register(&NewUser {
+            name: "alice".into(),
+            phone: None,
+            password: "correct horse".into(),
+        })
+        .expect("register");
+    let b = store
+        .register(&NewUser {
+            name: "bob".into(),
+            phone: None,
+            password: "correct horse".into(),
+        })
+        .expect("register");
+    let conv = store.open_direct(a.id, b.id).expect("direct").id;
+    let old = MessageV2 {
+        conv_id: conv,
+        seq: 1,
+        sender: a.id,
+        client_msg_id: "c1".into(),
+        body: "written by version two".into(),
+        sent_at: 5,
+    };
+    let bytes = bincode::serde::encode_to_vec(&old, bincode::config::standard()).expect("encode");
+    let version = storage::keys::META.key(&(storage::keys::meta::SCHEMA_VERSION,));
+    let two = bincode::serde::encode_to_vec(2u32, bincode::config::standard()).expect("encode");
+    db.run(|tx| {
+        tx.set(&storage::keys::MSG.key(&(conv, 1u64)), &bytes)?;
+        tx.set(&version, &two)
+    })
+    .expect("write a schema-2 row");
+    let store = ChatStore::open(db.clone(), Limits::default()).expect("migrating open");
+    let page = store.history(b.id, conv, None, 10).expect("history");
+    assert_eq!(page.len(), 1);
+    assert_eq!(page[0].body, "written by version two");
+    assert_eq!(page[0].kind, storage::chat::MessageKind::Text);
+    assert_eq!(
+        store
+            .search(b.id, "version", None, 10)
+            .expect("search")
+            .hits
+            .len(),
+        1
+    );
+    ChatStore::open(db, Limits::default()).expect("reopens at the new version");
 }

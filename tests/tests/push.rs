@@ -661,11 +661,7 @@ async fn an_owed_push_survives_its_node_and_is_never_repeated() {
         conv_id,
         epoch,
         next_seq,
-        messages: vec![NewMessage {
-            sender: alice.id,
-            client_msg_id: id.into(),
-            body: body.into(),
-        }],
+        messages: vec![NewMessage::text(alice.id, id, body)],
         push_to: vec![alice.id, bob.id],
     };
     let r = hour_ago

@@ -32,11 +32,18 @@ pub struct ChatSummary {
     /// When the newest message is the user's own: how far it got with the
     /// others (the least advanced of them).
     pub last_message_status: Option<MessageStatus>,
+    /// Unread messages that mention the user.
+    pub mentions: u64,
+    /// Whether the user muted the conversation (no push but mentions).
+    pub muted: bool,
+    /// Until when; `None` for ever (or when not muted).
+    pub muted_until: Option<Millis>,
 }
 
 impl ChatStore {
     /// The user's conversations, most recently active first.
     pub fn chat_list(&self, user_id: UserId) -> Result<Vec<ChatSummary>> {
+        let now = self.now();
         self.db().read(|tx| {
             let (begin, end) = keys::USER_CONV.range(&(user_id,));
             let rows = tx.get_range(&begin, &end, RangeOptions::default())?;
@@ -57,7 +64,16 @@ impl ChatStore {
                 let unread = meta
                     .last_seq
                     .saturating_sub(seen)
-                    .saturating_sub(super::receipts::own_unseen(tx, conv_id, user_id, seen)?);
+                    .saturating_sub(super::receipts::own_unseen(tx, conv_id, user_id, seen)?)
+                    .saturating_sub(super::events::events_after(
+                        tx,
+                        conv_id,
+                        seen,
+                        meta.last_seq,
+                    )?);
+                let mentions = super::events::mentions_after(tx, user_id, conv_id, seen)?;
+                let mute: Option<super::Mute> = get(tx, keys::MUTE, &(user_id, conv_id))?;
+                let mute = mute.filter(|m| m.active(now));
                 let others = || receipts.iter().filter(|r| r.user_id != user_id);
                 let last_message_status = meta
                     .last_message
@@ -88,6 +104,9 @@ impl ChatStore {
                     last_message: meta.last_message,
                     unread,
                     last_message_status,
+                    mentions,
+                    muted: mute.is_some(),
+                    muted_until: mute.and_then(|m| m.until),
                 });
             }
             list.sort_by(|a, b| {

@@ -13,8 +13,8 @@ use serde::{Deserialize, Serialize};
 
 use super::conversations::{load_conv, require_member};
 use super::{
-    get, put, ChatStore, ConvId, ConvMeta, Member, MemberStatus, Message, MessageSummary, Receipt,
-    Seq, UserId,
+    get, put, ChatStore, ConvId, ConvMeta, Member, MemberStatus, Message, MessageKind,
+    MessageSummary, Receipt, Seq, UserId,
 };
 use crate::keys;
 use crate::{Error, RangeOptions, Result, Transaction};
@@ -29,8 +29,40 @@ pub struct NewMessage {
     pub sender: UserId,
     /// The sender's idempotency key for this message.
     pub client_msg_id: String,
-    /// The text.
+    /// The text (of a text message or an edit; empty for the others).
     pub body: String,
+    /// A text message, or an event about an earlier one.
+    #[serde(default)]
+    pub kind: MessageKind,
+    /// For a text message: the earlier one it quotes.
+    #[serde(default)]
+    pub reply_to: Option<Seq>,
+}
+
+impl NewMessage {
+    /// A plain text message.
+    pub fn text(sender: UserId, client_msg_id: impl Into<String>, body: impl Into<String>) -> Self {
+        Self {
+            sender,
+            client_msg_id: client_msg_id.into(),
+            body: body.into(),
+            kind: MessageKind::Text,
+            reply_to: None,
+        }
+    }
+
+    /// Checks the fields a client filled, before anything is read.
+    fn check(&self, limits: &super::Limits) -> Result<()> {
+        match self.kind {
+            MessageKind::Text | MessageKind::Edit { .. } => {
+                limits.message(&self.body, &self.client_msg_id)
+            }
+            // No text of their own: only the idempotency key to check.
+            MessageKind::Delete { .. } | MessageKind::Reaction { .. } => {
+                limits.message("-", &self.client_msg_id)
+            }
+        }
+    }
 }
 
 /// What an append did.
@@ -157,7 +189,7 @@ impl ChatStore {
                     }
                     Err(e) => return Err(e),
                     Ok(outcomes) => {
-                        super::push::owe_pushes(tx, &r.push_to, &outcomes)?;
+                        super::push::owe_pushes(tx, now, &r.push_to, &outcomes)?;
                         results.push(Ok(outcomes))
                     }
                 }
@@ -182,7 +214,10 @@ impl ChatStore {
             if let Some(before) = before_seq {
                 end = keys::MSG.key(&(conv_id, before));
             }
-            decode_messages(tx.get_range(&begin, &end, RangeOptions::reverse(limit))?)
+            let mut page =
+                decode_messages(tx.get_range(&begin, &end, RangeOptions::reverse(limit))?)?;
+            super::events::decorate(tx, &mut page, true)?;
+            Ok(page)
         })
     }
 
@@ -200,7 +235,10 @@ impl ChatStore {
             require_member(tx, conv_id, actor)?;
             let (_, end) = keys::MSG.range(&(conv_id,));
             let begin = keys::MSG.key(&(conv_id, after_seq.saturating_add(1)));
-            decode_messages(tx.get_range(&begin, &end, RangeOptions::forward(limit))?)
+            let mut page =
+                decode_messages(tx.get_range(&begin, &end, RangeOptions::forward(limit))?)?;
+            super::events::decorate(tx, &mut page, false)?;
+            Ok(page)
         })
     }
 
@@ -208,8 +246,10 @@ impl ChatStore {
     pub fn message(&self, actor: UserId, conv_id: ConvId, seq: Seq) -> Result<Message> {
         self.db().read(|tx| {
             require_member(tx, conv_id, actor)?;
-            get::<Message, _>(tx, keys::MSG, &(conv_id, seq))?
-                .ok_or(Error::NotFound { what: "message" })
+            let mut m = get::<Message, _>(tx, keys::MSG, &(conv_id, seq))?
+                .ok_or(Error::NotFound { what: "message" })?;
+            super::events::decorate(tx, std::slice::from_mut(&mut m), true)?;
+            Ok(m)
         })
     }
 }
@@ -226,6 +266,7 @@ fn own_message(
     sender: UserId,
     seq: Seq,
     now: u64,
+    event: bool,
 ) -> Result<()> {
     let receipt = match senders.entry(sender) {
         std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
@@ -240,7 +281,8 @@ fn own_message(
     if receipt.seen_seq + 1 == seq {
         receipt.seen_seq = seq;
         receipt.seen_at = Some(now);
-    } else {
+    } else if !event {
+        // (An event is never unread for anyone: `msg_event` covers it.)
         put(tx, keys::OWN_UNSEEN, &(conv_id, sender, seq), &())?;
     }
     Ok(())
@@ -296,7 +338,7 @@ fn already_appended(
             Some(stored) if stored.seq >= next_seq => Ok(AppendOutcome::Appended(stored)),
             Some(stored) => Ok(AppendOutcome::Duplicate(stored)),
             // Not stored: the first run refused it; refuse it the same way.
-            None => match limits.message(&m.body, &m.client_msg_id) {
+            None => match m.check(limits) {
                 Err(e) => Err(e),
                 Ok(()) => Err(Error::NotMember {
                     conv_id,
@@ -398,7 +440,7 @@ fn append_in(
     let blocked = direct_chat_blocked(tx, conv_id)?;
     for m in messages {
         let outcome = (|| {
-            limits.message(&m.body, &m.client_msg_id)?;
+            m.check(limits)?;
             let member = match is_member.get(&m.sender) {
                 Some(&known) => known,
                 None => {
@@ -421,36 +463,61 @@ fn append_in(
                 return Ok(AppendOutcome::Duplicate(original));
             }
             let seq = meta.last_seq + 1;
+            let (mentions, reply) = super::events::apply(
+                tx, &mut meta, conv_id, m.sender, &m.kind, &m.body, m.reply_to, seq, now,
+            )?;
+            let event = m.kind != MessageKind::Text;
             let message = Message {
                 conv_id,
                 seq,
                 sender: m.sender,
                 client_msg_id: m.client_msg_id.clone(),
-                body: m.body.clone(),
+                body: match m.kind {
+                    MessageKind::Text | MessageKind::Edit { .. } => m.body.clone(),
+                    MessageKind::Delete { .. } | MessageKind::Reaction { .. } => String::new(),
+                },
                 sent_at: now,
+                kind: m.kind.clone(),
+                reply_to: if event { None } else { m.reply_to },
+                mentions,
+                edited_at: None,
+                deleted_at: None,
+                reply,
+                reactions: Vec::new(),
             };
             put(tx, keys::MSG, &(conv_id, seq), &message)?;
+            if event {
+                put(tx, keys::MSG_EVENT, &(conv_id, seq), &())?;
+            } else {
+                super::search::index(tx, &message)?;
+                super::events::note_mentions(tx, &message)?;
+            }
             put(
                 tx,
                 keys::MSG_DEDUP,
                 &(conv_id, m.sender, &m.client_msg_id),
                 &seq,
             )?;
-            own_message(tx, &mut senders, conv_id, m.sender, seq, now)?;
+            own_message(tx, &mut senders, conv_id, m.sender, seq, now, event)?;
             meta.last_seq = seq;
-            meta.last_message = Some(MessageSummary {
-                seq,
-                sender: m.sender,
-                preview: m.body.chars().take(PREVIEW_CHARS).collect(),
-                sent_at: now,
-            });
+            if !event {
+                meta.last_message = Some(MessageSummary {
+                    seq,
+                    sender: m.sender,
+                    preview: m.body.chars().take(PREVIEW_CHARS).collect(),
+                    sent_at: now,
+                });
+            }
             Ok(AppendOutcome::Appended(message))
         })();
         match outcome {
             // This message's own fault: reported, the batch goes on.
-            Err(e @ (Error::Invalid { .. } | Error::NotMember { .. } | Error::Forbidden(_))) => {
-                outcomes.push(Err(e))
-            }
+            Err(
+                e @ (Error::Invalid { .. }
+                | Error::NotMember { .. }
+                | Error::Forbidden(_)
+                | Error::NotFound { .. }),
+            ) => outcomes.push(Err(e)),
             // Engine errors abort the transaction (and maybe retry it).
             Err(e) => return Err(e),
             Ok(o) => outcomes.push(Ok(o)),

@@ -9,15 +9,19 @@ mod blocks;
 mod chat_list;
 mod conversations;
 mod devices;
+mod events;
 mod leases;
 pub mod limits;
 mod members;
 mod messages;
+mod migrate;
 pub mod model;
+mod mute;
 pub mod names;
 mod presence;
 mod push;
 mod receipts;
+mod search;
 mod tokens;
 mod users;
 
@@ -36,11 +40,12 @@ pub use messages::{AppendOutcome, AppendRequest, NewMessage};
 pub use model::*;
 pub use push::{subscription_id, PushRecipient};
 pub use receipts::{AckKind, MemberReceipt};
+pub use search::{SearchHit, SearchPage, TextFragment};
 pub use users::NewUser;
 
 use crate::codec::{decode, encode};
 use crate::keys::{self, Family};
-use crate::{Database, Error, Result, Transaction};
+use crate::{Database, Result, Transaction};
 
 /// A source of wall-clock time, replaceable in tests (token expiry).
 pub type Clock = Arc<dyn Fn() -> Millis + Send + Sync>;
@@ -112,15 +117,13 @@ impl ChatStore {
                 Some(bytes) => {
                     let found: u32 = decode(keys::META.name, &bytes)?;
                     if found != keys::SCHEMA_VERSION {
-                        return Err(Error::SchemaVersion {
-                            found,
-                            expected: keys::SCHEMA_VERSION,
-                        });
+                        return Ok(Some(found));
                     }
                 }
             }
-            Ok(())
-        })?;
+            Ok(None)
+        })?
+        .map_or(Ok(()), |found| migrate::upgrade(&db, found))?;
         names::index_existing(&db)?;
         Ok(Self {
             db,

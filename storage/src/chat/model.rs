@@ -230,10 +230,128 @@ pub struct Message {
     pub sender: UserId,
     /// The sender's idempotency key.
     pub client_msg_id: String,
-    /// The text.
+    /// The text: the latest version for a text message, the new text for
+    /// an edit, empty for a deletion, a reaction or a deleted message.
     pub body: String,
     /// When it was committed.
     pub sent_at: Millis,
+    /// A text message, or an event about an earlier one.
+    pub kind: MessageKind,
+    /// The earlier text message of the same conversation this one quotes.
+    pub reply_to: Option<Seq>,
+    /// Members named with `@name` in the text, resolved when it was sent
+    /// (and again when it was edited).
+    pub mentions: Vec<UserId>,
+    /// When the text was last edited.
+    pub edited_at: Option<Millis>,
+    /// When the message was deleted for everyone: a tombstone keeps its seq
+    /// so the sequence stays gapless, with its text and edits erased.
+    pub deleted_at: Option<Millis>,
+    /// Filled by reads, never stored: the quoted message as it is now.
+    #[serde(skip)]
+    pub reply: Option<Quote>,
+    /// Filled by history reads, never stored: who reacted with what.
+    #[serde(skip)]
+    pub reactions: Vec<ReactionCount>,
+}
+
+impl Message {
+    /// Whether this is an event about another message (an edit, a
+    /// deletion, a reaction): events take a seq so that sync and order
+    /// stay uniform, but are never unread and never pushed.
+    pub fn is_event(&self) -> bool {
+        self.kind != MessageKind::Text
+    }
+}
+
+/// What a message of a conversation's sequence is.
+///
+/// Edits, deletions and reactions are events in the sequence (their own
+/// seq, naming their `target`), so a device that syncs later sees them in
+/// the same order as everyone else.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MessageKind {
+    /// An ordinary message.
+    #[default]
+    Text,
+    /// The author replaced the text of `target` with this event's body.
+    Edit {
+        /// The edited message.
+        target: Seq,
+    },
+    /// The author (or a group admin) deleted `target` for everyone.
+    Delete {
+        /// The deleted message.
+        target: Seq,
+    },
+    /// The sender added or removed a reaction to `target`.
+    Reaction {
+        /// The message reacted to.
+        target: Seq,
+        /// The emoji.
+        emoji: String,
+        /// Added (true) or removed (false).
+        added: bool,
+    },
+}
+
+impl MessageKind {
+    /// The message an event is about.
+    pub fn target(&self) -> Option<Seq> {
+        match self {
+            MessageKind::Text => None,
+            MessageKind::Edit { target }
+            | MessageKind::Delete { target }
+            | MessageKind::Reaction { target, .. } => Some(*target),
+        }
+    }
+}
+
+/// A quoted message, as a reply shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Quote {
+    /// The quoted message.
+    pub seq: Seq,
+    /// Its sender.
+    pub sender: UserId,
+    /// Its first characters now (empty once deleted).
+    pub preview: String,
+    /// Whether it was deleted.
+    pub deleted: bool,
+}
+
+/// One emoji's reactions to a message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReactionCount {
+    /// The emoji.
+    pub emoji: String,
+    /// How many members reacted with it.
+    pub count: u64,
+    /// Who, in user id order.
+    pub users: Vec<UserId>,
+}
+
+/// An earlier text of an edited message (family `msg_version`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MessageVersion {
+    /// The text as it was.
+    pub body: String,
+    /// Since when it was the text (the send or the edit that wrote it).
+    pub since: Millis,
+}
+
+/// A member's mute of a conversation (family `mute`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Mute {
+    /// Muted until then; `None` for ever.
+    pub until: Option<Millis>,
+}
+
+impl Mute {
+    /// Whether the mute is in force at `now`.
+    pub fn active(&self, now: Millis) -> bool {
+        self.until.is_none_or(|u| u > now)
+    }
 }
 
 /// A member's delivered and seen watermarks (seed GroupMessageDescription).

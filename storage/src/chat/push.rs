@@ -41,18 +41,33 @@ pub fn subscription_id(target: &PushTarget) -> String {
 /// Records the pushes owed for the messages an append wrote: one outbox
 /// row per new message that has a recipient other than its sender. Called
 /// inside the append transaction.
+///
+/// Events (edits, deletions, reactions) owe nothing. A member who muted the
+/// conversation is owed a push only for a message that mentions them.
 pub(crate) fn owe_pushes(
     tx: &mut dyn Transaction,
+    now: Millis,
     offline: &[UserId],
     outcomes: &[Result<AppendOutcome>],
 ) -> Result<()> {
     if offline.is_empty() {
         return Ok(());
     }
+    let mut muted = None;
     for outcome in outcomes {
         if let Ok(AppendOutcome::Appended(m)) = outcome {
-            let recipients: Vec<UserId> =
-                offline.iter().copied().filter(|&u| u != m.sender).collect();
+            if m.is_event() {
+                continue;
+            }
+            let muted = match &muted {
+                Some(set) => set,
+                None => muted.insert(super::events::muted(tx, m.conv_id, offline, now)?),
+            };
+            let recipients: Vec<UserId> = offline
+                .iter()
+                .copied()
+                .filter(|&u| u != m.sender && (!muted.contains(&u) || m.mentions.contains(&u)))
+                .collect();
             if recipients.is_empty() {
                 continue;
             }
