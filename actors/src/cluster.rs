@@ -48,6 +48,9 @@ struct Inner {
     push: PushService,
     committer: Committer,
     sessions: LocalSessions,
+    /// HTTP requests waiting for a conversation actor's answer, by the
+    /// session id each borrowed for its reply address.
+    waiters: std::sync::Mutex<HashMap<u64, tokio::sync::oneshot::Sender<String>>>,
     /// The running conversation actors. A short synchronous lock: never
     /// held across an await.
     conversations: std::sync::Mutex<HashMap<ConvId, ActorRef<ConvMsg>>>,
@@ -125,6 +128,7 @@ impl Cluster {
                 push,
                 committer,
                 sessions: LocalSessions::default(),
+                waiters: std::sync::Mutex::new(HashMap::new()),
                 conversations: std::sync::Mutex::new(HashMap::new()),
                 activating: std::sync::Mutex::new(HashMap::new()),
                 live: RwLock::new(BTreeSet::from([config.node_name.clone()])),
@@ -509,11 +513,7 @@ impl Cluster {
     /// Sends the refusal of a command to the session that sent it.
     pub(crate) async fn refuse(&self, cmd: &ConvCommand, code: ErrorCode, message: &str) {
         let (from, reference) = match cmd {
-            ConvCommand::Send {
-                from,
-                client_msg_id,
-                ..
-            } => (from, client_msg_id.clone()),
+            ConvCommand::Send { from, message } => (from, message.client_msg_id.clone()),
             ConvCommand::Typing {
                 from, reference, ..
             } => (from, reference.clone().unwrap_or_else(|| "typing".into())),
@@ -622,9 +622,7 @@ impl Cluster {
     /// Sends a frame to one session, local or remote.
     pub async fn reply(&self, to: &SessionAddr, frame: String) {
         if to.node == self.node_name() {
-            if let Some(session) = self.inner.sessions.get(to.session_id) {
-                let _ = session.cast(SessionMsg::Frame(frame.into_bytes()));
-            }
+            self.reply_local(to.session_id, frame);
         } else {
             let msg = ClusterMsg::ToSession {
                 session_id: to.session_id,
@@ -634,6 +632,61 @@ impl Cluster {
                 tracing::debug!(node = %to.node, "reply to an unreachable node dropped");
             }
         }
+    }
+
+    /// Hands an answer to the local session, or the HTTP request, it is
+    /// addressed to (neither may still be there).
+    fn reply_local(&self, session_id: u64, frame: String) {
+        if let Some(session) = self.inner.sessions.get(session_id) {
+            let _ = session.cast(SessionMsg::Frame(frame.into_bytes()));
+            return;
+        }
+        let waiter = self
+            .inner
+            .waiters
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&session_id);
+        if let Some(waiter) = waiter {
+            let _ = waiter.send(frame);
+        }
+    }
+
+    /// Sends `message` to its conversation's actor on behalf of an HTTP
+    /// request and waits for the answer the actor would give a WebSocket
+    /// session: the JSON of a `sent` or an `error` frame. `None` when no
+    /// answer came within `timeout` (the home node died mid-way; the
+    /// client resends with the same `client_msg_id`).
+    pub async fn send_and_wait(
+        &self,
+        conv_id: ConvId,
+        message: storage::chat::NewMessage,
+        timeout: std::time::Duration,
+    ) -> Option<String> {
+        let id = self.next_session_id();
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.inner
+            .waiters
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id, tx);
+        // Removes the entry however this ends, a dropped request included.
+        struct Waiting<'a>(&'a Inner, u64);
+        impl Drop for Waiting<'_> {
+            fn drop(&mut self) {
+                self.0
+                    .waiters
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(&self.1);
+            }
+        }
+        let _waiting = Waiting(&self.inner, id);
+        let from = self.session_addr(id);
+        self.route(conv_id, ConvCommand::Send { from, message })
+            .await;
+        let answer = tokio::time::timeout(timeout, rx).await;
+        answer.ok().and_then(Result::ok)
     }
 
     /// Writes frames to this node's sessions of `users`.
@@ -687,11 +740,7 @@ impl Cluster {
                     let _ = session.cast(SessionMsg::Revoked(Vec::new()));
                 }
             }
-            ClusterMsg::ToSession { session_id, frame } => {
-                if let Some(session) = self.inner.sessions.get(session_id) {
-                    let _ = session.cast(SessionMsg::Frame(frame.into_bytes()));
-                }
-            }
+            ClusterMsg::ToSession { session_id, frame } => self.reply_local(session_id, frame),
         }
     }
 

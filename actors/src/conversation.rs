@@ -217,13 +217,8 @@ impl Actor for ConversationActor {
             .forget_conversation(state.conv_id, myself.get_id())
             .await;
         // Whatever is still pending was never acknowledged: route it again.
-        for (from, m) in state.pending.drain(..) {
-            let cmd = ConvCommand::Send {
-                from,
-                user_id: m.sender,
-                client_msg_id: m.client_msg_id,
-                body: m.body,
-            };
+        for (from, message) in state.pending.drain(..) {
+            let cmd = ConvCommand::Send { from, message };
             state.cluster.route_hops(state.conv_id, 1, cmd).await;
         }
         Ok(())
@@ -233,20 +228,8 @@ impl Actor for ConversationActor {
 impl ConvState {
     async fn command(&mut self, myself: &ActorRef<ConvMsg>, cmd: ConvCommand) {
         match cmd {
-            ConvCommand::Send {
-                from,
-                user_id,
-                client_msg_id,
-                body,
-            } => {
-                self.pending.push((
-                    from,
-                    NewMessage {
-                        sender: user_id,
-                        client_msg_id,
-                        body,
-                    },
-                ));
+            ConvCommand::Send { from, message } => {
+                self.pending.push((from, message));
                 if !self.flush_queued {
                     self.flush_queued = true;
                     let _ = myself.cast(ConvMsg::Flush);
@@ -409,7 +392,10 @@ impl ConvState {
                     if let AppendOutcome::Appended(message) = outcome {
                         self.next_seq = message.seq + 1;
                         self.cluster.metrics().messages_committed.inc();
-                        offline_pushes.push(message);
+                        // Events owe no push (`owe_pushes`).
+                        if !message.is_event() {
+                            offline_pushes.push(message);
+                        }
                     }
                 }
                 Err(e) => {

@@ -6,7 +6,7 @@
 //! an example of each.
 
 use serde::{Deserialize, Serialize};
-use storage::chat::{ConvId, Message, Millis, Seq, UserId};
+use storage::chat::{ConvId, Message, MessageKind, Millis, Quote, ReactionCount, Seq, UserId};
 
 /// A machine-readable error class, shared by HTTP error bodies and `error`
 /// frames. The gateway maps each to an HTTP status.
@@ -75,7 +75,8 @@ pub enum ServerFrame {
         /// When it was committed.
         sent_at: Millis,
     },
-    /// A message of one of the user's conversations.
+    /// A message of one of the user's conversations: a text message, or
+    /// an event (edit, deletion, reaction) about an earlier one.
     Message {
         /// The conversation.
         conv_id: ConvId,
@@ -85,10 +86,40 @@ pub enum ServerFrame {
         sender: UserId,
         /// The sender's id for it.
         client_msg_id: String,
-        /// The text.
+        /// The text (an edit's new text; empty for deletions, reactions
+        /// and deleted messages).
         body: String,
         /// When it was committed.
         sent_at: Millis,
+        /// `text`, `edit`, `delete` or `reaction`.
+        kind: FrameKind,
+        /// An event's message.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        target: Option<Seq>,
+        /// A reaction's emoji.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        emoji: Option<String>,
+        /// A reaction: added (true) or removed (false).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        added: Option<bool>,
+        /// The message this one replies to.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reply_to: Option<Seq>,
+        /// The replied-to message as it is now, to show the quote.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reply: Option<Quote>,
+        /// Members the text mentions.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        mentions: Vec<UserId>,
+        /// When the text was last edited.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        edited_at: Option<Millis>,
+        /// A deleted message's tombstone.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        deleted: bool,
+        /// Who reacted with what (history and sync reads).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        reactions: Vec<ReactionCount>,
     },
     /// Someone is typing in a conversation.
     Typing {
@@ -176,6 +207,32 @@ pub enum ServerFrame {
     },
 }
 
+/// What a `message` frame carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FrameKind {
+    /// A text message.
+    Text,
+    /// An edit of `target`: its new text is this frame's body.
+    Edit,
+    /// The deletion of `target`.
+    Delete,
+    /// A reaction to `target` added or removed.
+    Reaction,
+}
+
+impl FrameKind {
+    /// The tag of a stored kind.
+    pub fn of(kind: &MessageKind) -> Self {
+        match kind {
+            MessageKind::Text => FrameKind::Text,
+            MessageKind::Edit { .. } => FrameKind::Edit,
+            MessageKind::Delete { .. } => FrameKind::Delete,
+            MessageKind::Reaction { .. } => FrameKind::Reaction,
+        }
+    }
+}
+
 /// Why one conversation of a `sync` request was not synced.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ConvError {
@@ -191,6 +248,10 @@ pub struct ConvError {
 impl ServerFrame {
     /// The frame that delivers a stored message.
     pub fn message(m: &Message) -> Self {
+        let (emoji, added) = match &m.kind {
+            MessageKind::Reaction { emoji, added, .. } => (Some(emoji.clone()), Some(*added)),
+            _ => (None, None),
+        };
         ServerFrame::Message {
             conv_id: m.conv_id,
             seq: m.seq,
@@ -198,6 +259,16 @@ impl ServerFrame {
             client_msg_id: m.client_msg_id.clone(),
             body: m.body.clone(),
             sent_at: m.sent_at,
+            kind: FrameKind::of(&m.kind),
+            target: m.kind.target(),
+            emoji,
+            added,
+            reply_to: m.reply_to,
+            reply: m.reply.clone(),
+            mentions: m.mentions.clone(),
+            edited_at: m.edited_at,
+            deleted: m.deleted_at.is_some(),
+            reactions: m.reactions.clone(),
         }
     }
 

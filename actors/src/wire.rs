@@ -6,7 +6,7 @@
 //! never a panic inside the transport.
 
 use serde::{Deserialize, Serialize};
-use storage::chat::{AckKind, ConvId, DeviceKey, Message, Seq, UserId};
+use storage::chat::{AckKind, ConvId, DeviceKey, Message, NewMessage, Seq, UserId};
 
 use crate::{ConvChange, Error};
 
@@ -22,16 +22,13 @@ pub struct SessionAddr {
 /// A command for a conversation's actor, routed to its home node.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum ConvCommand {
-    /// Append a message; the answer (`sent` or `error`) goes to `from`.
+    /// Append a message or an event (edit, deletion, reaction); the answer
+    /// (`sent` or `error`) goes to `from`.
     Send {
-        /// The session that sent it.
+        /// The session that sent it (or the HTTP request waiting for it).
         from: SessionAddr,
-        /// The sending user.
-        user_id: UserId,
-        /// The client's idempotency key.
-        client_msg_id: String,
-        /// The text.
-        body: String,
+        /// What to append; its `sender` is the authenticated user.
+        message: NewMessage,
     },
     /// Relay a typing indicator to the other members.
     Typing {
@@ -162,9 +159,10 @@ mod tests {
                     node: "a".into(),
                     session_id: 3,
                 },
-                user_id: 9,
-                client_msg_id: "c1".into(),
-                body: "héllo".into(),
+                message: NewMessage {
+                    reply_to: Some(2),
+                    ..NewMessage::text(9, "c1", "héllo")
+                },
             },
         };
         let bytes = msg.encode().expect("encode");

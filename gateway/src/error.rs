@@ -54,6 +54,16 @@ pub enum Error {
     #[error("server busy: retry shortly")]
     Overloaded,
 
+    /// A conversation actor refused a send made over HTTP: the code and
+    /// message of the `error` frame it answered (already fit for clients).
+    #[error("{message}")]
+    Refused {
+        /// The error class the actor gave.
+        code: ErrorCode,
+        /// Its message.
+        message: String,
+    },
+
     /// A bug: a blocking task panicked or was cancelled, a response failed
     /// to encode.
     #[error("internal error: {0}")]
@@ -77,6 +87,7 @@ impl Error {
             Error::RateLimited { .. } => ErrorCode::RateLimited,
             Error::TooLarge { .. } => ErrorCode::TooLarge,
             Error::Overloaded => ErrorCode::Unavailable,
+            Error::Refused { code, .. } => *code,
             Error::Internal(_) => ErrorCode::Internal,
         }
     }

@@ -9,8 +9,8 @@ use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use crate::http::{
-    admin, blocks, chats, cluster, conversations, groups, health, members, messages, push, session,
-    users,
+    admin, blocks, chats, cluster, conversations, groups, health, members, messages, mute, push,
+    search, send, session, users,
 };
 
 /// The API's description: every REST route, its bodies and its errors.
@@ -42,6 +42,16 @@ use crate::http::{
         messages::history,
         messages::status,
         messages::receipts,
+        messages::edits,
+        messages::reactions,
+        send::send,
+        send::edit,
+        send::delete,
+        send::react,
+        send::unreact,
+        mute::mute,
+        mute::unmute,
+        search::search,
         push::add,
         push::list,
         push::remove,
@@ -112,6 +122,22 @@ mod tests {
             ("/api/conversations/{id}/messages", "get"),
             ("/api/conversations/{id}/messages/{seq}/status", "get"),
             ("/api/conversations/{id}/receipts", "get"),
+            ("/api/conversations/{id}/messages", "post"),
+            ("/api/conversations/{id}/messages/{seq}", "patch"),
+            ("/api/conversations/{id}/messages/{seq}", "delete"),
+            ("/api/conversations/{id}/messages/{seq}/edits", "get"),
+            ("/api/conversations/{id}/messages/{seq}/reactions", "get"),
+            (
+                "/api/conversations/{id}/messages/{seq}/reactions/{emoji}",
+                "put",
+            ),
+            (
+                "/api/conversations/{id}/messages/{seq}/reactions/{emoji}",
+                "delete",
+            ),
+            ("/api/conversations/{id}/mute", "put"),
+            ("/api/conversations/{id}/mute", "delete"),
+            ("/api/search", "get"),
             ("/api/push-subscriptions", "post"),
             ("/api/push-subscriptions", "get"),
             ("/api/push-subscriptions/{id}", "delete"),

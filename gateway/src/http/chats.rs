@@ -45,6 +45,12 @@ pub(crate) struct ChatSummaryView {
     /// `seen`, as far as the least advanced other member got.
     #[schema(value_type = Option<String>, example = "delivered")]
     pub last_message_status: Option<MessageStatus>,
+    /// Unread messages that mention the caller: the mention badge.
+    pub mentions: u64,
+    /// Whether the caller muted it (no push, mentions excepted).
+    pub muted: bool,
+    /// Until when (unix millis); null for ever or when not muted.
+    pub muted_until: Option<Millis>,
 }
 
 impl From<ChatSummary> for ChatSummaryView {
@@ -63,6 +69,9 @@ impl From<ChatSummary> for ChatSummaryView {
             last_activity_at: c.last_activity_at,
             unread: c.unread,
             last_message_status: c.last_message_status,
+            mentions: c.mentions,
+            muted: c.muted,
+            muted_until: c.muted_until,
         }
     }
 }

@@ -1,15 +1,16 @@
-//! Reading a conversation: history pages, one message's status, receipts.
+//! Reading a conversation: history pages, one message's status, receipts,
+//! edit histories and reactions.
 //!
-//! Sending is not here: it goes over the WebSocket to the conversation's
-//! actor, which sequences it.
+//! Sending is in [`super::send`]: it goes to the conversation's actor,
+//! which sequences it.
 
 use axum::extract::State;
 use serde::{Deserialize, Serialize};
-use storage::chat::{ConvId, Seq};
+use storage::chat::{ConvId, Millis, Seq};
 use utoipa::{IntoParams, ToSchema};
 
 use super::extract::{Json, Path, Query};
-use super::views::{MemberStatusView, MessageView, ReceiptView};
+use super::views::{MemberStatusView, MessageView, ReactionView, ReceiptView};
 use super::DEFAULT_PAGE;
 use crate::error::ErrorBody;
 use crate::{AppState, AuthUser, Error};
@@ -125,5 +126,87 @@ pub(crate) async fn receipts(
         .await?;
     Ok(Json(ReceiptList {
         receipts: receipts.into_iter().map(ReceiptView::from).collect(),
+    }))
+}
+
+/// One text of an edited message.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct RevisionView {
+    /// The text.
+    pub body: String,
+    /// Since when it was the text.
+    pub at: Millis,
+    /// The edit event that wrote it; null for the original.
+    pub edit_seq: Option<Seq>,
+}
+
+/// A message's edit history.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct EditHistory {
+    /// The message.
+    pub seq: Seq,
+    /// Oldest first; the last is the current text. Empty once deleted.
+    pub versions: Vec<RevisionView>,
+}
+
+/// Every text a message has had. Members only.
+#[utoipa::path(get, path = "/api/conversations/{id}/messages/{seq}/edits", tag = "messages",
+    security(("bearer" = [])),
+    params(("id" = u64, Path, description = "The conversation"), ("seq" = u64, Path, description = "The message")),
+    responses(
+        (status = 200, description = "The versions", body = EditHistory),
+        (status = 403, description = "Not a member", body = ErrorBody),
+        (status = 404, description = "No such message", body = ErrorBody),
+    ))]
+pub(crate) async fn edits(
+    State(state): State<AppState>,
+    me: AuthUser,
+    Path((id, seq)): Path<(ConvId, Seq)>,
+) -> Result<Json<EditHistory>, Error> {
+    let revisions = state
+        .blocking(move |store| store.edit_history(me.user_id, id, seq))
+        .await?;
+    Ok(Json(EditHistory {
+        seq,
+        versions: revisions
+            .into_iter()
+            .map(|r| RevisionView {
+                body: r.body,
+                at: r.at,
+                edit_seq: r.edit_seq,
+            })
+            .collect(),
+    }))
+}
+
+/// A message's reactions.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct ReactionList {
+    /// The message.
+    pub seq: Seq,
+    /// One entry per emoji, in emoji order.
+    pub reactions: Vec<ReactionView>,
+}
+
+/// Who reacted to a message with what. Members only.
+#[utoipa::path(get, path = "/api/conversations/{id}/messages/{seq}/reactions", tag = "messages",
+    security(("bearer" = [])),
+    params(("id" = u64, Path, description = "The conversation"), ("seq" = u64, Path, description = "The message")),
+    responses(
+        (status = 200, description = "The reactions", body = ReactionList),
+        (status = 403, description = "Not a member", body = ErrorBody),
+        (status = 404, description = "No such message", body = ErrorBody),
+    ))]
+pub(crate) async fn reactions(
+    State(state): State<AppState>,
+    me: AuthUser,
+    Path((id, seq)): Path<(ConvId, Seq)>,
+) -> Result<Json<ReactionList>, Error> {
+    let reactions = state
+        .blocking(move |store| store.reactions(me.user_id, id, seq))
+        .await?;
+    Ok(Json(ReactionList {
+        seq,
+        reactions: reactions.into_iter().map(ReactionView::from).collect(),
     }))
 }

@@ -16,7 +16,10 @@ pub(crate) mod groups;
 pub(crate) mod health;
 pub(crate) mod members;
 pub(crate) mod messages;
+pub(crate) mod mute;
 pub(crate) mod push;
+pub(crate) mod search;
+pub(crate) mod send;
 pub(crate) mod session;
 pub(crate) mod users;
 pub(crate) mod views;
@@ -29,7 +32,7 @@ use std::time::Instant;
 use axum::extract::Request;
 use axum::middleware::Next;
 use axum::response::Response;
-use axum::routing::{delete, get, patch, post};
+use axum::routing::{delete, get, patch, post, put};
 use axum::Router;
 use tracing::Instrument;
 
@@ -65,7 +68,31 @@ pub(crate) fn routes() -> Router<AppState> {
         )
         .route("/api/groups/{id}/leave", post(members::leave))
         .route("/api/conversations/{id}", get(conversations::show))
-        .route("/api/conversations/{id}/messages", get(messages::history))
+        .route(
+            "/api/conversations/{id}/messages",
+            get(messages::history).post(send::send),
+        )
+        .route(
+            "/api/conversations/{id}/messages/{seq}",
+            patch(send::edit).delete(send::delete),
+        )
+        .route(
+            "/api/conversations/{id}/messages/{seq}/edits",
+            get(messages::edits),
+        )
+        .route(
+            "/api/conversations/{id}/messages/{seq}/reactions",
+            get(messages::reactions),
+        )
+        .route(
+            "/api/conversations/{id}/messages/{seq}/reactions/{emoji}",
+            put(send::react).delete(send::unreact),
+        )
+        .route(
+            "/api/conversations/{id}/mute",
+            put(mute::mute).delete(mute::unmute),
+        )
+        .route("/api/search", get(search::search))
         .route(
             "/api/conversations/{id}/messages/{seq}/status",
             get(messages::status),

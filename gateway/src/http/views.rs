@@ -4,10 +4,12 @@
 //! hash); these are what a client may see, with OpenAPI schemas. Enums keep
 //! storage's snake_case names, documented as strings.
 
+use actors::frames::FrameKind;
 use serde::Serialize;
 use storage::chat::{
     ConvId, ConvKind, Conversation, Member, MemberAction, MemberEvent, MemberReceipt, MemberStatus,
-    Message, MessageStatus, Millis, Role, Seq, User, UserId, UserSummary,
+    Message, MessageKind, MessageStatus, Millis, ReactionCount, Role, Seq, User, UserId,
+    UserSummary,
 };
 use utoipa::ToSchema;
 
@@ -147,14 +149,83 @@ pub(crate) struct MessageView {
     pub sender: UserId,
     /// The sender's idempotency key.
     pub client_msg_id: String,
-    /// The text.
+    /// The text: the latest version of a text message, an edit's new text,
+    /// empty for deletions, reactions and deleted messages.
     pub body: String,
     /// When it was committed.
     pub sent_at: Millis,
+    /// `text`, or an event about `target`: `edit`, `delete`, `reaction`.
+    #[schema(value_type = String, example = "text")]
+    pub kind: FrameKind,
+    /// The message an event is about.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub target: Option<Seq>,
+    /// A reaction event's emoji.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub emoji: Option<String>,
+    /// A reaction event: added (true) or removed (false).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub added: Option<bool>,
+    /// The message this one replies to.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reply_to: Option<Seq>,
+    /// The replied-to message as it is now.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reply: Option<QuoteView>,
+    /// Members the text mentions.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub mentions: Vec<UserId>,
+    /// When the text was last edited.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub edited_at: Option<Millis>,
+    /// Whether it was deleted (a tombstone: its text is gone).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub deleted: bool,
+    /// Who reacted with what.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub reactions: Vec<ReactionView>,
+}
+
+/// A quoted message, as a reply shows it.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub(crate) struct QuoteView {
+    /// The quoted message.
+    pub seq: Seq,
+    /// Its sender.
+    pub sender: UserId,
+    /// Its first 100 characters now (empty once deleted).
+    pub preview: String,
+    /// Whether it was deleted.
+    pub deleted: bool,
+}
+
+/// One emoji's reactions to a message.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub(crate) struct ReactionView {
+    /// The emoji.
+    pub emoji: String,
+    /// How many members reacted with it.
+    pub count: u64,
+    /// Who, in user id order.
+    pub users: Vec<UserId>,
+}
+
+impl From<ReactionCount> for ReactionView {
+    fn from(r: ReactionCount) -> Self {
+        Self {
+            emoji: r.emoji,
+            count: r.count,
+            users: r.users,
+        }
+    }
 }
 
 impl From<Message> for MessageView {
     fn from(m: Message) -> Self {
+        let (emoji, added) = match &m.kind {
+            MessageKind::Reaction { emoji, added, .. } => (Some(emoji.clone()), Some(*added)),
+            _ => (None, None),
+        };
         Self {
             conv_id: m.conv_id,
             seq: m.seq,
@@ -162,6 +233,21 @@ impl From<Message> for MessageView {
             client_msg_id: m.client_msg_id,
             body: m.body,
             sent_at: m.sent_at,
+            kind: FrameKind::of(&m.kind),
+            target: m.kind.target(),
+            emoji,
+            added,
+            reply_to: m.reply_to,
+            reply: m.reply.map(|q| QuoteView {
+                seq: q.seq,
+                sender: q.sender,
+                preview: q.preview,
+                deleted: q.deleted,
+            }),
+            mentions: m.mentions,
+            edited_at: m.edited_at,
+            deleted: m.deleted_at.is_some(),
+            reactions: m.reactions.into_iter().map(ReactionView::from).collect(),
         }
     }
 }

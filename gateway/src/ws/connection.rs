@@ -10,12 +10,12 @@ use std::time::{Duration, Instant};
 use actors::frames::ServerFrame;
 use actors::outbound::{self, Outbound, Queued};
 use actors::session::{CloseReason, SessionArgs, SessionMsg, SyncRequest, CLOSE_SLOW_CONSUMER};
-use actors::wire::ConvCommand;
+use actors::wire::{ConvCommand, SessionAddr};
 use axum::extract::ws::{CloseFrame, Message, WebSocket};
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
 use ractor::ActorRef;
-use storage::chat::{ConvId, DeviceKey, UserId};
+use storage::chat::{ConvId, DeviceKey, MessageKind, NewMessage, UserId};
 use tokio::sync::{mpsc, Mutex};
 use tracing::Instrument;
 
@@ -274,14 +274,14 @@ impl Reader<'_> {
                 to_user,
                 client_msg_id,
                 body,
+                reply_to,
             } => {
                 let reference = reference.or_else(|| Some(client_msg_id.clone()));
-                if let Err(e) = self.state.send_limiter.check(user_id) {
-                    return self.fail(e, reference).await;
-                }
-                let limit = self.state.store.limits().max_message_bytes;
-                if body.len() > limit {
-                    let e = Error::TooLarge { limit_bytes: limit };
+                let message = NewMessage {
+                    reply_to,
+                    ..NewMessage::text(user_id, client_msg_id, body)
+                };
+                if let Err(e) = self.sendable(&message) {
                     return self.fail(e, reference).await;
                 }
                 let conv_id = match (conv_id, to_user) {
@@ -306,13 +306,47 @@ impl Reader<'_> {
                         return self.fail(e, reference).await;
                     }
                 };
-                let cmd = ConvCommand::Send {
-                    from,
-                    user_id,
-                    client_msg_id,
-                    body,
+                self.state
+                    .cluster
+                    .route(conv_id, ConvCommand::Send { from, message })
+                    .await;
+            }
+            ClientFrame::Edit {
+                reference,
+                conv_id,
+                seq,
+                client_msg_id,
+                body,
+            } => {
+                let kind = MessageKind::Edit { target: seq };
+                self.event(from, reference, conv_id, client_msg_id, body, kind)
+                    .await
+            }
+            ClientFrame::Delete {
+                reference,
+                conv_id,
+                seq,
+                client_msg_id,
+            } => {
+                let kind = MessageKind::Delete { target: seq };
+                self.event(from, reference, conv_id, client_msg_id, String::new(), kind)
+                    .await
+            }
+            ClientFrame::React {
+                reference,
+                conv_id,
+                seq,
+                emoji,
+                remove,
+                client_msg_id,
+            } => {
+                let kind = MessageKind::Reaction {
+                    target: seq,
+                    emoji,
+                    added: !remove,
                 };
-                self.state.cluster.route(conv_id, cmd).await;
+                self.event(from, reference, conv_id, client_msg_id, String::new(), kind)
+                    .await
             }
             ClientFrame::Typing { conv_id, reference } => {
                 let per_second = self.state.config.typing_per_second.max(1);
@@ -372,6 +406,36 @@ impl Reader<'_> {
 }
 
 impl Reader<'_> {
+    /// Checks a send or event against the user's send budget and the
+    /// message size limit, before it goes to the conversation.
+    fn sendable(&self, message: &NewMessage) -> Result<(), Error> {
+        crate::http::send::sendable(self.state, message)
+    }
+
+    /// Sends an edit, deletion or reaction: appended like a message.
+    async fn event(
+        &self,
+        from: SessionAddr,
+        reference: Option<String>,
+        conv_id: ConvId,
+        client_msg_id: String,
+        body: String,
+        kind: MessageKind,
+    ) {
+        let reference = reference.or_else(|| Some(client_msg_id.clone()));
+        let message = NewMessage {
+            kind,
+            ..NewMessage::text(self.user_id, client_msg_id, body)
+        };
+        if let Err(e) = self.sendable(&message) {
+            return self.fail(e, reference).await;
+        }
+        self.state
+            .cluster
+            .route(conv_id, ConvCommand::Send { from, message })
+            .await;
+    }
+
     /// Hands a `sync` to the session, which runs it between live messages.
     fn sync(&self, request: SyncRequest) {
         let reference = request.reference.clone().or(Some("sync".into()));

@@ -31,6 +31,52 @@ pub enum ClientFrame {
         client_msg_id: String,
         /// The text.
         body: String,
+        /// An earlier message of the conversation this one quotes.
+        #[serde(default)]
+        reply_to: Option<Seq>,
+    },
+    /// Replaces the text of one of the user's own messages.
+    Edit {
+        /// Echoed in an `error` frame about this request.
+        #[serde(rename = "ref")]
+        reference: Option<String>,
+        /// The conversation.
+        conv_id: ConvId,
+        /// The message to edit.
+        seq: Seq,
+        /// Idempotency key of the edit (an event with its own seq).
+        client_msg_id: String,
+        /// The new text.
+        body: String,
+    },
+    /// Deletes a message for everyone (its author, or a group admin).
+    Delete {
+        /// Echoed in an `error` frame about this request.
+        #[serde(rename = "ref")]
+        reference: Option<String>,
+        /// The conversation.
+        conv_id: ConvId,
+        /// The message to delete.
+        seq: Seq,
+        /// Idempotency key of the deletion.
+        client_msg_id: String,
+    },
+    /// Adds (or with `remove`, removes) a reaction to a message.
+    React {
+        /// Echoed in an `error` frame about this request.
+        #[serde(rename = "ref")]
+        reference: Option<String>,
+        /// The conversation.
+        conv_id: ConvId,
+        /// The message reacted to.
+        seq: Seq,
+        /// The emoji.
+        emoji: String,
+        /// Remove the reaction instead of adding it.
+        #[serde(default)]
+        remove: bool,
+        /// Idempotency key of the reaction change.
+        client_msg_id: String,
     },
     /// The user is typing in a conversation.
     Typing {
@@ -105,6 +151,11 @@ mod tests {
             r#"{"type":"auth","token":"t"}"#,
             r#"{"type":"send","conv_id":1,"client_msg_id":"c","body":"hi"}"#,
             r#"{"type":"send","to_user":2,"client_msg_id":"c","body":"hi","ref":"r1"}"#,
+            r#"{"type":"send","conv_id":1,"client_msg_id":"c","body":"hi","reply_to":3}"#,
+            r#"{"type":"edit","conv_id":1,"seq":3,"client_msg_id":"e","body":"hi"}"#,
+            r#"{"type":"delete","conv_id":1,"seq":3,"client_msg_id":"d","ref":"x"}"#,
+            r#"{"type":"react","conv_id":1,"seq":3,"client_msg_id":"r","emoji":"👍"}"#,
+            r#"{"type":"react","conv_id":1,"seq":3,"client_msg_id":"r","emoji":"👍","remove":true}"#,
             r#"{"type":"typing","conv_id":1}"#,
             r#"{"type":"ack","conv_id":1,"seq":3,"kind":"seen"}"#,
             r#"{"type":"sync","watermarks":{"1":3,"7":0}}"#,
