@@ -145,6 +145,12 @@ impl Database {
         }
     }
 
+    /// Asks the engine to make erased values unrecoverable from its files
+    /// ([`Backend::scrub`]).
+    pub fn scrub(&self) -> Result<()> {
+        self.backend.scrub()
+    }
+
     /// The backend's short name, for logs.
     pub fn backend_name(&self) -> &'static str {
         self.backend.name()

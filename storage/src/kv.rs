@@ -105,4 +105,11 @@ pub trait Backend: Send + Sync + 'static {
 
     /// Starts a transaction.
     fn begin(&self, mode: TxMode) -> Result<Box<dyn BackendTransaction + '_>>;
+
+    /// Makes what was overwritten or cleared unrecoverable from the
+    /// engine's files, as far as the engine allows: called after a message
+    /// is deleted for everyone. Default: nothing to do.
+    fn scrub(&self) -> Result<()> {
+        Ok(())
+    }
 }

@@ -92,7 +92,11 @@ impl SqliteBackend {
         } else {
             "NORMAL"
         };
-        conn.execute_batch(&format!("PRAGMA synchronous={sync};"))?;
+        // Deleted and overwritten content is zeroed in the file, not left in
+        // free space: a message deleted for everyone must be gone.
+        conn.execute_batch(&format!(
+            "PRAGMA synchronous={sync}; PRAGMA secure_delete=ON;"
+        ))?;
         if self.options.checkpoint_every.is_some() {
             conn.execute_batch("PRAGMA wal_autocheckpoint=0;")?;
         }
@@ -124,6 +128,22 @@ impl Backend for SqliteBackend {
 
     fn serializes_writers(&self) -> bool {
         true
+    }
+
+    /// Copies the WAL into the main file and truncates it: the WAL still
+    /// holds the pages as they were before the erasing commit. Waits up to
+    /// the busy timeout for readers of older pages; `Busy` if they stay.
+    fn scrub(&self) -> Result<()> {
+        let conn = self.acquire()?;
+        let done: rusqlite::Result<i64> =
+            conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| r.get(0));
+        self.release(conn);
+        match done? {
+            0 => Ok(()),
+            _ => Err(crate::Error::Io(
+                "checkpoint could not truncate the WAL: readers of older pages".into(),
+            )),
+        }
     }
 
     fn begin(&self, mode: TxMode) -> Result<Box<dyn BackendTransaction + '_>> {

@@ -142,10 +142,14 @@ impl ChatStore {
         let now = self.now();
         let limits = self.limits().clone();
         let reads = append_reads(conv_id, messages);
-        self.db().run_idempotent(|tx| {
+        let outcomes = self.db().run_idempotent(|tx| {
             tx.prefetch(&reads)?;
             append_in(tx, &limits, now, conv_id, epoch, next_seq, messages)
-        })
+        })?;
+        if deletes_any(&outcomes) {
+            self.scrub_soon();
+        }
+        Ok(outcomes)
     }
 
     /// Appends the batches of several conversations in ONE transaction:
@@ -167,7 +171,7 @@ impl ChatStore {
             .flat_map(|r| append_reads(r.conv_id, &r.messages))
             .collect();
         // Idempotent: see `append_in`.
-        self.db().run_idempotent(|tx| {
+        let results = self.db().run_idempotent(|tx| {
             // Every conversation's point reads in one round trip (on
             // FoundationDB), instead of several per conversation in turn.
             tx.prefetch(&reads)?;
@@ -195,7 +199,11 @@ impl ChatStore {
                 }
             }
             Ok(results)
-        })
+        })?;
+        if results.iter().flatten().any(|r| deletes_any(r)) {
+            self.scrub_soon();
+        }
+        Ok(results)
     }
 
     /// A page of history, newest first: messages before `before_seq` (or the
@@ -286,6 +294,14 @@ fn own_message(
         put(tx, keys::OWN_UNSEEN, &(conv_id, sender, seq), &())?;
     }
     Ok(())
+}
+
+/// Whether an append deleted a message (its text must then be scrubbed
+/// from the engine's files: [`ChatStore::scrub_soon`]).
+fn deletes_any(outcomes: &[Result<AppendOutcome>]) -> bool {
+    outcomes.iter().flatten().any(
+        |o| matches!(o, AppendOutcome::Appended(m) if matches!(m.kind, MessageKind::Delete { .. })),
+    )
 }
 
 fn decode_messages(rows: Vec<crate::KeyValue>) -> Result<Vec<Message>> {

@@ -72,6 +72,16 @@ pub struct ChatStore {
     password_cost: PasswordCost,
     /// What unknown names are checked against at login (constant time).
     dummy_hash: Arc<OnceLock<String>>,
+    /// The one background scrub after deletions ([`ChatStore::scrub_soon`]).
+    scrub: Arc<ScrubState>,
+}
+
+/// Coalesces scrub requests: one thread at a time, run again if a deletion
+/// came in meanwhile.
+#[derive(Default)]
+struct ScrubState {
+    wanted: std::sync::atomic::AtomicBool,
+    running: std::sync::atomic::AtomicBool,
 }
 
 /// Argon2 work factors. The default is the `argon2` crate's recommended one
@@ -131,6 +141,7 @@ impl ChatStore {
             clock: system_clock(),
             password_cost: PasswordCost::default(),
             dummy_hash: Arc::new(OnceLock::new()),
+            scrub: Arc::default(),
         })
     }
 
@@ -155,6 +166,45 @@ impl ChatStore {
     /// The input limits in force.
     pub fn limits(&self) -> &Limits {
         &self.limits
+    }
+
+    /// Has the engine make erased text unrecoverable from its files
+    /// ([`Database::scrub`]), on a background thread: a deletion's commit
+    /// does not wait for it. Requests that arrive while it runs make it run
+    /// once more; a scrub that finds readers in the way is retried twice.
+    pub(crate) fn scrub_soon(&self) {
+        use std::sync::atomic::Ordering::SeqCst;
+        let state = self.scrub.clone();
+        state.wanted.store(true, SeqCst);
+        if state.running.swap(true, SeqCst) {
+            return;
+        }
+        let db = self.db.clone();
+        let worker = state.clone();
+        let spawned = std::thread::Builder::new()
+            .name("parley-scrub".into())
+            .spawn(move || loop {
+                while worker.wanted.swap(false, SeqCst) {
+                    for attempt in 1..=3 {
+                        match db.scrub() {
+                            Ok(()) => break,
+                            Err(e) => {
+                                tracing::debug!(attempt, error = %e, "scrub after a deletion");
+                                std::thread::sleep(std::time::Duration::from_millis(500));
+                            }
+                        }
+                    }
+                }
+                worker.running.store(false, SeqCst);
+                // A request that saw `running` just before it was cleared
+                // is ours to serve, unless another thread took it.
+                if !worker.wanted.load(SeqCst) || worker.running.swap(true, SeqCst) {
+                    return;
+                }
+            });
+        if spawned.is_err() {
+            state.running.store(false, SeqCst);
+        }
     }
 
     /// The current time according to the store's clock.
