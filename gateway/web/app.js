@@ -2,13 +2,18 @@
 // Parley Web: the reference client of docs/PROTOCOL.md and docs/HTTP.md.
 //
 // State lives here; view.js builds DOM from it, connection.js keeps the
-// WebSocket, outbox.js persists unacknowledged sends.
+// WebSocket, outbox.js persists unacknowledged sends and message events
+// (edits, deletes, reactions).
+//
+// Every conversation event has its own seq: `c.msgs` holds every row by
+// seq (text messages and the edit/delete/reaction events), the timeline
+// shows the text ones, and the events change their target in place.
 
 import { Api, ApiError } from './api.js';
 import { Connection } from './connection.js';
 import { Outbox } from './outbox.js';
-import { h, chatRow, timeline } from './view.js';
-import { lastSeen } from './format.js';
+import { h, chatRow, timeline, searchHit } from './view.js';
+import { lastSeen, clock, dayLabel } from './format.js';
 import * as notify from './notify.js';
 
 const PAGE = 50;
@@ -26,8 +31,11 @@ function deviceId() {
   return id;
 }
 
+/** Error codes after which a frame is simply sent again. */
+const RETRYABLE = new Set(['rate_limited', 'unavailable', 'internal']);
+
 /**
- * @typedef {{msgs: Map<number, any>, pending: Map<string, any>, high: number, oldest: number,
+ * @typedef {{msgs: Map<number, any>, pending: Map<string, any>, ops: Map<string, any>, high: number, oldest: number,
  *   hasMore: boolean, loaded: boolean, loading: boolean, members: any[] | null,
  *   receipts: Map<number, {delivered_seq: number, seen_seq: number}>, metaLoaded: boolean,
  *   events: any[], typing: Map<number, number>, ackedDelivered: number, ackedSeen: number,
@@ -50,6 +58,20 @@ const S = {
   /** @type {Connection | null} */
   conn: null,
   device: deviceId(),
+  /** The composer's context: replying to or editing a message of the open conversation.
+   * @type {{mode: 'reply' | 'edit', conv: number, seq: number} | null} */
+  compose: null,
+  /** The message whose reaction picker is open. @type {{conv: number, seq: number} | null} */
+  picker: null,
+  /** Where the focus goes after the picker opened or closed. @type {{seq: number, sel: string} | null} */
+  pickerFocus: null,
+  /** A message to scroll to once shown, and one briefly highlighted.
+   * @type {{conv: number, seq: number} | null} */
+  focus: null,
+  /** @type {{conv: number, seq: number, until: number} | null} */
+  flash: null,
+  /** Message search. @type {{q: string, hits: any[], cursor: string | null, loading: boolean, error: string}} */
+  search: { q: '', hits: [], cursor: null, loading: false, error: '' },
 };
 
 const api = new Api(() => (S.session ? S.session.token : null));
@@ -61,7 +83,7 @@ function conv(id) {
   let c = S.convs.get(id);
   if (!c) {
     c = {
-      msgs: new Map(), pending: new Map(), high: 0, oldest: 0, hasMore: true, loaded: false, loading: false,
+      msgs: new Map(), pending: new Map(), ops: new Map(), high: 0, oldest: 0, hasMore: true, loaded: false, loading: false,
       members: null, receipts: new Map(), metaLoaded: false, events: [], typing: new Map(),
       ackedDelivered: 0, ackedSeen: 0, conversation: null, lastTyping: 0, filling: false,
     };
@@ -123,6 +145,11 @@ function typingIn(/** @type {number} */ convId) {
   return [...c.typing].filter(([, until]) => until > now).map(([uid]) => uid);
 }
 
+/** Whether a chat is muted now (a timed mute ends by itself). @param {any} chat */
+function isMuted(chat) {
+  return !!chat && !!chat.muted && (chat.muted_until == null || chat.muted_until > Date.now());
+}
+
 function renderList() {
   const ul = $('chat-list');
   const me = S.session ? S.session.user.id : 0;
@@ -137,11 +164,13 @@ function renderList() {
     const peer = chat.kind === 'direct' && chat.peer ? S.presence.get(chat.peer.id) : null;
     const waiting = pending ? [.../** @type {Conv} */ (c).pending.values()].pop() : null;
     const last = waiting ? `You: ${waiting.body}`
-      : lm ? `${chat.kind === 'group' || lm.sender === me ? `${userName(lm.sender)}: ` : ''}${lm.preview}` : 'No messages yet';
+      : lm ? `${chat.kind === 'group' || lm.sender === me ? `${userName(lm.sender)}: ` : ''}${lm.deleted || lm.preview === '' ? 'This message was deleted' : lm.preview}`
+      : 'No messages yet';
     return chatRow({
       conv_id: chat.conv_id, name: chat.name, online: chat.kind === 'direct' ? !!(peer && peer.online) : null,
       last, time: lm ? lm.sent_at : chat.last_activity_at, status, unread: chat.unread || 0,
       current: S.open === chat.conv_id, typing: typingIn(chat.conv_id).length > 0,
+      muted: isMuted(chat), mentions: chat.mentions || 0,
     }, openConv);
   });
   ul.replaceChildren(...rows);
@@ -178,15 +207,37 @@ function renderConv() {
   $('typing').textContent = typers.length === 0 ? ''
     : group ? `${typers.map(userName).join(', ')} ${typers.length > 1 ? 'are' : 'is'} typing…` : 'typing…';
 
-  // Timeline: messages in seq order, then pending ones; membership events by time.
+  // Mute control.
+  const muted = isMuted(chat);
+  const muteBtn = $('mute-btn');
+  muteBtn.classList.toggle('on', muted);
+  const muteLabel = muted ? `Unmute${chat && chat.muted_until ? ` (muted until ${clock(chat.muted_until)})` : ''}` : 'Mute';
+  muteBtn.setAttribute('aria-label', muteLabel);
+  muteBtn.title = muteLabel;
+  renderCompose();
+
+  // Timeline: text messages in seq order (events change them in place),
+  // then pending ones; membership events by time.
+  const admin = group && (c.members || []).some((m) => m.user_id === me && m.role === 'admin' && m.status !== 'left');
+  const overlay = opOverlay(c);
+  const flash = S.flash && S.flash.conv === id && S.flash.until > Date.now() ? S.flash.seq : null;
   /** @type {any[]} */
-  const msgs = [...c.msgs.values()].sort((a, b) => a.seq - b.seq).map((m) => ({
-    kind: 'msg', seq: m.seq, cmid: m.client_msg_id, sender: m.sender, body: m.body, at: m.sent_at,
-    status: m.sender === me ? statusOf(id, m.seq) || 'sent' : null,
-  }));
+  const msgs = [...c.msgs.values()].filter(isText).sort((a, b) => a.seq - b.seq).map((m) => {
+    const o = overlay.get(m.seq);
+    const deleted = !!m.deleted || !!(o && o.deleted);
+    return {
+      kind: 'msg', seq: m.seq, cmid: m.client_msg_id, sender: m.sender, at: m.sent_at,
+      body: o && o.body !== undefined ? o.body : m.body,
+      status: m.sender === me ? statusOf(id, m.seq) || 'sent' : null,
+      deleted, edited: !!m.edited_at || !!(o && o.body !== undefined), quote: quoteOf(c, m, overlay),
+      reactions: deleted ? [] : chips(m, o, me), mentioned: Array.isArray(m.mentions) && m.mentions.includes(me),
+      canEdit: m.sender === me && !deleted, canDelete: !deleted && (m.sender === me || admin),
+      picker: !!S.picker && S.picker.conv === id && S.picker.seq === m.seq, opPending: !!o, flash: flash === m.seq,
+    };
+  });
   for (const p of c.pending.values()) {
     msgs.push({ kind: 'msg', seq: null, cmid: p.client_msg_id, sender: me, body: p.body, at: p.created_at,
-      status: p.failed ? 'failed' : 'pending', error: p.failed });
+      status: p.failed ? 'failed' : 'pending', error: p.failed, quote: quoteOf(c, p, overlay) });
   }
   // Events older than the loaded history wait until it is scrolled to.
   const oldestAt = !c.hasMore || !msgs.length ? 0 : msgs[0].at;
@@ -203,15 +254,124 @@ function renderConv() {
   const box = $('messages');
   const fromBottom = box.scrollHeight - box.scrollTop;
   const atBottom = fromBottom - box.clientHeight < 60;
+  // The timeline is rebuilt: keep the keyboard focus on the same control.
+  const active = /** @type {HTMLElement | null} */ (document.activeElement);
+  const focusKey = active && box.contains(active) ? active.dataset.key : undefined;
   const children = [];
   if (c.hasMore && c.loaded) children.push(h('p', { class: 'older muted' }, c.loading ? 'Loading older messages…' : 'Scroll up for older messages'));
   if (!c.hasMore && c.loaded) children.push(h('p', { class: 'older muted' }, 'Start of the conversation'));
   box.replaceChildren(...children, timeline(items, {
-    me, group, name: userName, details: showStatus,
+    me, meName: S.session.user.name.toLowerCase(), group, name: userName, details: showStatus,
+    reply: startReply, edit: startEdit, del: deleteMessage, react: reactTo, edits: showEdits,
+    picker: (seq) => {
+      const prev = S.picker;
+      S.picker = seq === null ? null : { conv: id, seq };
+      S.pickerFocus = seq !== null ? { seq, sel: '.picker button' } : prev ? { seq: prev.seq, sel: `[data-key="${prev.seq}:react"]` } : null;
+      render();
+    },
+    jump: (seq) => jumpTo(id, seq),
   }));
   box.scrollTop = atBottom || c.stickBottom ? box.scrollHeight : box.scrollHeight - fromBottom;
   c.stickBottom = false;
+  if (focusKey) {
+    const el = /** @type {HTMLElement | undefined} */ ([...box.querySelectorAll('[data-key]')].find((e) => /** @type {HTMLElement} */ (e).dataset.key === focusKey));
+    if (el) el.focus({ preventScroll: true });
+  }
+  if (S.pickerFocus) {
+    // The picker just opened (focus its first emoji) or closed (back to its button).
+    const el = box.querySelector(`.msg[data-seq="${S.pickerFocus.seq}"] ${S.pickerFocus.sel}`);
+    S.pickerFocus = null;
+    if (el) el.focus({ preventScroll: true });
+  }
+  if (S.focus && S.focus.conv === id) {
+    const el = box.querySelector(`.msg[data-seq="${S.focus.seq}"]`);
+    if (el) {
+      S.flash = { conv: id, seq: S.focus.seq, until: Date.now() + 2000 };
+      S.focus = null;
+      el.classList.add('flash');
+      el.scrollIntoView({ block: 'center' });
+      setTimeout(render, 2100);
+    }
+  }
   ackSeen();
+}
+
+/** Whether a history row is a text message (not an edit, delete or reaction event). @param {any} m */
+function isText(m) {
+  return !m.kind || m.kind === 'text';
+}
+
+/**
+ * What the not yet acknowledged events of a conversation change, by target
+ * seq, to show them at once: a new text, a deletion, reaction toggles.
+ * @param {Conv} c @returns {Map<number, {body?: string, deleted?: boolean, rx: {emoji: string, add: boolean}[]}>}
+ */
+function opOverlay(c) {
+  /** @type {Map<number, any>} */
+  const out = new Map();
+  for (const op of [...c.ops.values()].sort((a, b) => a.created_at - b.created_at)) {
+    const o = out.get(op.seq) || { rx: [] };
+    if (op.op === 'edit') o.body = op.body;
+    else if (op.op === 'delete') o.deleted = true;
+    else if (op.op === 'react') o.rx.push({ emoji: op.emoji, add: !op.remove });
+    out.set(op.seq, o);
+  }
+  return out;
+}
+
+/** A message's reactions as emoji -> the users who reacted (built once from `reactions`). @param {any} m @returns {Map<string, Set<number>>} */
+function reactionSets(m) {
+  if (!m.rx) {
+    m.rx = new Map();
+    for (const r of m.reactions || []) if (r && r.emoji) m.rx.set(r.emoji, new Set(r.users || []));
+  }
+  return m.rx;
+}
+
+/** The reaction chips of a message, with the pending toggles applied. @param {any} m @param {any} o @param {number} me */
+function chips(m, o, me) {
+  const sets = new Map([...reactionSets(m)].map(([e, users]) => [e, new Set(users)]));
+  for (const t of o ? o.rx : []) {
+    const users = sets.get(t.emoji) || new Set();
+    if (t.add) users.add(me); else users.delete(me);
+    sets.set(t.emoji, users);
+  }
+  return [...sets].filter(([, users]) => users.size > 0).map(([emoji, users]) => ({ emoji, count: users.size, mine: users.has(me) }));
+}
+
+/** The quote of a reply: from the quoted message if loaded (its current text), else the server's `reply`. */
+function quoteOf(/** @type {Conv} */ c, /** @type {any} */ m, /** @type {Map<number, any>} */ overlay) {
+  const seq = m.reply_to ?? (m.reply && m.reply.seq);
+  if (!seq) return null;
+  const t = c.msgs.get(seq);
+  if (t && isText(t)) {
+    const o = overlay.get(seq);
+    const deleted = !!t.deleted || !!(o && o.deleted);
+    const text = o && o.body !== undefined ? o.body : t.body;
+    return { seq, name: userName(t.sender), text: deleted ? '' : text.slice(0, 100), deleted, loaded: true };
+  }
+  const r = m.reply;
+  if (r) return { seq, name: userName(r.sender), text: r.preview || '', deleted: !!r.deleted, loaded: false };
+  return { seq, name: 'a message', text: '', deleted: false, loaded: false };
+}
+
+/** The line above the composer: "Replying to …" or "Editing …", with a cancel button. */
+function renderCompose() {
+  const box = $('compose-ctx');
+  const k = S.compose;
+  const c = k && S.open === k.conv ? conv(k.conv) : null;
+  const m = c && k ? c.msgs.get(k.seq) : null;
+  if (!k || !m || m.deleted) {
+    box.hidden = true;
+    $('composer').classList.remove('editing');
+    return;
+  }
+  box.hidden = false;
+  const preview = m.body.length > 80 ? `${m.body.slice(0, 80)}…` : m.body;
+  const title = k.mode === 'edit' ? 'Editing your message' : `Replying to ${userName(m.sender)}`;
+  $('compose-ctx-text').replaceChildren(h('strong', null, title), ' ', h('span', { class: 'muted' }, preview));
+  $('compose-cancel').setAttribute('aria-label', k.mode === 'edit' ? 'Cancel editing' : 'Cancel reply');
+  $('composer').classList.toggle('editing', k.mode === 'edit');
 }
 
 /** @param {string} state @param {string} detail */
@@ -308,17 +468,94 @@ function mergeReceipt(c, r) {
   });
 }
 
-/** Adds a message, once per (conv_id, seq). Returns whether it was new. @param {any} m */
-function addMessage(m) {
+/**
+ * Adds a row (a text message or an event), once per (conv_id, seq).
+ * Returns whether it was new. `asOf`: the seq up to which the row's state
+ * already includes the events (a history page's newest seq; a live
+ * message's own).
+ * @param {any} m @param {number} [asOf]
+ */
+function addMessage(m, asOf) {
   const c = conv(m.conv_id);
   if (c.msgs.has(m.seq)) return false;
+  if (isText(m)) m.asOf = Math.max(m.seq, asOf || 0);
   c.msgs.set(m.seq, m);
-  if (S.session && m.sender === S.session.user.id && m.client_msg_id && c.pending.has(m.client_msg_id)) {
-    c.pending.delete(m.client_msg_id);
-    outbox.remove(m.client_msg_id).catch(() => {});
+  if (S.session && m.sender === S.session.user.id && m.client_msg_id) {
+    if (c.pending.has(m.client_msg_id)) {
+      c.pending.delete(m.client_msg_id);
+      outbox.remove(m.client_msg_id).catch(() => {});
+    }
+    if (c.ops.has(m.client_msg_id)) {
+      c.ops.delete(m.client_msg_id);
+      outbox.remove(m.client_msg_id).catch(() => {});
+    }
   }
   if (!c.oldest || m.seq < c.oldest) c.oldest = m.seq;
   return true;
+}
+
+/**
+ * Applies an edit, delete or reaction event to its target, if loaded.
+ * Events may come twice or late (live, then in a history page, or a sync
+ * replay): an edit applies only if newer than the text shown, a reaction
+ * only if newer than the last change of that (user, emoji); a delete is final.
+ * @param {Conv} c @param {any} ev @returns {boolean} whether the target changed
+ */
+function applyEvent(c, ev) {
+  const t = c.msgs.get(ev.target);
+  if (!t || !isText(t)) return false;
+  const base = t.asOf || t.seq;
+  if (ev.kind === 'delete') {
+    if (t.deleted) return false;
+    t.deleted = true;
+    t.body = '';
+    t.rx = new Map();
+    t.reactions = [];
+    return true;
+  }
+  if (t.deleted) return false;
+  if (ev.kind === 'edit') {
+    if (ev.seq <= Math.max(base, t.editSeq || 0)) return false;
+    t.editSeq = ev.seq;
+    t.body = ev.body;
+    t.edited_at = ev.sent_at || Date.now();
+    return true;
+  }
+  if (ev.kind === 'reaction') {
+    if (!t.rxSeq) t.rxSeq = new Map();
+    const key = `${ev.sender}|${ev.emoji}`;
+    if (ev.seq <= (t.rxSeq.get(key) ?? base)) return false;
+    t.rxSeq.set(key, ev.seq);
+    const sets = reactionSets(t);
+    const users = sets.get(ev.emoji) || new Set();
+    if (ev.added === false) users.delete(ev.sender); else users.add(ev.sender);
+    if (users.size) sets.set(ev.emoji, users); else sets.delete(ev.emoji);
+    return true;
+  }
+  return false;
+}
+
+/** The chat list's last message follows an edit or delete of it. @param {any} ev */
+function eventOnChat(ev) {
+  const chat = S.chats.get(ev.conv_id);
+  const lm = chat && chat.last_message;
+  if (!lm || lm.seq !== ev.target) return;
+  if (ev.kind === 'edit') lm.preview = (ev.body || '').slice(0, 100);
+  if (ev.kind === 'delete') { lm.preview = ''; lm.deleted = true; }
+}
+
+/**
+ * Adds a page of history (any order): text messages come in their current
+ * state; event rows still update targets loaded earlier.
+ * @param {number} id @param {any[]} messages
+ */
+function addPage(id, messages) {
+  const c = conv(id);
+  const rows = [...messages].sort((a, b) => a.seq - b.seq);
+  const top = rows.length ? rows[rows.length - 1].seq : 0;
+  const events = [];
+  for (const m of rows) if (addMessage(m, top) && !isText(m)) events.push(m);
+  for (const ev of events) if (applyEvent(c, ev)) eventOnChat(ev);
 }
 
 /** The newest page, on first opening. @param {number} id */
@@ -329,7 +566,7 @@ async function loadHistory(id) {
   try {
     const before = c.loaded && c.oldest ? `&before_seq=${c.oldest}` : '';
     const { messages } = await api.get(`/api/conversations/${id}/messages?limit=${PAGE}${before}`);
-    for (const m of messages) addMessage(m);
+    addPage(id, messages);
     if (messages.length) c.high = Math.max(c.high, messages[0].seq);
     c.hasMore = messages.length === PAGE && c.oldest > 1;
     if (!c.loaded) c.stickBottom = true;
@@ -349,7 +586,7 @@ async function fillGap(/** @type {number} */ id, /** @type {number} */ from, /**
     while (before > from + 1) {
       const { messages } = await api.get(`/api/conversations/${id}/messages?limit=200&before_seq=${before}`);
       if (!messages.length) break;
-      for (const m of messages) addMessage(m);
+      addPage(id, messages);
       before = messages[messages.length - 1].seq;
     }
   } catch (e) { /* the next reconnect's sync brings them */ }
@@ -383,8 +620,9 @@ function ackSeen() {
   if (shown > c.ackedSeen && S.conn && S.conn.send({ type: 'ack', conv_id: S.open, seq: shown, kind: 'seen' })) {
     c.ackedSeen = shown;
   }
-  if (chat && chat.unread && shown >= (chat.last_message ? chat.last_message.seq : 0)) {
+  if (chat && (chat.unread || chat.mentions) && shown >= (chat.last_message ? chat.last_message.seq : 0)) {
     chat.unread = 0;
+    chat.mentions = 0;
     render();
   }
 }
@@ -404,18 +642,31 @@ function onFrame(f) {
         c.high = f.seq;
       }
       ackDelivered(f.conv_id);
+      if (!isText(f)) {
+        // An edit, delete or reaction: changes its target, is not shown
+        // itself, never unread, never notified.
+        if (isNew && applyEvent(c, f)) eventOnChat(f);
+        if (!S.chats.has(f.conv_id)) reloadChatsSoon();
+        render();
+        break;
+      }
       c.typing.delete(f.sender);
       const chat = S.chats.get(f.conv_id);
       if (!chat) { reloadChatsSoon(); break; }
       if (!chat.last_message || f.seq >= chat.last_message.seq) {
-        chat.last_message = { seq: f.seq, sender: f.sender, preview: f.body.slice(0, 100), sent_at: f.sent_at };
+        chat.last_message = { seq: f.seq, sender: f.sender, preview: f.body.slice(0, 100), sent_at: f.sent_at, deleted: !!f.deleted };
         chat.last_activity_at = Math.max(chat.last_activity_at || 0, f.sent_at);
         if (f.sender === me) chat.last_message_status = 'sent';
       }
       if (isNew && f.sender !== me) {
         const visible = S.open === f.conv_id && document.visibilityState === 'visible';
-        if (!visible && f.seq > c.ackedSeen) chat.unread = (chat.unread || 0) + 1;
-        notify.show(chat.name, f.body, f.conv_id);
+        const mentioned = Array.isArray(f.mentions) && f.mentions.includes(me);
+        if (!visible && f.seq > c.ackedSeen) {
+          chat.unread = (chat.unread || 0) + 1;
+          if (mentioned) chat.mentions = (chat.mentions || 0) + 1;
+        }
+        // Muted chats notify only when the user is mentioned.
+        if (!isMuted(chat) || mentioned) notify.show(chat.name, f.body, f.conv_id);
       }
       if (!c.metaLoaded && f.sender === me) loadMeta(f.conv_id);
       render();
@@ -424,10 +675,24 @@ function onFrame(f) {
     case 'sent': {
       const c = conv(f.conv_id);
       const p = c.pending.get(f.client_msg_id);
+      const op = c.ops.get(f.client_msg_id);
       outbox.remove(f.client_msg_id).catch(() => {});
+      if (op) {
+        // An edit, delete or reaction of ours is stored: apply it as the
+        // event the others receive (once, by seq).
+        c.ops.delete(f.client_msg_id);
+        const ev = {
+          conv_id: f.conv_id, seq: f.seq, sender: me, client_msg_id: f.client_msg_id, sent_at: f.sent_at,
+          kind: op.op === 'react' ? 'reaction' : op.op, target: op.seq, body: op.op === 'edit' ? op.body : '',
+          emoji: op.emoji, added: op.op === 'react' ? !op.remove : undefined,
+        };
+        if (addMessage(ev) && applyEvent(c, ev)) eventOnChat(ev);
+        if (f.seq > c.high) c.high = f.seq;
+      }
       if (p) {
         c.pending.delete(f.client_msg_id);
-        addMessage({ conv_id: f.conv_id, seq: f.seq, sender: me, client_msg_id: f.client_msg_id, body: p.body, sent_at: f.sent_at });
+        addMessage({ conv_id: f.conv_id, seq: f.seq, sender: me, client_msg_id: f.client_msg_id, body: p.body, sent_at: f.sent_at,
+          kind: 'text', reply_to: p.reply_to });
         if (f.seq > c.high) c.high = f.seq;
         const chat = S.chats.get(f.conv_id);
         if (chat && (!chat.last_message || f.seq >= chat.last_message.seq)) {
@@ -492,9 +757,21 @@ function onFrame(f) {
     case 'error': {
       const ref = f.ref;
       for (const c of S.convs.values()) {
+        const op = ref && c.ops.get(ref);
+        if (op) {
+          if (RETRYABLE.has(f.code)) {
+            setTimeout(() => sendOp(op), f.retry_after_ms || 1000);
+          } else {
+            // Refused (not the author, deleted meanwhile, …): undo what was shown.
+            c.ops.delete(ref);
+            outbox.remove(ref).catch(() => {});
+            toast(`${OP_FAILED[op.op] || 'The change failed'}: ${f.message || f.code}`);
+          }
+          continue;
+        }
         const p = ref && c.pending.get(ref);
         if (!p) continue;
-        if (f.code === 'rate_limited' || f.code === 'unavailable' || f.code === 'internal') {
+        if (RETRYABLE.has(f.code)) {
           setTimeout(() => sendPending(p), f.retry_after_ms || 1000);
         } else {
           p.failed = f.message || f.code;
@@ -517,6 +794,7 @@ function onOpen() {
     api.base = origin === location.origin ? '' : origin;
   }
   for (const c of S.convs.values()) for (const p of c.pending.values()) if (!p.failed) sendPending(p);
+  for (const c of S.convs.values()) for (const op of [...c.ops.values()].sort((a, b) => a.created_at - b.created_at)) sendOp(op);
   for (const c of S.convs.values()) c.ackedDelivered = 0;
   loadChats();
   if (S.open !== null) loadMeta(S.open);
@@ -535,19 +813,46 @@ async function refreshGateways() {
 /** @param {any} p */
 function sendPending(p) {
   if (!S.conn) return;
-  S.conn.send({ type: 'send', conv_id: p.conv_id, client_msg_id: p.client_msg_id, body: p.body });
+  /** @type {Record<string, any>} */
+  const frame = { type: 'send', conv_id: p.conv_id, client_msg_id: p.client_msg_id, body: p.body };
+  if (p.reply_to) frame.reply_to = p.reply_to;
+  S.conn.send(frame);
 }
+
+/** Sends an edit, delete or reaction from the outbox (the same client_msg_id each time). @param {any} op @returns {boolean} */
+function sendOp(op) {
+  if (!S.conn) return false;
+  /** @type {Record<string, any>} */
+  const frame = { type: op.op, conv_id: op.conv_id, seq: op.seq, client_msg_id: op.client_msg_id };
+  if (op.op === 'edit') frame.body = op.body;
+  if (op.op === 'react') {
+    frame.emoji = op.emoji;
+    if (op.remove) frame.remove = true;
+  }
+  return S.conn.send(frame);
+}
+
+/** What a refused event did not do, for the error message. */
+const OP_FAILED = /** @type {Record<string, string>} */ ({
+  edit: 'The message could not be edited', delete: 'The message could not be deleted', react: 'The reaction could not be saved',
+});
 
 // ---------------------------------------------------------------- actions
 
 let counter = 0;
-/** @param {string} body */
-async function sendMessage(body) {
+/** A new client_msg_id: unique per device. */
+function newId() {
+  return `${S.device.slice(-12)}-${Date.now().toString(36)}-${(counter++).toString(36)}`;
+}
+
+/** @param {string} body @param {number | null} [replyTo] */
+async function sendMessage(body, replyTo) {
   if (S.open === null || !S.session) return;
+  /** @type {any} */
   const item = {
-    client_msg_id: `${S.device.slice(-12)}-${Date.now().toString(36)}-${(counter++).toString(36)}`,
-    user_id: S.session.user.id, conv_id: S.open, body, created_at: Date.now(),
+    client_msg_id: newId(), user_id: S.session.user.id, conv_id: S.open, body, created_at: Date.now(),
   };
+  if (replyTo) item.reply_to = replyTo;
   const c = conv(S.open);
   c.pending.set(item.client_msg_id, item);
   c.stickBottom = true;
@@ -556,8 +861,170 @@ async function sendMessage(body) {
   sendPending(item);
 }
 
+/**
+ * Queues an edit, delete or reaction like a message: persisted in the
+ * outbox, shown at once, sent now if connected and again (same
+ * client_msg_id) after every reconnect until acknowledged.
+ * @param {'edit' | 'delete' | 'react'} kind @param {number} seq @param {{body?: string, emoji?: string, remove?: boolean}} [extra]
+ */
+async function queueOp(kind, seq, extra) {
+  if (S.open === null || !S.session) return;
+  const op = {
+    client_msg_id: newId(), user_id: S.session.user.id, conv_id: S.open, op: kind, seq,
+    body: extra && extra.body !== undefined ? extra.body : '', created_at: Date.now(),
+    ...(extra && extra.emoji ? { emoji: extra.emoji } : {}), ...(extra && extra.remove ? { remove: true } : {}),
+  };
+  conv(S.open).ops.set(op.client_msg_id, op);
+  render();
+  try { await outbox.put(op); } catch { /* private mode: memory only */ }
+  if (!sendOp(op)) toast('Offline: the change will be sent when Parley reconnects.');
+}
+
+/** @param {number} seq */
+function startReply(seq) {
+  if (S.open === null) return;
+  S.compose = { mode: 'reply', conv: S.open, seq };
+  render();
+  $('composer-input').focus();
+}
+
+/** @param {number} seq */
+function startEdit(seq) {
+  if (S.open === null) return;
+  const m = conv(S.open).msgs.get(seq);
+  if (!m || m.deleted) return;
+  const pendingEdit = [...conv(S.open).ops.values()].filter((o) => o.seq === seq && o.op === 'edit').pop();
+  S.compose = { mode: 'edit', conv: S.open, seq };
+  const input = $('composer-input');
+  input.value = pendingEdit ? pendingEdit.body : m.body;
+  input.style.height = '';
+  render();
+  input.style.height = `${Math.min(input.scrollHeight, 160)}px`;
+  input.focus();
+  input.setSelectionRange(input.value.length, input.value.length);
+}
+
+function cancelCompose() {
+  const editing = S.compose && S.compose.mode === 'edit';
+  S.compose = null;
+  if (editing) {
+    $('composer-input').value = '';
+    $('composer-input').style.height = '';
+  }
+  render();
+}
+
+/** @param {number} seq */
+function deleteMessage(seq) {
+  if (S.open === null) return;
+  if (!confirm('Delete this message for everyone?')) return;
+  if (S.compose && S.compose.seq === seq) cancelCompose();
+  queueOp('delete', seq);
+}
+
+/** @param {number} seq @param {string} emoji @param {boolean} add */
+function reactTo(seq, emoji, add) {
+  queueOp('react', seq, add ? { emoji } : { emoji, remove: true });
+}
+
+/** The versions of an edited message, oldest first. @param {number} seq */
+async function showEdits(seq) {
+  if (S.open === null) return;
+  const list = $('edits-list');
+  list.replaceChildren(h('li', null, 'Loading…'));
+  $('edits-dialog').showModal();
+  try {
+    const { versions } = await api.get(`/api/conversations/${S.open}/messages/${seq}/edits`);
+    list.replaceChildren(...versions.map((/** @type {any} */ v, /** @type {number} */ i) => h('li', { 'data-edit-seq': v.edit_seq ?? null },
+      h('span', { class: 'edit-when muted small' },
+        `${i === 0 ? 'Original' : 'Edited'}${i === versions.length - 1 && i > 0 ? ' (current)' : ''}, ${dayLabel(v.at)} ${clock(v.at)}`),
+      h('span', { class: 'edit-body' }, v.body))));
+  } catch (e) {
+    list.replaceChildren(h('li', { class: 'error' }, e instanceof Error ? e.message : 'failed'));
+  }
+}
+
+/** Opens a conversation's message (loading older pages up to it) and highlights it. @param {number} id @param {number} seq */
+async function jumpTo(id, seq) {
+  if (S.open !== id) openConv(id);
+  S.focus = { conv: id, seq };
+  const c = conv(id);
+  for (let i = 0; i < 40 && !c.msgs.has(seq); i++) {
+    if (c.loading) { await new Promise((r) => setTimeout(r, 100)); continue; }
+    if (c.loaded && (!c.hasMore || (c.oldest && c.oldest <= seq))) break;
+    await loadHistory(id);
+    if (S.open !== id) return;
+  }
+  render();
+}
+
+// ---------------------------------------------------------------- mute
+
+/** @param {number | null} forMs null: until unmuted */
+async function mute(forMs) {
+  const id = S.open;
+  if (id === null) return;
+  closeMuteMenu();
+  try {
+    const r = await api.put(`/api/conversations/${id}/mute`, { until: forMs === null ? null : Date.now() + forMs });
+    const chat = S.chats.get(id);
+    if (chat) { chat.muted = true; chat.muted_until = r && r.muted_until !== undefined ? r.muted_until : null; }
+    render();
+    reloadChatsSoon();
+  } catch (e) {
+    toast(`Could not mute: ${e instanceof Error ? e.message : 'failed'}`);
+  }
+}
+
+async function unmute() {
+  const id = S.open;
+  if (id === null) return;
+  try {
+    await api.del(`/api/conversations/${id}/mute`);
+    const chat = S.chats.get(id);
+    if (chat) { chat.muted = false; chat.muted_until = null; }
+    render();
+    reloadChatsSoon();
+  } catch (e) {
+    toast(`Could not unmute: ${e instanceof Error ? e.message : 'failed'}`);
+  }
+}
+
+function openMuteMenu() {
+  $('mute-menu').hidden = false;
+  $('mute-btn').setAttribute('aria-expanded', 'true');
+  const first = $('mute-menu').querySelector('button');
+  if (first) first.focus();
+}
+
+/** @param {boolean} [refocus] */
+function closeMuteMenu(refocus) {
+  if ($('mute-menu').hidden) return;
+  $('mute-menu').hidden = true;
+  $('mute-btn').setAttribute('aria-expanded', 'false');
+  if (refocus) $('mute-btn').focus();
+}
+
+// ---------------------------------------------------------------- toast
+
+let toastTimer = 0;
+/** A short message for the user (errors of background requests). @param {string} text */
+function toast(text) {
+  const el = $('toast');
+  el.textContent = text;
+  el.hidden = false;
+  clearTimeout(toastTimer);
+  toastTimer = window.setTimeout(() => { el.hidden = true; }, 6000);
+}
+
 /** @param {number} id */
 function openConv(id) {
+  if (S.open !== id) {
+    if (S.compose && S.compose.mode === 'edit') $('composer-input').value = '';
+    S.compose = null;
+    S.picker = null;
+    closeMuteMenu();
+  }
   S.open = id;
   history.replaceState(null, '', `#c=${id}`);
   const c = conv(id);
@@ -569,6 +1036,10 @@ function openConv(id) {
 }
 
 function closeConv() {
+  if (S.compose && S.compose.mode === 'edit') $('composer-input').value = '';
+  S.compose = null;
+  S.picker = null;
+  closeMuteMenu();
   S.open = null;
   history.replaceState(null, '', location.pathname);
   render();
@@ -683,6 +1154,62 @@ async function searchUsers(q, pick, list) {
   } catch { /* offline */ }
 }
 
+/**
+ * Message search: a new query, or the next page of the current one.
+ * @param {string} q @param {boolean} more
+ */
+async function searchMessages(q, more) {
+  const query = q.trim();
+  const panel = $('msg-search-panel');
+  if (!query) {
+    S.search = { q: '', hits: [], cursor: null, loading: false, error: '' };
+    panel.hidden = true;
+    return;
+  }
+  if (more && (!S.search.cursor || S.search.loading)) return;
+  if (!more) S.search = { q: query, hits: [], cursor: null, loading: true, error: '' };
+  S.search.loading = true;
+  panel.hidden = false;
+  renderSearch();
+  const mine = S.search;
+  try {
+    const cursor = more && mine.cursor ? `&cursor=${encodeURIComponent(mine.cursor)}` : '';
+    const res = await api.get(`/api/search?q=${encodeURIComponent(query)}&limit=20${cursor}`);
+    if (S.search !== mine) return; // a newer query meanwhile
+    mine.hits.push(...res.hits);
+    mine.cursor = res.next_cursor || null;
+  } catch (e) {
+    if (S.search !== mine) return;
+    mine.error = e instanceof Error ? e.message : 'failed';
+  }
+  mine.loading = false;
+  renderSearch();
+}
+
+function renderSearch() {
+  const q = S.search;
+  $('msg-search-status').textContent = q.error ? `Search failed: ${q.error}`
+    : q.loading && !q.hits.length ? 'Searching…'
+    : q.hits.length ? `Messages with “${q.q}”` : `No messages with “${q.q}”`;
+  $('msg-search-results').replaceChildren(...q.hits.map((hit) => {
+    const chat = S.chats.get(hit.conv_id);
+    return searchHit({
+      conv_id: hit.conv_id, seq: hit.seq, at: hit.sent_at, sender: userName(hit.sender),
+      conv: chat ? chat.name : `Conversation ${hit.conv_id}`,
+      fragments: Array.isArray(hit.fragments) && hit.fragments.length ? hit.fragments : [{ text: hit.body || '', match: false }],
+    }, () => jumpTo(hit.conv_id, hit.seq));
+  }));
+  const moreBtn = $('msg-search-more');
+  moreBtn.hidden = !q.cursor;
+  moreBtn.disabled = q.loading;
+  moreBtn.textContent = q.loading && q.hits.length ? 'Loading…' : 'More';
+}
+
+function closeSearch() {
+  $('msg-search').value = '';
+  searchMessages('', false);
+}
+
 // ---------------------------------------------------------------- session
 
 async function startApp() {
@@ -691,7 +1218,10 @@ async function startApp() {
   $('app-view').hidden = false;
   $('me-name').textContent = S.session.user.name;
   try {
-    for (const item of await outbox.all(S.session.user.id)) conv(item.conv_id).pending.set(item.client_msg_id, item);
+    for (const item of await outbox.all(S.session.user.id)) {
+      const c = conv(item.conv_id);
+      if (item.op) c.ops.set(item.client_msg_id, item); else c.pending.set(item.client_msg_id, item);
+    }
   } catch { /* no IndexedDB */ }
   const own = `${location.protocol === 'https:' ? 'wss' : 'ws'}://${location.host}/ws`;
   let known = [];
@@ -783,16 +1313,81 @@ function wire() {
     ev.preventDefault();
     const body = input.value;
     if (!body.trim()) return;
+    const k = S.compose && S.compose.conv === S.open ? S.compose : null;
+    S.compose = null;
     input.value = '';
     input.style.height = '';
-    sendMessage(body);
+    if (k && k.mode === 'edit') {
+      const m = S.open !== null ? conv(S.open).msgs.get(k.seq) : null;
+      if (m && m.body !== body) queueOp('edit', k.seq, { body });
+      else render();
+    } else {
+      sendMessage(body, k ? k.seq : null);
+    }
   });
   input.addEventListener('keydown', (/** @type {KeyboardEvent} */ ev) => {
     if (ev.key === 'Enter' && !ev.shiftKey && !ev.isComposing) {
       ev.preventDefault();
       $('composer').requestSubmit();
+    } else if (ev.key === 'Escape' && S.compose) {
+      ev.preventDefault();
+      ev.stopPropagation();
+      cancelCompose();
+    } else if (ev.key === 'ArrowUp' && !input.value && S.open !== null && S.session) {
+      // Up in an empty composer edits my last message.
+      const me = S.session.user.id;
+      const last = [...conv(S.open).msgs.values()].filter((m) => isText(m) && m.sender === me && !m.deleted)
+        .sort((a, b) => b.seq - a.seq)[0];
+      if (last) { ev.preventDefault(); startEdit(last.seq); }
     }
   });
+  $('compose-cancel').addEventListener('click', () => { cancelCompose(); input.focus(); });
+
+  // Mute: a menu of durations, or unmute at once.
+  $('mute-btn').addEventListener('click', () => {
+    if (S.open === null) return;
+    if (isMuted(S.chats.get(S.open))) unmute();
+    else if ($('mute-menu').hidden) openMuteMenu();
+    else closeMuteMenu(true);
+  });
+  $('mute-menu').addEventListener('click', (/** @type {MouseEvent} */ ev) => {
+    const b = /** @type {HTMLElement | null} */ (/** @type {HTMLElement} */ (ev.target).closest('[data-mute]'));
+    if (!b) return;
+    const v = b.dataset.mute;
+    mute(v === 'forever' ? null : Number(v));
+  });
+  $('mute-menu').addEventListener('keydown', (/** @type {KeyboardEvent} */ ev) => {
+    const items = [...$('mute-menu').querySelectorAll('button')];
+    const i = items.indexOf(document.activeElement);
+    if (ev.key === 'Escape') { ev.preventDefault(); ev.stopPropagation(); closeMuteMenu(true); }
+    if (ev.key === 'ArrowDown' || ev.key === 'ArrowUp') {
+      ev.preventDefault();
+      items[(i + (ev.key === 'ArrowDown' ? 1 : items.length - 1)) % items.length].focus();
+    }
+  });
+  document.addEventListener('click', (ev) => {
+    const t = /** @type {HTMLElement} */ (ev.target);
+    if (!$('mute-menu').hidden && !t.closest('#mute-menu') && !t.closest('#mute-btn')) closeMuteMenu();
+    if (S.picker && !t.closest('.picker') && !t.closest('[data-key$=":react"]')) { S.picker = null; render(); }
+  });
+
+  // Message search.
+  let msgSearchTimer = 0;
+  $('msg-search').addEventListener('input', () => {
+    clearTimeout(msgSearchTimer);
+    msgSearchTimer = window.setTimeout(() => searchMessages($('msg-search').value, false), 350);
+  });
+  $('msg-search-form').addEventListener('submit', (/** @type {Event} */ ev) => {
+    ev.preventDefault();
+    clearTimeout(msgSearchTimer);
+    searchMessages($('msg-search').value, false);
+  });
+  $('msg-search').addEventListener('keydown', (/** @type {KeyboardEvent} */ ev) => {
+    if (ev.key === 'ArrowDown') { const b = $('msg-search-results').querySelector('button'); if (b) { ev.preventDefault(); b.focus(); } }
+    if (ev.key === 'Escape') closeSearch();
+  });
+  $('msg-search-more').addEventListener('click', () => searchMessages(S.search.q, true));
+  $('msg-search-close').addEventListener('click', () => { closeSearch(); $('msg-search').focus(); });
   input.addEventListener('input', () => {
     input.style.height = '';
     input.style.height = `${Math.min(input.scrollHeight, 160)}px`;

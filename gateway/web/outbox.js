@@ -2,11 +2,13 @@
 // The outbox: messages written but not yet acknowledged by the server
 // (`sent`), persisted in IndexedDB so a reload or a crash loses none. Each
 // is resent with its original client_msg_id until acknowledged, so the
-// server stores it exactly once.
+// server stores it exactly once. Edits, deletes and reactions wait here
+// too: they carry `op` ('edit' | 'delete' | 'react') and the target `seq`.
 
 /**
  * @typedef {{client_msg_id: string, user_id: number, conv_id: number, body: string,
- *            created_at: number, failed?: string}} OutboxItem
+ *            created_at: number, failed?: string, reply_to?: number,
+ *            op?: 'edit' | 'delete' | 'react', seq?: number, emoji?: string, remove?: boolean}} OutboxItem
  */
 
 const DB = 'parley';

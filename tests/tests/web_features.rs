@@ -1,0 +1,454 @@
+//! Parley Web's message features in a real browser: replies, reactions,
+//! mentions, editing with its history, deleting, muting and message search,
+//! against a real node, with the other side a plain WebSocket client.
+//!
+//! Like tests/web.rs: without chromium and chromedriver the test prints a
+//! notice and passes locally; in CI (`CI` set) it fails. Screenshots go to
+//! `target/web-screenshots/` (prefixed `features-`).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use fantoccini::{Client, ClientBuilder, Locator};
+use serde_json::{json, Value};
+use tests::browser::{chromedriver as driver, ChromeDriver as Driver};
+use tests::client::{Api, Ws};
+use tests::node::TestCluster;
+
+const WAIT: Duration = Duration::from_secs(30);
+
+/// One browser session (its own profile: its own localStorage and IndexedDB).
+struct Browser {
+    client: Client,
+}
+
+impl Browser {
+    async fn open(driver: &Driver, width: u32, height: u32) -> Self {
+        let args = vec![
+            "--headless=new".to_owned(),
+            "--no-sandbox".into(),
+            "--disable-gpu".into(),
+            "--disable-dev-shm-usage".into(),
+            "--no-first-run".into(),
+            "--disable-extensions".into(),
+            format!("--window-size={width},{height}"),
+        ];
+        let mut options = json!({ "args": args });
+        if let Some(bin) = &driver.chromium {
+            options["binary"] = json!(bin.to_string_lossy());
+        }
+        let mut caps = serde_json::Map::new();
+        caps.insert("browserName".into(), json!("chrome"));
+        caps.insert("goog:chromeOptions".into(), options);
+        let client = ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
+            .capabilities(caps)
+            .connect(&driver.url)
+            .await
+            .expect("a chromium session");
+        Self { client }
+    }
+
+    async fn goto(&self, url: &str) {
+        self.client.goto(url).await.expect("navigating");
+    }
+
+    async fn js(&self, script: &str) -> Value {
+        self.client
+            .execute(script, vec![])
+            .await
+            .unwrap_or(Value::Null)
+    }
+
+    /// Polls `script` until it returns something other than null/false.
+    async fn until(&self, what: &str, script: &str) -> Value {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let v = self.js(script).await;
+            if !v.is_null() && v != Value::Bool(false) {
+                return v;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                let page = self.js("return document.body.innerText").await;
+                self.shot("failure").await;
+                panic!(
+                    "timed out after {WAIT:?} waiting for {what}; the page shows:\n{}",
+                    page.as_str().unwrap_or_default()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    async fn type_in(&self, css: &str, text: &str) {
+        let el = self.client.find(Locator::Css(css)).await.expect(css);
+        el.send_keys(text).await.expect("typing");
+    }
+
+    async fn click(&self, css: &str) {
+        self.until(
+            &format!("{css} to be clickable"),
+            &format!(
+                "const e = document.querySelector({css:?}); return !!e && e.offsetParent !== null;"
+            ),
+        )
+        .await;
+        self.client
+            .find(Locator::Css(css))
+            .await
+            .expect(css)
+            .click()
+            .await
+            .expect("click");
+    }
+
+    /// Clicks, from a script, the element `css` once it exists (message
+    /// actions only show on hover or focus).
+    async fn click_js(&self, css: &str) {
+        self.until(
+            &format!("{css} to click"),
+            &format!("const e = document.querySelector({css:?}); if (e) e.click(); return !!e;"),
+        )
+        .await;
+    }
+
+    /// Saves a PNG under target/web-screenshots/.
+    async fn shot(&self, name: &str) {
+        let dir = std::env::var_os("CARGO_TARGET_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"))
+            .join("web-screenshots");
+        let _ = std::fs::create_dir_all(&dir);
+        if let Ok(png) = self.client.screenshot().await {
+            let _ = std::fs::write(dir.join(format!("features-{name}.png")), png);
+        }
+    }
+
+    async fn sign_in(&self, name: &str) {
+        self.until(
+            "the login form",
+            "return !document.getElementById('login-view').hidden",
+        )
+        .await;
+        self.type_in("#login-name", name).await;
+        self.type_in("#login-password", "correct horse").await;
+        self.click("#login-btn").await;
+        self.until(
+            "the connection to be online",
+            "const s = document.getElementById('conn-state'); return s.dataset.state === 'online' && s.dataset.node;",
+        )
+        .await;
+    }
+
+    async fn open_chat(&self, name: &str) {
+        self.until(&format!("{name} in the chat list"), &format!(
+            "const b = [...document.querySelectorAll('.chat-item')].find(b => b.querySelector('.chat-name').textContent === {name:?}); if (b) b.click(); return !!b;"
+        ))
+        .await;
+        self.until(
+            "the conversation to open",
+            &format!("return document.getElementById('conv-title').textContent === {name:?}"),
+        )
+        .await;
+    }
+
+    /// The seq of the (first) message containing `text`, once stored.
+    async fn seq_of(&self, text: &str) -> u64 {
+        let seq = self.until(&format!("the message {text:?} stored"), &format!(
+            "const m = [...document.querySelectorAll('.msg')].find(e => e.textContent.includes({text:?})); return !!m && !!m.dataset.seq && Number(m.dataset.seq);"
+        ))
+        .await;
+        seq.as_u64().expect("a seq")
+    }
+
+    async fn close(self) {
+        let _ = self.client.close().await;
+    }
+}
+
+/// The `message` frame of kind `kind` about `target`, as bob's socket got it.
+async fn event_frame(ws: &Ws, kind: &str, target: u64, extra: impl Fn(&Value) -> bool) -> Value {
+    ws.wait_for(&format!("a {kind} event on {target}"), WAIT, |f| {
+        f["type"] == "message" && f["kind"] == kind && f["target"] == json!(target) && extra(f)
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reply_react_edit_delete_mute_and_search_in_the_browser() {
+    let Some(driver) = driver().await else { return };
+    let cluster = TestCluster::start(1).await;
+    let node = &cluster.nodes[0];
+    let api = Api::new(node.http);
+    let alice = api.user("alice").await;
+    let bob = api.user("bob").await;
+    let conv = api.direct(&alice, &bob).await;
+    let mut bob_ws = Ws::connect(&node.ws_url(&bob.token))
+        .await
+        .expect("bob's socket");
+
+    let page = Browser::open(&driver, 1100, 760).await;
+    page.goto(&node.url("/")).await;
+    page.sign_in("alice").await;
+    page.open_chat("bob").await;
+
+    // Alice writes, mentioning bob: the server resolves the mention.
+    page.type_in("#composer-input", "hello @bob, lunch on friday?")
+        .await;
+    page.click("#send-btn").await;
+    let seq = page.seq_of("lunch on friday").await;
+    let first = bob_ws
+        .wait_for("alice's message", WAIT, |f| {
+            f["type"] == "message" && f["seq"] == json!(seq)
+        })
+        .await;
+    assert_eq!(first["kind"], json!("text"), "{first}");
+    assert_eq!(first["mentions"], json!([bob.id]), "{first}");
+    page.until(
+        "@bob highlighted in alice's message",
+        &format!("const m = document.querySelector('.msg[data-seq=\"{seq}\"]'); return !!m && [...m.querySelectorAll('.mention')].some(s => s.textContent === '@bob');"),
+    )
+    .await;
+
+    // Bob answers it (a reply mentioning alice) and reacts to it.
+    bob_ws
+        .send(json!({"type": "send", "conv_id": conv, "client_msg_id": "b-reply", "body": "sure @alice, the station at noon", "reply_to": seq}))
+        .await;
+    let sent = bob_ws
+        .wait_for("bob's reply sent", WAIT, |f| {
+            f["type"] == "sent" && f["client_msg_id"] == "b-reply"
+        })
+        .await;
+    let reply = sent["seq"].as_u64().expect("reply seq");
+    bob_ws
+        .send(json!({"type": "react", "conv_id": conv, "seq": seq, "emoji": "👍", "client_msg_id": "b-thumb"}))
+        .await;
+    bob_ws
+        .wait_for("bob's reaction sent", WAIT, |f| {
+            f["type"] == "sent" && f["client_msg_id"] == "b-thumb"
+        })
+        .await;
+
+    // Alice's page: the quote above bob's text, the chip under hers, and
+    // bob's message highlighted for mentioning her.
+    let quote = page
+        .until("the quote in bob's reply", &format!(
+            "const q = document.querySelector('.msg[data-seq=\"{reply}\"] .quote'); return !!q && q.textContent.includes('lunch on friday') && q.textContent;"
+        ))
+        .await;
+    assert!(quote.as_str().is_some_and(|q| q.contains("You")), "{quote}");
+    page.until(
+        "bob's reply highlighted as mentioning alice",
+        &format!("const m = document.querySelector('.msg[data-seq=\"{reply}\"]'); return !!m && m.classList.contains('mentioned') && !!m.querySelector('.mention-me');"),
+    )
+    .await;
+    let chip = page
+        .until("the 👍 chip", &format!(
+            "const c = document.querySelector('.msg[data-seq=\"{seq}\"] .chip'); return !!c && c.textContent.replace(/\\s+/g, ' ').trim();"
+        ))
+        .await;
+    assert_eq!(chip, json!("👍 1"));
+    assert_eq!(
+        page.js(&format!("return document.querySelector('.msg[data-seq=\"{seq}\"] .chip').getAttribute('aria-pressed')")).await,
+        json!("false"),
+        "alice did not react yet"
+    );
+    // Events are not bubbles of their own.
+    assert_eq!(
+        page.js("return document.querySelectorAll('.msg').length")
+            .await,
+        json!(2)
+    );
+    page.shot("reply-and-reaction").await;
+
+    // Alice adds her 👍 by clicking the chip, and 🎉 on bob's reply from the picker.
+    page.click_js(&format!(".msg[data-seq=\"{seq}\"] .chip"))
+        .await;
+    let added = event_frame(&bob_ws, "reaction", seq, |f| f["sender"] == json!(alice.id)).await;
+    assert_eq!(added["emoji"], json!("👍"));
+    assert_eq!(added["added"], json!(true));
+    page.until("the chip at 2, pressed", &format!(
+        "const c = document.querySelector('.msg[data-seq=\"{seq}\"] .chip'); return !!c && c.getAttribute('aria-pressed') === 'true' && c.textContent.includes('2');"
+    ))
+    .await;
+    page.click_js(&format!("[data-key=\"{reply}:react\"]"))
+        .await;
+    page.click_js(&format!(
+        ".msg[data-seq=\"{reply}\"] .picker button[data-emoji=\"🎉\"]"
+    ))
+    .await;
+    event_frame(&bob_ws, "reaction", reply, |f| f["emoji"] == "🎉").await;
+    page.until(
+        "the 🎉 chip on bob's reply",
+        &format!("return [...document.querySelectorAll('.msg[data-seq=\"{reply}\"] .chip.mine')].some(c => c.textContent.includes('🎉'));"),
+    )
+    .await;
+
+    // Alice edits her message from its Edit button.
+    page.click_js(&format!("[data-key=\"{seq}:edit\"]")).await;
+    page.until(
+        "the composer in edit mode",
+        "return !document.getElementById('compose-ctx').hidden && document.getElementById('composer-input').value === 'hello @bob, lunch on friday?';",
+    )
+    .await;
+    page.js("document.getElementById('composer-input').value = ''")
+        .await;
+    page.type_in("#composer-input", "hello @bob, lunch on saturday?")
+        .await;
+    page.click("#send-btn").await;
+    let edit = event_frame(&bob_ws, "edit", seq, |_| true).await;
+    assert_eq!(edit["body"], json!("hello @bob, lunch on saturday?"));
+    assert_eq!(edit["sender"], json!(alice.id));
+    page.until("the edited text and mark", &format!(
+        "const m = document.querySelector('.msg[data-seq=\"{seq}\"]'); return !!m && m.textContent.includes('lunch on saturday') && !!m.querySelector('button.edited');"
+    ))
+    .await;
+    page.until(
+        "bob's quote following the edit",
+        &format!("const q = document.querySelector('.msg[data-seq=\"{reply}\"] .quote'); return !!q && q.textContent.includes('saturday');"),
+    )
+    .await;
+    page.click_js(&format!(".msg[data-seq=\"{seq}\"] button.edited"))
+        .await;
+    let versions = page
+        .until("both versions in the edit history", "const l = [...document.querySelectorAll('#edits-list li .edit-body')]; return l.length === 2 && l.map(e => e.textContent);")
+        .await;
+    assert_eq!(
+        versions,
+        json!([
+            "hello @bob, lunch on friday?",
+            "hello @bob, lunch on saturday?"
+        ])
+    );
+    page.shot("edit-history").await;
+    page.js("document.getElementById('edits-dialog').close()")
+        .await;
+
+    // Alice deletes it (accepting the confirmation): a tombstone in place,
+    // bob's quote says so.
+    page.js("window.confirm = () => true").await;
+    page.click_js(&format!("[data-key=\"{seq}:delete\"]")).await;
+    event_frame(&bob_ws, "delete", seq, |_| true).await;
+    page.until("the tombstone", &format!(
+        "const m = document.querySelector('.msg[data-seq=\"{seq}\"]'); return !!m && m.classList.contains('deleted') && m.textContent.includes('This message was deleted') && !m.textContent.includes('saturday');"
+    ))
+    .await;
+    page.until(
+        "the quote of a deleted message",
+        &format!("const q = document.querySelector('.msg[data-seq=\"{reply}\"] .quote'); return !!q && q.textContent.includes('deleted message');"),
+    )
+    .await;
+
+    // A reload rebuilds the same state from the history (its event rows
+    // are not shown as messages).
+    page.client.refresh().await.expect("reload");
+    page.until(
+        "the tombstone after the reload",
+        &format!("const m = document.querySelector('.msg[data-seq=\"{seq}\"]'); return !!m && m.classList.contains('deleted');"),
+    )
+    .await;
+    page.until(
+        "the 🎉 chip after the reload",
+        &format!("return [...document.querySelectorAll('.msg[data-seq=\"{reply}\"] .chip.mine')].some(c => c.textContent.includes('🎉'));"),
+    )
+    .await;
+    assert_eq!(
+        page.js("return document.querySelectorAll('.msg').length")
+            .await,
+        json!(2),
+        "only the two text messages are bubbles"
+    );
+
+    // Mute for 8 hours from the header: the chat list marks it.
+    page.click("#mute-btn").await;
+    page.click("#mute-menu [data-mute=\"28800000\"]").await;
+    page.until(
+        "the chat muted in the list",
+        "const b = [...document.querySelectorAll('.chat-item')].find(b => b.querySelector('.chat-name').textContent === 'bob'); return !!b && !!b.querySelector('[aria-label=\"muted\"]');",
+    )
+    .await;
+    let (status, chats) = api
+        .call("GET", "/api/chats", Some(&alice.token), None)
+        .await;
+    assert_eq!(status, 200, "{chats}");
+    let row = chats["chats"]
+        .as_array()
+        .and_then(|c| c.iter().find(|c| c["conv_id"] == json!(conv)))
+        .cloned()
+        .unwrap_or(Value::Null);
+    assert_eq!(row["muted"], json!(true), "{row}");
+    assert!(row["muted_until"].as_u64().is_some(), "{row}");
+
+    // Bob mentions alice in a group she has not opened: the "@" badge,
+    // live and, after a reload, from the server's count.
+    let plans = api.group(&bob, "plans", &[&alice]).await;
+    bob_ws
+        .send(json!({"type": "send", "conv_id": plans, "client_msg_id": "b-plans", "body": "@alice are you coming?"}))
+        .await;
+    bob_ws
+        .wait_for("the mention sent", WAIT, |f| {
+            f["type"] == "sent" && f["client_msg_id"] == "b-plans"
+        })
+        .await;
+    let badge = "const b = [...document.querySelectorAll('.chat-item')].find(b => b.querySelector('.chat-name').textContent === 'plans'); return !!b && !!b.querySelector('.mention-badge') && b.getAttribute('aria-label');";
+    let label = page.until("the mention badge", badge).await;
+    assert!(
+        label.as_str().is_some_and(|l| l.contains("mentioned")),
+        "{label}"
+    );
+    let (_, chats) = api
+        .call("GET", "/api/chats", Some(&alice.token), None)
+        .await;
+    let row = chats["chats"]
+        .as_array()
+        .and_then(|c| c.iter().find(|c| c["conv_id"] == json!(plans)))
+        .cloned()
+        .unwrap_or(Value::Null);
+    assert_eq!(row["mentions"], json!(1), "{row}");
+    page.client.refresh().await.expect("reload");
+    page.until("the mention badge after a reload", badge).await;
+    page.until(
+        "bob's chat still muted after the reload",
+        "const b = [...document.querySelectorAll('.chat-item')].find(b => b.querySelector('.chat-name').textContent === 'bob'); return !!b && !!b.querySelector('[aria-label=\"muted\"]');",
+    )
+    .await;
+
+    // Search: a word of bob's reply, marked in the result; opening it.
+    page.type_in("#msg-search", "station").await;
+    let marked = page
+        .until("a search result with the word marked", "const h = document.querySelector('#msg-search-results .hit'); return !!h && [...h.querySelectorAll('mark')].map(m => m.textContent);")
+        .await;
+    assert_eq!(marked, json!(["station"]));
+    let hit = page
+        .js("const h = document.querySelector('#msg-search-results .hit'); return [Number(h.dataset.conv), Number(h.dataset.seq), h.textContent];")
+        .await;
+    assert_eq!(hit[0], json!(conv));
+    assert_eq!(hit[1], json!(reply));
+    assert!(hit[2].as_str().is_some_and(|t| t.contains("bob")), "{hit}");
+    page.shot("search").await;
+    page.click("#msg-search-results .hit").await;
+    page.until(
+        "the result's message highlighted",
+        &format!("const m = document.querySelector('.msg[data-seq=\"{reply}\"]'); return !!m && m.classList.contains('flash');"),
+    )
+    .await;
+
+    // Unmuting clears the mark.
+    page.click("#mute-btn").await;
+    page.until(
+        "the chat unmuted",
+        "return !document.querySelector('.chat-item [aria-label=\"muted\"]');",
+    )
+    .await;
+
+    // Phone width still shows the conversation and its features.
+    page.client.set_window_size(390, 780).await.expect("resize");
+    page.until(
+        "the conversation at phone width",
+        &format!("const m = document.querySelector('.msg[data-seq=\"{reply}\"]'); return !!m && m.offsetParent !== null;"),
+    )
+    .await;
+    page.shot("phone").await;
+
+    page.close().await;
+    bob_ws.close().await;
+}
