@@ -513,7 +513,16 @@ impl Cluster {
     /// Sends the refusal of a command to the session that sent it.
     pub(crate) async fn refuse(&self, cmd: &ConvCommand, code: ErrorCode, message: &str) {
         let (from, reference) = match cmd {
-            ConvCommand::Send { from, message } => (from, message.client_msg_id.clone()),
+            ConvCommand::Send {
+                from,
+                reference,
+                message,
+            } => (
+                from,
+                reference
+                    .clone()
+                    .unwrap_or_else(|| message.client_msg_id.clone()),
+            ),
             ConvCommand::Typing {
                 from, reference, ..
             } => (from, reference.clone().unwrap_or_else(|| "typing".into())),
@@ -683,8 +692,12 @@ impl Cluster {
         }
         let _waiting = Waiting(&self.inner, id);
         let from = self.session_addr(id);
-        self.route(conv_id, ConvCommand::Send { from, message })
-            .await;
+        let cmd = ConvCommand::Send {
+            from,
+            reference: None,
+            message,
+        };
+        self.route(conv_id, cmd).await;
         let answer = tokio::time::timeout(timeout, rx).await;
         answer.ok().and_then(Result::ok)
     }

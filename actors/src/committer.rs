@@ -12,14 +12,14 @@
 //!
 //! A group commit also stays well inside FoundationDB's transaction limits
 //! (10 MB of writes, 5 s): it stops taking batches at [`MAX_COMMIT_BYTES`]
-//! of message payload, so a transaction writes at most that plus one
+//! of estimated writes, so a transaction writes at most that plus one
 //! conversation's batch (itself bounded by `max_batch` messages of at most
-//! `max_message_bytes` each).
+//! `max_message_bytes` each, with at most 256 index rows each).
 
 use std::sync::Arc;
 use std::time::Instant;
 
-use storage::chat::{AppendOutcome, AppendRequest, ChatStore};
+use storage::chat::{AppendOutcome, AppendRequest, ChatStore, NewMessage};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::metrics::Metrics;
@@ -29,18 +29,28 @@ pub type BatchResult = storage::Result<Vec<storage::Result<AppendOutcome>>>;
 
 /// Payload bytes (bodies and client ids) after which a group commit takes no
 /// further batches: a tenth of FoundationDB's 10 MB transaction limit, which
-/// counts every key and value written (a message is written with its index
-/// entries, about three times its payload at worst), and small enough to
-/// commit far inside FDB's 5 s.
+/// counts every key and value written, and small enough to commit far
+/// inside FDB's 5 s. Each message counts as [`write_bytes`].
 pub const MAX_COMMIT_BYTES: usize = 1_000_000;
 
-/// The payload bytes of one conversation's batch.
-fn payload_bytes(request: &AppendRequest) -> usize {
-    request
-        .messages
+/// Key bytes of one search index row besides its word (prefix, tuple
+/// encoding, conversation, time, seq).
+const INDEX_ROW_BYTES: usize = 48;
+
+/// What appending one message writes, at most: its row and its dedup,
+/// receipt and meta rows (three times its payload covers them), plus one
+/// search index row per distinct word.
+pub(crate) fn message_write_bytes(m: &NewMessage) -> usize {
+    let index: usize = storage::chat::index_words(&m.body)
         .iter()
-        .map(|m| m.body.len() + m.client_msg_id.len())
-        .sum()
+        .map(|w| INDEX_ROW_BYTES + w.len())
+        .sum();
+    3 * (m.body.len() + m.client_msg_id.len()) + index
+}
+
+/// What one conversation's batch writes, at most.
+fn write_bytes(request: &AppendRequest) -> usize {
+    request.messages.iter().map(message_write_bytes).sum()
 }
 
 struct Job {
@@ -90,13 +100,13 @@ async fn run(
 ) {
     while let Some(first) = rx.recv().await {
         let mut size = first.request.messages.len();
-        let mut bytes = payload_bytes(&first.request);
+        let mut bytes = write_bytes(&first.request);
         let mut jobs = vec![first];
         while size < max_messages && bytes < MAX_COMMIT_BYTES {
             match rx.try_recv() {
                 Ok(job) => {
                     size += job.request.messages.len();
-                    bytes += payload_bytes(&job.request);
+                    bytes += write_bytes(&job.request);
                     jobs.push(job);
                 }
                 Err(_) => break,

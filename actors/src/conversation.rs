@@ -50,13 +50,32 @@ pub struct ConvState {
     members: Vec<UserId>,
     /// Set when activation failed: commands are refused with it.
     unavailable: Option<(ErrorCode, String)>,
-    pending: Vec<(SessionAddr, NewMessage)>,
+    pending: Vec<Pending>,
     flush_queued: bool,
     last_activity: Instant,
     cluster: Cluster,
     idle_timer: Option<tokio::task::JoinHandle<()>>,
     /// Epoch, last seq and backlog, published for the admin view.
     status: std::sync::Arc<ConvStatus>,
+}
+
+/// A send or event waiting for the next commit.
+struct Pending {
+    /// Who gets the `sent` or `error`.
+    from: SessionAddr,
+    /// The request's `ref`, if the client gave one.
+    reference: Option<String>,
+    /// What to append.
+    message: NewMessage,
+}
+
+impl Pending {
+    /// What an `error` about it names: its `ref`, else its `client_msg_id`.
+    fn reference(&self) -> &str {
+        self.reference
+            .as_deref()
+            .unwrap_or(&self.message.client_msg_id)
+    }
 }
 
 /// The conversation actor.
@@ -217,8 +236,17 @@ impl Actor for ConversationActor {
             .forget_conversation(state.conv_id, myself.get_id())
             .await;
         // Whatever is still pending was never acknowledged: route it again.
-        for (from, message) in state.pending.drain(..) {
-            let cmd = ConvCommand::Send { from, message };
+        for Pending {
+            from,
+            reference,
+            message,
+        } in state.pending.drain(..)
+        {
+            let cmd = ConvCommand::Send {
+                from,
+                reference,
+                message,
+            };
             state.cluster.route_hops(state.conv_id, 1, cmd).await;
         }
         Ok(())
@@ -228,8 +256,16 @@ impl Actor for ConversationActor {
 impl ConvState {
     async fn command(&mut self, myself: &ActorRef<ConvMsg>, cmd: ConvCommand) {
         match cmd {
-            ConvCommand::Send { from, message } => {
-                self.pending.push((from, message));
+            ConvCommand::Send {
+                from,
+                reference,
+                message,
+            } => {
+                self.pending.push(Pending {
+                    from,
+                    reference,
+                    message,
+                });
                 if !self.flush_queued {
                     self.flush_queued = true;
                     let _ = myself.cast(ConvMsg::Flush);
@@ -307,9 +343,19 @@ impl ConvState {
         if self.pending.is_empty() {
             return true;
         }
+        // At most `max_batch` messages, and (but for one) at most a group
+        // commit's worth of writes: one batch always fits a transaction.
         let max = self.cluster.config().max_batch.max(1);
-        let take = self.pending.len().min(max);
-        let batch: Vec<(SessionAddr, NewMessage)> = self.pending.drain(..take).collect();
+        let mut take = 0;
+        let mut bytes = 0;
+        for p in self.pending.iter().take(max) {
+            bytes += crate::committer::message_write_bytes(&p.message);
+            if take > 0 && bytes > crate::committer::MAX_COMMIT_BYTES {
+                break;
+            }
+            take += 1;
+        }
+        let batch: Vec<Pending> = self.pending.drain(..take).collect();
         if !self.pending.is_empty() && !self.flush_queued {
             self.flush_queued = true;
             let _ = myself.cast(ConvMsg::Flush);
@@ -326,7 +372,7 @@ impl ConvState {
             conv_id: self.conv_id,
             epoch: self.epoch,
             next_seq: self.next_seq,
-            messages: batch.iter().map(|(_, m)| m.clone()).collect(),
+            messages: batch.iter().map(|p| p.message.clone()).collect(),
             push_to: push_to.clone(),
         };
         let conv_id = self.conv_id;
@@ -355,8 +401,8 @@ impl ConvState {
             }
             Err(e) => {
                 tracing::error!(conv_id, error = %e, "append failed");
-                for (from, m) in &batch {
-                    self.refuse(from, e.code(), &e.to_string(), &m.client_msg_id)
+                for p in &batch {
+                    self.refuse(&p.from, e.code(), &e.to_string(), p.reference())
                         .await;
                 }
                 true
@@ -367,14 +413,15 @@ impl ConvState {
     /// Acknowledges, fans out and notifies after a commit.
     async fn committed(
         &mut self,
-        batch: Vec<(SessionAddr, NewMessage)>,
+        batch: Vec<Pending>,
         outcomes: Vec<storage::Result<AppendOutcome>>,
         push_to: &[UserId],
     ) {
         let mut frames = Vec::new();
         let mut replies = Vec::new();
         let mut offline_pushes = Vec::new();
-        for ((from, m), outcome) in batch.into_iter().zip(outcomes) {
+        for (pending, outcome) in batch.into_iter().zip(outcomes) {
+            let from = pending.from.clone();
             match outcome {
                 Ok(outcome) => {
                     let stored = outcome.message();
@@ -400,7 +447,7 @@ impl ConvState {
                 }
                 Err(e) => {
                     let code = ErrorCode::from(&e);
-                    self.refuse(&from, code, &e.to_string(), &m.client_msg_id)
+                    self.refuse(&from, code, &e.to_string(), pending.reference())
                         .await;
                 }
             }

@@ -117,7 +117,8 @@ pub enum ServerFrame {
         /// A deleted message's tombstone.
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         deleted: bool,
-        /// Who reacted with what (history and sync reads).
+        /// Who reacted with what (history reads; live and sync frames
+        /// carry reaction events instead).
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         reactions: Vec<ReactionCount>,
     },

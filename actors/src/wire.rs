@@ -27,6 +27,9 @@ pub enum ConvCommand {
     Send {
         /// The session that sent it (or the HTTP request waiting for it).
         from: SessionAddr,
+        /// The client's `ref` for this request, echoed in an error
+        /// (else its `client_msg_id` is).
+        reference: Option<String>,
         /// What to append; its `sender` is the authenticated user.
         message: NewMessage,
     },
@@ -159,6 +162,7 @@ mod tests {
                     node: "a".into(),
                     session_id: 3,
                 },
+                reference: Some("r1".into()),
                 message: NewMessage {
                     reply_to: Some(2),
                     ..NewMessage::text(9, "c1", "héllo")

@@ -1312,6 +1312,10 @@ fn edits_deletes_reactions_and_replies_are_events_in_the_sequence() {
         Some("body m1")
     );
     assert_eq!(stored.mentions, vec![a.id, c.id]);
+    // A resend is the original, quote included.
+    let again = f.store.append(g, epoch, 3, &reply).expect("resend");
+    assert!(matches!(&again, AppendOutcome::Duplicate(m) if m.seq == 2));
+    assert_eq!(again.message().reply.as_ref().map(|q| q.seq), Some(1));
 
     // Bad input: each refused, nothing written.
     let edit = |who, id: &str, target, body: &str| event(who, id, K::Edit { target }, body);
@@ -1469,6 +1473,28 @@ fn edits_deletes_reactions_and_replies_are_events_in_the_sequence() {
     );
     assert_eq!(row(c.id).mentions, 0, "the deleted message mentioned carol");
     assert_eq!(row(c.id).unread, 1);
+}
+
+#[test]
+fn mentions_resolve_current_members_by_name() {
+    let f = fixture();
+    let (a, b, c) = (f.user("alice"), f.user("bob"), f.user("carol"));
+    let dotted = f.user("d.o.t.");
+    let g = f
+        .store
+        .create_group(a.id, "g", "", &[b.id, dotted.id])
+        .expect("group")
+        .id;
+    let epoch = f.store.activate_conversation(g).expect("activate").epoch;
+    // "@name." ends a sentence, but a name may itself end in a dot; carol
+    // is no member, nobody is nobody, alice is the author.
+    let body = "thanks @BOB. and @d.o.t. and @carol, @nobody, @alice, bob@x @bob";
+    let r = f
+        .store
+        .append(g, epoch, 1, &msg(a.id, "n1", body))
+        .expect("send");
+    assert_eq!(r.message().mentions, vec![b.id, dotted.id]);
+    let _ = c;
 }
 
 #[test]
@@ -1691,6 +1717,67 @@ fn search_finds_words_only_where_and_when_the_user_belonged() {
             ..
         })
     ));
+}
+
+#[test]
+fn search_pages_are_full_when_one_conversation_has_many_matches() {
+    let f = fixture();
+    let (a, b) = (f.user("alice"), f.user("bob"));
+    let dm = f.store.open_direct(a.id, b.id).expect("direct").id;
+    let g = f
+        .store
+        .create_group(a.id, "g", "", &[b.id])
+        .expect("group")
+        .id;
+    let de = f.store.activate_conversation(dm).expect("activate").epoch;
+    let ge = f.store.activate_conversation(g).expect("activate").epoch;
+    for i in 1..=30u64 {
+        f.tick(1);
+        f.store
+            .append(
+                dm,
+                de,
+                i,
+                &msg(a.id, &format!("d{i}"), &format!("kiwi {i}")),
+            )
+            .expect("send");
+        if i % 10 == 0 {
+            f.store
+                .append(
+                    g,
+                    ge,
+                    i / 10,
+                    &msg(b.id, &format!("g{i}"), "kiwi in the group"),
+                )
+                .expect("send");
+        }
+    }
+    let mut cursor: Option<String> = None;
+    let mut pages = Vec::new();
+    let mut all = Vec::new();
+    loop {
+        let page = f
+            .store
+            .search(b.id, "kiwi", cursor.as_deref(), 10)
+            .expect("page");
+        pages.push(page.hits.len());
+        all.extend(
+            page.hits
+                .iter()
+                .map(|h| (h.message.sent_at, h.message.conv_id, h.message.seq)),
+        );
+        match page.next_cursor {
+            Some(c) => cursor = Some(c),
+            None => break,
+        }
+        assert!(pages.len() < 10, "paging does not end: {pages:?}");
+    }
+    assert_eq!(all.len(), 33, "every match once");
+    let mut sorted = all.clone();
+    sorted.sort_by(|x, y| y.cmp(x));
+    sorted.dedup();
+    assert_eq!(all, sorted, "newest first, no repeats");
+    assert!(pages[0] == 10 && pages[1] == 10, "full pages: {pages:?}");
 }
 
 #[test]

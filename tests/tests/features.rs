@@ -327,6 +327,15 @@ async fn every_member_sees_the_same_edits_deletions_replies_and_reactions() {
     )
     .await;
     assert_eq!(code, "bad_request", "a reply to nothing");
+    // An error names the request by its `ref` when it has one.
+    b.send(json!({"type": "edit", "conv_id": g, "seq": m1, "body": "x", "client_msg_id": "x7", "ref": "r-77"}))
+        .await;
+    let error = b
+        .wait_for("the error for r-77", T, |f| {
+            f["type"] == "error" && f["ref"] == "r-77"
+        })
+        .await;
+    assert_eq!(error["code"], "forbidden");
     for (method, path, who, want) in [
         (
             "PATCH",
@@ -377,11 +386,26 @@ async fn every_member_sees_the_same_edits_deletions_replies_and_reactions() {
         json!({"type": "delete", "conv_id": g, "seq": m2, "client_msg_id": "a4"}),
     )
     .await;
-    let last = sent(
+    let noted = sent(
         &mut b,
-        json!({"type": "send", "conv_id": g, "client_msg_id": "b4", "body": "noted @carol"}),
+        json!({"type": "send", "conv_id": g, "client_msg_id": "b4", "body": "noted"}),
     )
     .await;
+    // An edit that adds a mention carries it (for a badge and a highlight).
+    let last = sent(
+        &mut b,
+        json!({"type": "edit", "conv_id": g, "seq": noted, "body": "noted @carol.", "client_msg_id": "b5"}),
+    )
+    .await;
+    let edit = a
+        .wait_for("bob's edit", T, |f| {
+            f["type"] == "message" && f["seq"] == last
+        })
+        .await;
+    assert_eq!(
+        (&edit["kind"], &edit["target"], &edit["mentions"]),
+        (&json!("edit"), &json!(noted), &json!([carol.id]))
+    );
 
     // Everyone, carol included (offline until now, syncing on connect),
     // ends up showing the same thing, which is what history says.
@@ -447,14 +471,12 @@ async fn every_member_sees_the_same_edits_deletions_replies_and_reactions() {
     assert_eq!(row["unread"], 2, "{row}");
     assert_eq!(row["mentions"], 1, "{row}");
 
-    // The first text ("zanzibar") was edited away, and the reply deleted:
-    // neither is in the store's files any more.
+    // The deleted reply's text is in none of the store's files any more
+    // (the first text, edited away, is kept on purpose: edit history).
     if matches!(TestStore::from_env(), TestStore::Sqlite) {
-        until(
-            "the edited-away text to leave the store files",
-            T,
-            || async { (!store_files_hold(cluster.dir(), "and @Carol")).then_some(()) },
-        )
+        until("the deleted text to leave the store files", T, || async {
+            (!store_files_hold(cluster.dir(), "and @Carol")).then_some(())
+        })
         .await;
         assert!(
             !store_files_hold(cluster.dir(), "ok @alice"),

@@ -9,7 +9,7 @@
 
 use std::time::Duration;
 
-use actors::frames::ServerFrame;
+use actors::frames::{ErrorCode, ServerFrame};
 use axum::extract::State;
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
@@ -60,7 +60,10 @@ async fn submit(
         .cluster
         .send_and_wait(conv_id, message, ANSWER_TIMEOUT)
         .await
-        .ok_or(Error::Overloaded)?;
+        .ok_or_else(|| Error::Refused {
+            code: ErrorCode::Unavailable,
+            message: "no answer in time: resend with the same client_msg_id".into(),
+        })?;
     match serde_json::from_str::<ServerFrame>(&answer) {
         Ok(ServerFrame::Sent {
             client_msg_id,
@@ -219,6 +222,7 @@ pub(crate) async fn react(
         ("emoji" = String, Path, description = "The emoji, percent-encoded"), EventKey),
     responses(
         (status = 200, description = "The reaction event's seq", body = SentView),
+        (status = 400, description = "Not an emoji", body = ErrorBody),
         (status = 403, description = "Not a member", body = ErrorBody),
         (status = 404, description = "No such message, or deleted", body = ErrorBody),
     ))]

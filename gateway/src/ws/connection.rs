@@ -306,10 +306,12 @@ impl Reader<'_> {
                         return self.fail(e, reference).await;
                     }
                 };
-                self.state
-                    .cluster
-                    .route(conv_id, ConvCommand::Send { from, message })
-                    .await;
+                let cmd = ConvCommand::Send {
+                    from,
+                    reference,
+                    message,
+                };
+                self.state.cluster.route(conv_id, cmd).await;
             }
             ClientFrame::Edit {
                 reference,
@@ -430,10 +432,12 @@ impl Reader<'_> {
         if let Err(e) = self.sendable(&message) {
             return self.fail(e, reference).await;
         }
-        self.state
-            .cluster
-            .route(conv_id, ConvCommand::Send { from, message })
-            .await;
+        let cmd = ConvCommand::Send {
+            from,
+            reference,
+            message,
+        };
+        self.state.cluster.route(conv_id, cmd).await;
     }
 
     /// Hands a `sync` to the session, which runs it between live messages.

@@ -29,6 +29,9 @@ pub const MAX_REACTIONS_PER_MEMBER: usize = 20;
 pub const MAX_EMOJI_BYTES: usize = 32;
 /// Most users one message may mention.
 pub const MAX_MENTIONS: usize = 20;
+/// Most `@name` candidates looked up per message (found or not): bounds
+/// the reads a text full of `@`s costs.
+pub const MAX_MENTION_LOOKUPS: usize = 50;
 
 /// A text message of the conversation that is not deleted: what an edit,
 /// a deletion, a reaction or a reply may point at.
@@ -73,6 +76,7 @@ pub(crate) fn mentions(
 ) -> Result<Vec<UserId>> {
     let name_char = |c: char| c.is_alphanumeric() || matches!(c, '_' | '.' | '-');
     let mut found = Vec::new();
+    let mut lookups = 0;
     let mut prev: Option<char> = None;
     for (i, c) in body.char_indices() {
         let starts = c == '@' && !prev.is_some_and(name_char);
@@ -82,13 +86,31 @@ pub(crate) fn mentions(
         }
         let rest = &body[i + 1..];
         let end = rest.find(|c: char| !name_char(c)).unwrap_or(rest.len());
-        // A sentence may end right after the name: "thanks @bob."
-        let name = rest[..end].trim_end_matches(['.', '-']);
+        let name = &rest[..end];
         if name.is_empty() || name.chars().count() > 64 {
             continue;
         }
-        let key = super::names::name_key(name);
-        let Some(user_id) = get::<UserId, _>(tx, keys::USER_BY_NAME, &(&key,))? else {
+        // A sentence may end right after the name ("thanks @bob."): the
+        // name as written first, then without its trailing dots and dashes.
+        let trimmed = name.trim_end_matches(['.', '-']);
+        let candidates = if trimmed.len() < name.len() {
+            vec![name, trimmed]
+        } else {
+            vec![name]
+        };
+        let mut user = None;
+        for candidate in candidates {
+            if candidate.is_empty() || lookups == MAX_MENTION_LOOKUPS {
+                break;
+            }
+            lookups += 1;
+            let key = super::names::name_key(candidate);
+            user = get::<UserId, _>(tx, keys::USER_BY_NAME, &(&key,))?;
+            if user.is_some() {
+                break;
+            }
+        }
+        let Some(user_id) = user else {
             continue;
         };
         if user_id == author || found.contains(&user_id) {
@@ -129,7 +151,8 @@ fn refresh_preview(meta: &mut ConvMeta, target: &Message) {
 }
 
 /// Applies an edit by `author` of `target` (the edit itself is message
-/// `seq`): keeps the replaced text, reindexes, re-resolves mentions.
+/// `seq`): keeps the replaced text, reindexes, re-resolves mentions (and
+/// returns them, for the edit's own frame).
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn edit(
     tx: &mut dyn Transaction,
@@ -140,7 +163,7 @@ pub(crate) fn edit(
     body: &str,
     seq: Seq,
     now: Millis,
-) -> Result<()> {
+) -> Result<Vec<UserId>> {
     let mut m = live_text(tx, conv_id, target)?;
     if m.sender != author {
         return Err(Error::Forbidden("only its author can edit a message"));
@@ -176,7 +199,7 @@ pub(crate) fn edit(
     super::search::index(tx, &m)?;
     put(tx, keys::MSG, &(conv_id, target), &m)?;
     refresh_preview(meta, &m);
-    Ok(())
+    Ok(m.mentions)
 }
 
 /// Applies a deletion by `by` of `target`: the author, or an admin of a
@@ -458,7 +481,8 @@ impl ChatStore {
 
 /// Applies the event `kind` sent by `sender` as message `seq`, or checks a
 /// text message's reply and resolves its mentions. Returns the mentions
-/// and the quote for a text message.
+/// (of a text message, or of an edit's new text) and a text message's
+/// quote.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn apply(
     tx: &mut dyn Transaction,
@@ -477,8 +501,8 @@ pub(crate) fn apply(
             Ok((mentions(tx, conv_id, sender, body)?, quote))
         }
         MessageKind::Edit { target } => {
-            edit(tx, meta, conv_id, *target, sender, body, seq, now)?;
-            Ok((Vec::new(), None))
+            let mentions = edit(tx, meta, conv_id, *target, sender, body, seq, now)?;
+            Ok((mentions, None))
         }
         MessageKind::Delete { target } => {
             delete(tx, meta, conv_id, *target, sender, now)?;

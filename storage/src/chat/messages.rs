@@ -475,7 +475,8 @@ fn append_in(
             if blocked {
                 return Err(Error::Forbidden(super::blocks::BLOCKED_DIRECT));
             }
-            if let Some(original) = existing(tx, conv_id, m.sender, &m.client_msg_id)? {
+            if let Some(mut original) = existing(tx, conv_id, m.sender, &m.client_msg_id)? {
+                super::events::decorate(tx, std::slice::from_mut(&mut original), false)?;
                 return Ok(AppendOutcome::Duplicate(original));
             }
             let seq = meta.last_seq + 1;

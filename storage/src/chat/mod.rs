@@ -40,7 +40,7 @@ pub use messages::{AppendOutcome, AppendRequest, NewMessage};
 pub use model::*;
 pub use push::{subscription_id, PushRecipient};
 pub use receipts::{AckKind, MemberReceipt};
-pub use search::{SearchHit, SearchPage, TextFragment};
+pub use search::{index_words, SearchHit, SearchPage, TextFragment};
 pub use users::NewUser;
 
 use crate::codec::{decode, encode};

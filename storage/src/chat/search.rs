@@ -249,16 +249,20 @@ impl ChatStore {
                     Some((at, _, _)) => keys::SEARCH.key(&(conv_id, &driver, at)),
                 };
                 let rows = tx.get_range(&begin, &end, RangeOptions::reverse(scan))?;
-                let full = rows.len() == scan;
+                let mut oldest = None;
                 for (key, _) in &rows {
                     let (_, _, at, seq): (ConvId, String, Millis, Seq) =
                         keys::SEARCH.unpack(key)?;
-                    if full {
-                        frontier = frontier.max(Some((at, conv_id, seq)));
-                    }
+                    oldest = Some((at, conv_id, seq));
                     if seq > joined.joined_seq {
                         candidates.push((at, conv_id, seq));
                     }
+                }
+                // Rows read newest first: the last one is the oldest
+                // examined here. Of the conversations cut short, the one
+                // cut at the newest position bounds the page.
+                if rows.len() == scan {
+                    frontier = frontier.max(oldest);
                 }
             }
             candidates.sort_unstable_by(|a, b| b.cmp(a));
