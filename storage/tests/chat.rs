@@ -1428,7 +1428,9 @@ fn edits_deletes_reactions_and_replies_are_events_in_the_sequence() {
     let reactions = f.store.reactions(a.id, g, 1).expect("reactions");
     assert_eq!(reactions.len(), 1, "{reactions:?}");
     assert_eq!((reactions[0].emoji.as_str(), reactions[0].count), ("👍", 2));
-    assert_eq!(reactions[0].users, vec![b.id, c.id]);
+    let mut who = vec![b.id, c.id];
+    who.sort_unstable();
+    assert_eq!(reactions[0].users, who, "in user id order");
 
     // Events are never unread.
     let row = |user| {
