@@ -15,7 +15,7 @@ use std::time::Duration;
 use ractor::{Actor, ActorId, ActorRef};
 use ractor_cluster::node::NodeConnectionMode;
 use ractor_cluster::{NodeServer, NodeServerMessage};
-use storage::chat::{ChatStore, ConvId, UserId};
+use storage::chat::{ChatStore, ConvId, Seq, UserId};
 
 use crate::committer::Committer;
 use crate::config::ClusterConfig;
@@ -25,10 +25,11 @@ use crate::events::{ClusterEvent, Events};
 use crate::frames::{ErrorCode, ServerFrame};
 use crate::host::{HostActor, HostMsg};
 use crate::metrics::Metrics;
+use crate::outbound::SharedText;
 use crate::presence::PresenceActor;
 use crate::push::PushService;
 use crate::registry::LocalSessions;
-use crate::session::SessionMsg;
+use crate::session::{OrderedFrame, SessionMsg};
 use crate::supervisor::Supervisor;
 use crate::wire::{ClusterMsg, ConvCommand, Outgoing, SessionAddr};
 use crate::{placement, Error};
@@ -623,8 +624,8 @@ impl Cluster {
                 self.send_remote(&node, &msg);
             }
         }
-        if let ClusterMsg::Fanout { user_ids, frames } = &msg {
-            self.deliver_local(user_ids, frames);
+        if let ClusterMsg::Fanout { user_ids, frames } = msg {
+            self.deliver_local(&user_ids, frames);
         }
     }
 
@@ -647,7 +648,7 @@ impl Cluster {
     /// addressed to (neither may still be there).
     fn reply_local(&self, session_id: u64, frame: String) {
         if let Some(session) = self.inner.sessions.get(session_id) {
-            let _ = session.cast(SessionMsg::Frame(frame.into_bytes()));
+            let _ = session.cast(SessionMsg::Frame(frame.into()));
             return;
         }
         let waiter = self
@@ -702,16 +703,22 @@ impl Cluster {
         answer.ok().and_then(Result::ok)
     }
 
-    /// Writes frames to this node's sessions of `users`.
-    pub fn deliver_local(&self, users: &[UserId], frames: &[Outgoing]) {
+    /// Writes frames to this node's sessions of `users`. Each frame's text
+    /// is shared by all of them (a reference count each, no copy).
+    pub fn deliver_local(&self, users: &[UserId], frames: Vec<Outgoing>) {
+        let frames: Vec<(Option<(ConvId, Seq)>, SharedText)> = frames
+            .into_iter()
+            .map(|f| (f.order, SharedText::from(f.json)))
+            .collect();
         for &user_id in users {
             for session in self.inner.sessions.of_user(user_id) {
-                for frame in frames {
-                    let msg = match frame.order {
-                        Some((conv_id, seq)) => SessionMsg::Message(
-                            crate::session::encode_message(conv_id, seq, &frame.json),
-                        ),
-                        None => SessionMsg::Frame(frame.json.clone().into_bytes()),
+                for (order, json) in &frames {
+                    let json = json.clone();
+                    let msg = match *order {
+                        Some((conv_id, seq)) => {
+                            SessionMsg::Message(OrderedFrame { conv_id, seq, json })
+                        }
+                        None => SessionMsg::Frame(json),
                     };
                     let _ = session.cast(msg);
                 }
@@ -747,7 +754,7 @@ impl Cluster {
             ClusterMsg::Conversation { conv_id, hops, cmd } => {
                 self.route_hops(conv_id, hops, cmd).await
             }
-            ClusterMsg::Fanout { user_ids, frames } => self.deliver_local(&user_ids, &frames),
+            ClusterMsg::Fanout { user_ids, frames } => self.deliver_local(&user_ids, frames),
             ClusterMsg::Revoked { login } => {
                 for session in self.inner.sessions.of_login(&login) {
                     let _ = session.cast(SessionMsg::Revoked(Vec::new()));

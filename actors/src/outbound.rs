@@ -11,6 +11,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 
 /// Why a frame could not be queued.
@@ -24,12 +25,69 @@ pub enum QueueError {
     Closed,
 }
 
+/// A frame's JSON text, encoded once and shared by every socket it goes
+/// to: cloning it is a reference count, not a copy. Built only from
+/// strings, so it is always UTF-8.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct SharedText(Bytes);
+
+impl SharedText {
+    /// The text's bytes (UTF-8).
+    pub fn bytes(&self) -> &Bytes {
+        &self.0
+    }
+
+    /// Its length in bytes.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Whether it is empty.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The text as a `str`.
+    pub fn as_str(&self) -> &str {
+        // Only ever built from `String`/`&str` (or checked bytes).
+        std::str::from_utf8(&self.0).unwrap_or_default()
+    }
+}
+
+impl From<String> for SharedText {
+    fn from(text: String) -> Self {
+        Self(Bytes::from(text))
+    }
+}
+
+impl From<&str> for SharedText {
+    fn from(text: &str) -> Self {
+        Self(Bytes::copy_from_slice(text.as_bytes()))
+    }
+}
+
+/// Carried in a [`crate::session::SessionMsg`], which must be encodable
+/// for the cluster; it never crosses nodes in practice (peers get frames
+/// through the host actor), and bytes that are not UTF-8 decode as empty.
+impl ractor::BytesConvertable for SharedText {
+    fn into_bytes(self) -> Vec<u8> {
+        self.0.to_vec()
+    }
+
+    fn from_bytes(bytes: Vec<u8>) -> Self {
+        match String::from_utf8(bytes) {
+            Ok(text) => text.into(),
+            Err(_) => Self::default(),
+        }
+    }
+}
+
 /// A frame on its way to the socket with its share of the byte budget,
 /// released once the writer is done with it.
 #[derive(Debug)]
 pub struct Queued {
     /// The JSON text.
-    pub text: String,
+    pub text: SharedText,
     _budget: OwnedSemaphorePermit,
 }
 
@@ -59,7 +117,7 @@ pub fn channel(max_frames: usize, max_bytes: usize) -> (Outbound, mpsc::Receiver
 impl Outbound {
     /// What a frame costs: its length, and a frame larger than the whole
     /// budget takes all of it (it still goes, alone).
-    fn cost(&self, text: &str) -> u32 {
+    fn cost(&self, text: &SharedText) -> u32 {
         text.len()
             .clamp(1, self.max_bytes)
             .try_into()
@@ -67,7 +125,8 @@ impl Outbound {
     }
 
     /// Queues a frame now, or fails when the budget is spent.
-    pub fn try_push(&self, text: String) -> Result<(), QueueError> {
+    pub fn try_push(&self, text: impl Into<SharedText>) -> Result<(), QueueError> {
+        let text = text.into();
         let permit = match self.budget.clone().try_acquire_many_owned(self.cost(&text)) {
             Ok(p) => p,
             Err(tokio::sync::TryAcquireError::NoPermits) => return Err(QueueError::Full),
@@ -86,7 +145,12 @@ impl Outbound {
 
     /// Queues a frame, waiting up to `patience` for the client to read
     /// enough to make room.
-    pub async fn push(&self, text: String, patience: Duration) -> Result<(), QueueError> {
+    pub async fn push(
+        &self,
+        text: impl Into<SharedText>,
+        patience: Duration,
+    ) -> Result<(), QueueError> {
+        let text = text.into();
         let cost = self.cost(&text);
         let queued = tokio::time::timeout(patience, async {
             let permit = self
@@ -120,14 +184,14 @@ mod tests {
     #[tokio::test]
     async fn bytes_bound_the_queue_and_come_back_when_written() {
         let (out, mut rx) = channel(100, 10);
-        out.try_push("12345".into()).expect("fits");
-        out.try_push("1234".into()).expect("fits");
-        assert_eq!(out.try_push("12".into()), Err(QueueError::Full));
+        out.try_push("12345").expect("fits");
+        out.try_push("1234").expect("fits");
+        assert_eq!(out.try_push("12"), Err(QueueError::Full));
         assert_eq!(out.queued_bytes(), 9);
         let first = rx.recv().await.expect("queued");
-        assert_eq!(first.text, "12345");
+        assert_eq!(first.text.as_str(), "12345");
         drop(first);
-        out.try_push("12".into()).expect("room again");
+        out.try_push("12").expect("room again");
         // A frame larger than the budget waits for all of it.
         assert_eq!(
             out.push("x".repeat(50), Duration::from_millis(20)).await,
@@ -142,8 +206,8 @@ mod tests {
     #[tokio::test]
     async fn frames_bound_the_queue_too() {
         let (out, _rx) = channel(2, 1000);
-        out.try_push("a".into()).expect("1");
-        out.try_push("b".into()).expect("2");
-        assert_eq!(out.try_push("c".into()), Err(QueueError::Full));
+        out.try_push("a").expect("1");
+        out.try_push("b").expect("2");
+        assert_eq!(out.try_push("c"), Err(QueueError::Full));
     }
 }

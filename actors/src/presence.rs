@@ -106,5 +106,5 @@ async fn announce(cluster: Cluster, user_id: UserId, online: bool) {
         last_seen,
     }
     .to_json();
-    cluster.deliver_local(&contacts, &[frame.into()]);
+    cluster.deliver_local(&contacts, vec![frame.into()]);
 }

@@ -25,7 +25,7 @@ use storage::chat::{ConvId, DeviceKey, Message, Seq, UserId};
 use tokio::sync::mpsc;
 
 use crate::frames::{ConvError, ErrorCode, ServerFrame};
-use crate::outbound::{Outbound, QueueError};
+use crate::outbound::{Outbound, QueueError, SharedText};
 use crate::{Cluster, Error};
 
 /// WebSocket close code for "try again later / elsewhere" (RFC 6455 1012,
@@ -51,13 +51,14 @@ pub struct CloseReason {
 
 /// Messages a session accepts. Only byte payloads, so it can be a member of
 /// a cluster-wide process group (remote nodes hold proxies of it) without
-/// any decoding that could panic.
+/// any decoding that could panic. Frames are [`SharedText`]: one encoding
+/// of a frame serves every local session it goes to.
 #[derive(RactorClusterMessage)]
 pub enum SessionMsg {
     /// A JSON text frame to write to the client.
-    Frame(Vec<u8>),
-    /// A `message` frame: [`encode_message`]'s header, then the JSON.
-    Message(Vec<u8>),
+    Frame(SharedText),
+    /// A `message` frame with the (conversation, seq) that orders it.
+    Message(OrderedFrame),
     /// The client asked to sync: a JSON [`SyncRequest`].
     Sync(Vec<u8>),
     /// Close the socket: the node is shutting down. Payload: the reason.
@@ -70,20 +71,49 @@ pub enum SessionMsg {
     Resync,
 }
 
-/// Packs a `message` frame with the (conversation, seq) that orders it.
-pub fn encode_message(conv_id: ConvId, seq: Seq, json: &str) -> Vec<u8> {
-    let mut bytes = Vec::with_capacity(16 + json.len());
-    bytes.extend_from_slice(&conv_id.to_be_bytes());
-    bytes.extend_from_slice(&seq.to_be_bytes());
-    bytes.extend_from_slice(json.as_bytes());
-    bytes
+/// A `message` frame with the (conversation, seq) that orders it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OrderedFrame {
+    /// The conversation.
+    pub conv_id: ConvId,
+    /// The message's seq.
+    pub seq: Seq,
+    /// The frame's JSON, shared.
+    pub json: SharedText,
 }
 
-fn decode_message(bytes: Vec<u8>) -> Option<(ConvId, Seq, String)> {
-    let conv_id = ConvId::from_be_bytes(bytes.get(..8)?.try_into().ok()?);
-    let seq = Seq::from_be_bytes(bytes.get(8..16)?.try_into().ok()?);
-    let json = String::from_utf8(bytes.get(16..)?.to_vec()).ok()?;
-    Some((conv_id, seq, json))
+/// Encodable for the cluster (see [`SharedText`]): the two numbers, then
+/// the JSON; bytes too short decode as conversation 0, which no session
+/// has, so they are dropped.
+impl ractor::BytesConvertable for OrderedFrame {
+    fn into_bytes(self) -> Vec<u8> {
+        let mut bytes = Vec::with_capacity(16 + self.json.len());
+        bytes.extend_from_slice(&self.conv_id.to_be_bytes());
+        bytes.extend_from_slice(&self.seq.to_be_bytes());
+        bytes.extend_from_slice(self.json.bytes());
+        bytes
+    }
+
+    fn from_bytes(bytes: Vec<u8>) -> Self {
+        let number = |range: std::ops::Range<usize>| {
+            bytes
+                .get(range)
+                .and_then(|b| b.try_into().ok())
+                .map(u64::from_be_bytes)
+        };
+        match (number(0..8), number(8..16)) {
+            (Some(conv_id), Some(seq)) => Self {
+                conv_id,
+                seq,
+                json: SharedText::from_bytes(bytes[16..].to_vec()),
+            },
+            _ => Self {
+                conv_id: 0,
+                seq: 0,
+                json: SharedText::default(),
+            },
+        }
+    }
 }
 
 /// A client's `sync`: it holds every message up to these seqs.
@@ -246,20 +276,15 @@ impl Actor for SessionActor {
             return Ok(()); // closing: the socket takes nothing more
         }
         let outcome = match message {
-            SessionMsg::Frame(bytes) => match String::from_utf8(bytes) {
-                Ok(text) => state.push_live(text),
-                Err(_) => {
-                    tracing::warn!(session = state.session_id, "dropping a non-UTF-8 frame");
-                    Ok(())
-                }
-            },
-            SessionMsg::Message(bytes) => match decode_message(bytes) {
-                Some((conv_id, seq, json)) => state.deliver(conv_id, seq, json).await,
-                None => {
-                    tracing::warn!(session = state.session_id, "dropping a malformed message");
-                    Ok(())
-                }
-            },
+            SessionMsg::Frame(text) if text.is_empty() => Ok(()),
+            SessionMsg::Frame(text) => state.push_live(text),
+            SessionMsg::Message(OrderedFrame { conv_id: 0, .. }) => {
+                tracing::warn!(session = state.session_id, "dropping a malformed message");
+                Ok(())
+            }
+            SessionMsg::Message(OrderedFrame { conv_id, seq, json }) => {
+                state.deliver(conv_id, seq, json).await
+            }
             SessionMsg::Resync => state.resync().await,
             SessionMsg::Sync(bytes) => {
                 let request = serde_json::from_slice::<SyncRequest>(&bytes).unwrap_or_default();
@@ -346,7 +371,7 @@ impl SessionState {
     }
 
     /// Queues a live frame; a full queue means the client is too slow.
-    fn push_live(&self, text: String) -> Result<(), QueueError> {
+    fn push_live(&self, text: SharedText) -> Result<(), QueueError> {
         self.outbound.try_push(text)?;
         self.cluster.metrics().frames_delivered.inc();
         Ok(())
@@ -366,7 +391,12 @@ impl SessionState {
     /// A live `message` frame: sent if it is the next of its conversation,
     /// dropped if the device already has it, and preceded by whatever the
     /// device missed if it comes after a gap.
-    async fn deliver(&mut self, conv_id: ConvId, seq: Seq, json: String) -> Result<(), QueueError> {
+    async fn deliver(
+        &mut self,
+        conv_id: ConvId,
+        seq: Seq,
+        json: SharedText,
+    ) -> Result<(), QueueError> {
         let sent = match self.sent.get(&conv_id) {
             Some(&sent) => sent,
             None => {

@@ -8,10 +8,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actors::frames::ServerFrame;
-use actors::outbound::{self, Outbound, Queued};
+use actors::outbound::{self, Outbound, Queued, SharedText};
 use actors::session::{CloseReason, SessionArgs, SessionMsg, SyncRequest, CLOSE_SLOW_CONSUMER};
 use actors::wire::{ConvCommand, SessionAddr};
-use axum::extract::ws::{CloseFrame, Message, WebSocket};
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
 use ractor::ActorRef;
@@ -476,10 +476,10 @@ async fn write(
                 Some(queued) => {
                     // Everything queued goes out with one flush.
                     let burst = async {
-                        sink.feed(Message::Text(queued.text.as_str().into())).await?;
+                        sink.feed(text_message(&queued.text)).await?;
                         drop(queued);
                         while let Ok(more) = frames.try_recv() {
-                            sink.feed(Message::Text(more.text.as_str().into())).await?;
+                            sink.feed(text_message(&more.text)).await?;
                         }
                         sink.flush().await
                     };
@@ -504,7 +504,7 @@ async fn write(
                     // (it syncs on reconnect).
                     let goodbye = async {
                         while let Ok(queued) = frames.try_recv() {
-                            sink.send(Message::Text(queued.text.as_str().into())).await?;
+                            sink.send(text_message(&queued.text)).await?;
                         }
                         sink.send(Message::Close(Some(CloseFrame {
                             code: reason.code,
@@ -539,4 +539,14 @@ fn truncate(reason: &str) -> String {
         end -= 1;
     }
     reason[..end].to_owned()
+}
+
+/// The WebSocket text message of a queued frame: the frame's shared bytes
+/// themselves, no copy (the check that they are UTF-8 cannot fail: a
+/// [`SharedText`] is built from strings).
+fn text_message(text: &SharedText) -> Message {
+    match Utf8Bytes::try_from(text.bytes().clone()) {
+        Ok(text) => Message::Text(text),
+        Err(_) => Message::Text(text.as_str().into()),
+    }
 }
