@@ -27,11 +27,17 @@ use crate::{Error, Result};
 /// ([`Database::id_shards`]): two allocations conflict one time in 16.
 pub const ID_SHARDS: u64 = 16;
 
-/// How hard [`Database::run`] tries before giving up on a retryable error.
+/// How hard [`Database::run`] tries before giving up on a retryable error:
+/// within a time budget, and a number of attempts. Time is what a caller
+/// waits on (an attempt on SQLite may itself wait out a busy timeout), so
+/// it is the bound that matters.
 #[derive(Debug, Clone)]
 pub struct RetryPolicy {
     /// Attempts in all, the first included. Default 30.
     pub max_attempts: u32,
+    /// No retry starts once this long has passed since the first attempt
+    /// began (a running attempt is not cut short). Default 10 s.
+    pub max_elapsed: Duration,
     /// Wait before the first retry; doubled each retry. Default 1 ms.
     pub initial_backoff: Duration,
     /// Ceiling of the wait between retries. Default 200 ms.
@@ -42,6 +48,7 @@ impl Default for RetryPolicy {
     fn default() -> Self {
         Self {
             max_attempts: 30,
+            max_elapsed: Duration::from_secs(10),
             initial_backoff: Duration::from_millis(1),
             max_backoff: Duration::from_millis(200),
         }
@@ -193,6 +200,7 @@ impl Database {
     where
         F: FnMut(&mut dyn Transaction) -> Result<T>,
     {
+        let started = std::time::Instant::now();
         let mut attempt = 0;
         loop {
             attempt += 1;
@@ -202,14 +210,17 @@ impl Database {
                 Err(e)
                     if e.is_retryable() || (idempotent && matches!(e, Error::MaybeCommitted)) =>
                 {
-                    if attempt >= self.retry.max_attempts {
+                    let backoff = self.retry.backoff(attempt - 1);
+                    if attempt >= self.retry.max_attempts
+                        || started.elapsed() + backoff >= self.retry.max_elapsed
+                    {
                         return Err(Error::RetriesExhausted {
                             attempts: attempt,
                             last: Box::new(e),
                         });
                     }
                     tracing::debug!(attempt, error = %e, "retrying transaction");
-                    std::thread::sleep(self.retry.backoff(attempt - 1));
+                    std::thread::sleep(backoff);
                 }
                 Err(e) => return Err(e),
             }
@@ -243,5 +254,38 @@ mod tests {
         }
         assert!(p.backoff(0) <= Duration::from_millis(1));
         assert!(p.backoff(10) >= Duration::from_millis(100));
+    }
+
+    /// An engine that is always busy.
+    struct Busy;
+
+    impl Backend for Busy {
+        fn name(&self) -> &'static str {
+            "busy"
+        }
+
+        fn begin(&self, _mode: TxMode) -> Result<Box<dyn crate::kv::BackendTransaction + '_>> {
+            Err(Error::Sqlite(rusqlite::Error::SqliteFailure(
+                rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_BUSY),
+                None,
+            )))
+        }
+    }
+
+    #[test]
+    fn retries_stop_at_the_time_budget() {
+        let db = Database::new(Busy).with_retry(RetryPolicy {
+            max_attempts: 1_000_000,
+            max_elapsed: Duration::from_millis(100),
+            initial_backoff: Duration::from_millis(10),
+            max_backoff: Duration::from_millis(10),
+        });
+        match db.run(|_| Ok(())) {
+            // Each wait is at least 5 ms: about 20 attempts fit in 100 ms.
+            Err(Error::RetriesExhausted { attempts, .. }) => {
+                assert!((2..=25).contains(&attempts), "{attempts} attempts")
+            }
+            other => panic!("expected the budget to run out: {other:?}"),
+        }
     }
 }
