@@ -19,9 +19,9 @@ use storage::chat::{ConvId, DeviceKey, MessageKind, NewMessage, UserId};
 use tokio::sync::{mpsc, Mutex};
 use tracing::Instrument;
 
-use super::frames::{parse_watermarks, reference_of, ClientFrame};
 use super::{error_text, presence, Identity};
 use crate::{AppState, Error};
+use actors::frames::{parse_watermarks, reference_of, ClientFrame};
 
 /// Close code for "going away" (idle timeout).
 const CLOSE_GOING_AWAY: u16 = 1001;

@@ -9,7 +9,6 @@
 //! [`SessionActor`]: actors::session::SessionActor
 
 mod connection;
-mod frames;
 mod presence;
 
 use axum::extract::ws::{Message, WebSocketUpgrade};

@@ -1,9 +1,8 @@
 //! The frames the server sends to WebSocket clients, and error codes.
 //!
 //! Actors produce them (a conversation actor acknowledges a send, fans out a
-//! message, relays typing), so they live here; the gateway writes them to
-//! the socket as JSON text frames tagged by `type`. docs/PROTOCOL.md shows
-//! an example of each.
+//! message, relays typing); the gateway writes them to the socket as JSON
+//! text frames tagged by `type`.
 
 use serde::{Deserialize, Serialize};
 use storage::chat::{ConvId, Message, MessageKind, Millis, Quote, ReactionCount, Seq, UserId};

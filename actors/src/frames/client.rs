@@ -1,4 +1,5 @@
-//! The frames clients send over the WebSocket.
+//! The frames clients send over the WebSocket; the gateway parses them and
+//! turns them into commands for the session and conversation actors.
 
 use std::collections::BTreeMap;
 
