@@ -20,6 +20,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use storage::chat::{AppendOutcome, AppendRequest, ChatStore, NewMessage};
+use storage::chat::{MAX_INDEXED_WORDS, MAX_WORD_BYTES};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::metrics::Metrics;
@@ -37,15 +38,14 @@ pub const MAX_COMMIT_BYTES: usize = 1_000_000;
 /// encoding, conversation, time, seq).
 const INDEX_ROW_BYTES: usize = 48;
 
-/// What appending one message writes, at most: its row and its dedup,
-/// receipt and meta rows (three times its payload covers them), plus one
-/// search index row per distinct word.
+/// What appending one message writes, at most, without tokenizing it: its
+/// row and its dedup, receipt and meta rows (three times its payload covers
+/// them), plus its search index rows: at most one per two bytes of text
+/// (a word and a separator) and at most `MAX_INDEXED_WORDS`, each with a
+/// word of at most `MAX_WORD_BYTES`.
 pub(crate) fn message_write_bytes(m: &NewMessage) -> usize {
-    let index: usize = storage::chat::index_words(&m.body)
-        .iter()
-        .map(|w| INDEX_ROW_BYTES + w.len())
-        .sum();
-    3 * (m.body.len() + m.client_msg_id.len()) + index
+    let rows = m.body.len().div_ceil(2).min(MAX_INDEXED_WORDS);
+    3 * (m.body.len() + m.client_msg_id.len()) + rows * (INDEX_ROW_BYTES + MAX_WORD_BYTES)
 }
 
 /// What one conversation's batch writes, at most.

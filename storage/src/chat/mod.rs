@@ -40,7 +40,9 @@ pub use messages::{AppendOutcome, AppendRequest, NewMessage};
 pub use model::*;
 pub use push::{subscription_id, PushRecipient};
 pub use receipts::{AckKind, MemberReceipt};
-pub use search::{index_words, SearchHit, SearchPage, TextFragment};
+pub use search::{
+    index_words, SearchHit, SearchPage, TextFragment, MAX_INDEXED_WORDS, MAX_WORD_BYTES,
+};
 pub use users::NewUser;
 
 use crate::codec::{decode, encode};
