@@ -94,6 +94,10 @@ struct Cli {
     /// Keep the nodes' store and logs after the run.
     #[arg(long, global = true)]
     keep: bool,
+    /// Pin the started nodes to these CPUs (`taskset -c` list, e.g. `0`);
+    /// `peers` defaults to `0`.
+    #[arg(long, global = true)]
+    server_cpus: Option<String>,
     /// The nodes' log filter (`PARLEY_LOG`); more than `warn` costs CPU.
     #[arg(long, global = true, default_value = "warn")]
     node_log: String,
@@ -109,6 +113,10 @@ enum Scenario {
     Direct(load::DirectArgs),
     /// Group messages at paced rates: deliveries/s and latency.
     Fanout(load::FanoutArgs),
+    /// The peer comparison's workload (issue #15): 100 users, 10 groups of
+    /// 10, 15 s open-loop steps, the node pinned to CPU 0 and the generator
+    /// to the other CPUs.
+    Peers(load::PeersArgs),
     /// Many clients logging in and connecting at once.
     Storm(storm::StormArgs),
     /// Kill -9 the home node of a busy conversation (3 nodes).
@@ -197,7 +205,23 @@ fn main() -> Result<()> {
         bail!("--nodes must be 1 to 16");
     }
     let client_nofile = procs::raise_nofile(servers::WANT_NOFILE);
-    let client_threads = cli.client_threads.unwrap_or_else(cores).max(1);
+    let mut client_threads = cli.client_threads.unwrap_or_else(cores).max(1);
+    if let Some(cpus) = &cli.server_cpus {
+        procs::parse_cpu_list(cpus)?;
+    }
+    let server_cpus = match (&cli.server_cpus, &cli.scenario) {
+        (Some(cpus), _) => Some(cpus.clone()),
+        (None, Scenario::Peers(_)) => Some("0".to_owned()),
+        (None, _) => None,
+    };
+    if matches!(cli.scenario, Scenario::Peers(_)) {
+        // The generator takes the CPUs the node does not: set on this
+        // thread before the runtime starts, so every thread inherits it.
+        let mine = procs::pin_to_other_cpus(server_cpus.as_deref().unwrap_or("0"))?;
+        if cli.client_threads.is_none() {
+            client_threads = mine.max(1);
+        }
+    }
     let bin = match &cli.parley_bin {
         Some(b) => b.clone(),
         None => servers::default_bin()?,
@@ -212,6 +236,7 @@ fn main() -> Result<()> {
             log: cli.node_log.clone(),
             nofile: matches!(cli.scenario, Scenario::Abuse(_)).then_some(1024),
             default_limits: matches!(cli.scenario, Scenario::Abuse(_)),
+            cpus: server_cpus,
         },
         source_ips: cli.source_ips,
         concurrency: cli.concurrency.max(1),
@@ -232,6 +257,7 @@ fn main() -> Result<()> {
                 Scenario::Idle(a) => idle::run(&env, a).await,
                 Scenario::Direct(a) => load::direct(&env, a).await,
                 Scenario::Fanout(a) => load::fanout(&env, a).await,
+                Scenario::Peers(a) => load::peers(&env, a).await,
                 Scenario::Storm(a) => storm::run(&env, a).await,
                 Scenario::Failover(a) => failover::run(&env, a).await,
                 Scenario::Abuse(a) => abuse::run(&env, a).await,

@@ -457,7 +457,9 @@ async fn run_steps(
             "step: {rate} msgs/s for {} s (+{} s warm-up)",
             args.duration, args.warmup
         );
-        let (back, row) = run_step(clients, rate, args, servers).await;
+        let (back, mut row) = run_step(clients, rate, args, servers).await;
+        let rss_kib: u64 = servers.rss().iter().filter_map(|(_, kib)| *kib).sum();
+        put(&mut row, "server_rss_mib", round1(rss_kib as f64 / 1024.0));
         let lost = report_lost(&row);
         report.rows.push(row);
         clients = back;
@@ -476,6 +478,39 @@ async fn run_steps(
 fn report_lost(row: &Fields) -> bool {
     row.iter()
         .any(|(k, v)| k == "closed" && v.as_u64().unwrap_or(0) > 0)
+}
+
+/// `peers`: the workload of the peer comparison in issue #15, exactly:
+/// 100 users in 10 groups of 10 (every message reaches 9 members), open
+/// loop, 15 s steps, the node pinned to one core and the generator to the
+/// others (see `main`).
+#[derive(Debug, Clone, clap::Args)]
+pub struct PeersArgs {
+    /// Messages per second, one step each; a message is 9 deliveries, so
+    /// the defaults offer 4.4k, 45k, 90k and 180k deliveries/s.
+    #[arg(long, value_delimiter = ',', default_value = "489,5000,10000,20000")]
+    pub rate: Vec<f64>,
+    /// Measured seconds per step.
+    #[arg(long, default_value_t = 15.0)]
+    pub duration: f64,
+}
+
+/// Runs `peers`: `fanout` with the comparison's shape.
+pub async fn peers(env: &Env, args: &PeersArgs) -> Result<Report> {
+    let fanout_args = FanoutArgs {
+        group_size: 10,
+        groups: Some(10),
+        load: LoadArgs {
+            rate: args.rate.clone(),
+            duration: args.duration,
+            warmup: 2.0,
+            drain: 5.0,
+            body_bytes: 64,
+        },
+    };
+    let mut report = fanout(env, &fanout_args).await?;
+    report.scenario = "peers".into();
+    Ok(report)
 }
 
 /// `direct`: pairs of users, each sending to the other.

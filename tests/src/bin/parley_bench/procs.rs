@@ -5,6 +5,8 @@
 use std::sync::OnceLock;
 use std::time::Instant;
 
+use anyhow::Result;
+
 /// Clock ticks per second of `/proc/PID/stat` times (`getconf CLK_TCK`).
 fn clk_tck() -> f64 {
     static TCK: OnceLock<f64> = OnceLock::new();
@@ -210,4 +212,51 @@ pub fn round1(x: f64) -> f64 {
 /// Rounds to two decimals for reports.
 pub fn round2(x: f64) -> f64 {
     (x * 100.0).round() / 100.0
+}
+
+/// The CPUs of a `taskset -c` list (`0`, `0-2,5`); refuses anything else,
+/// since the list goes into the nodes' start command.
+pub fn parse_cpu_list(list: &str) -> Result<Vec<usize>> {
+    let mut cpus = Vec::new();
+    for part in list.split(',') {
+        let bad = || anyhow::anyhow!("bad CPU list {list:?}: expected e.g. 0 or 0-2,5");
+        match part.split_once('-') {
+            Some((a, b)) => {
+                let (a, b): (usize, usize) =
+                    (a.parse().map_err(|_| bad())?, b.parse().map_err(|_| bad())?);
+                if a > b {
+                    return Err(bad());
+                }
+                cpus.extend(a..=b);
+            }
+            None => cpus.push(part.parse().map_err(|_| bad())?),
+        }
+    }
+    Ok(cpus)
+}
+
+/// Pins this process (its calling thread, so every thread it starts after)
+/// to the CPUs not in `server_cpus`; returns how many that is.
+pub fn pin_to_other_cpus(server_cpus: &str) -> Result<usize> {
+    let taken = parse_cpu_list(server_cpus)?;
+    let all = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let mine: Vec<String> = (0..all)
+        .filter(|c| !taken.contains(c))
+        .map(|c| c.to_string())
+        .collect();
+    if mine.is_empty() {
+        anyhow::bail!("no CPU left for the generator: the node takes {server_cpus} of {all}");
+    }
+    let status = std::process::Command::new("taskset")
+        .args(["-p", "-c", &mine.join(","), &std::process::id().to_string()])
+        .stdout(std::process::Stdio::null())
+        .status()
+        .map_err(|e| anyhow::anyhow!("running taskset (util-linux): {e}"))?;
+    if !status.success() {
+        anyhow::bail!(
+            "taskset could not pin the generator to CPUs {}",
+            mine.join(",")
+        );
+    }
+    Ok(mine.len())
 }

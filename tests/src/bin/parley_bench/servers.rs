@@ -36,6 +36,8 @@ pub struct NodeSettings {
     /// else they are lifted, as the generator's users come from a few
     /// loopback addresses at rates no person reaches.
     pub default_limits: bool,
+    /// CPUs to pin the nodes to (`taskset -c` list); none: unpinned.
+    pub cpus: Option<String>,
 }
 
 /// Where the generator's nodes keep their state.
@@ -256,10 +258,14 @@ impl Servers {
             .context("node log")?;
         // Raise the open-files limit inside the command, then become parley
         // (exec: the pid we hold is the node's).
+        let exec = match &settings.cpus {
+            Some(cpus) => format!("exec taskset -c {cpus} \"$0\" \"$@\""),
+            None => "exec \"$0\" \"$@\"".to_owned(),
+        };
         let script = match settings.nofile {
-            Some(n) => format!("ulimit -n {n}; exec \"$0\" \"$@\""),
+            Some(n) => format!("ulimit -n {n}; {exec}"),
             None => format!(
-                "ulimit -n {WANT_NOFILE} 2>/dev/null || ulimit -n \"$(ulimit -H -n)\"; exec \"$0\" \"$@\""
+                "ulimit -n {WANT_NOFILE} 2>/dev/null || ulimit -n \"$(ulimit -H -n)\"; {exec}"
             ),
         };
         let child = Command::new("sh")
