@@ -67,6 +67,12 @@ pub struct Config {
     /// fsync every commit (survives power loss, slower) instead of only
     /// surviving process crashes. Default false.
     pub fsync: bool,
+    /// Threads for blocking work: every store call, password hashing.
+    /// Calls beyond them queue instead of starting threads (tokio's own
+    /// bound is 512): each thread would open its own SQLite connection,
+    /// with its cache and allocator state, and keep it after a burst.
+    /// Default 16, at least 2.
+    pub blocking_threads: usize,
     /// Gateway limits and timeouts (`[gateway]` in the file).
     pub gateway: gateway::GatewayConfig,
     /// Input limits of the chat layer (`[limits]` in the file).
@@ -97,6 +103,7 @@ impl Default for Config {
             push_timeout_ms: 5000,
             busy_timeout_ms: 5000,
             fsync: false,
+            blocking_threads: 16,
             gateway: gateway::GatewayConfig::default(),
             limits: storage::chat::Limits::default(),
             push: actors::PushConfig::default(),

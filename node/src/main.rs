@@ -35,6 +35,7 @@ fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt().with_env_filter(filter()).init();
     let config = node::Config::load(cli)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
+        .max_blocking_threads(config.blocking_threads.max(2))
         .enable_all()
         .build()?;
     let result = runtime.block_on(node::run(config, shutdown_signal()));
