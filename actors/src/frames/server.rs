@@ -295,3 +295,36 @@ impl ServerFrame {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What a conversation actor sends when the store fails: the class,
+    /// never the engine's words.
+    #[test]
+    fn storage_failures_reach_clients_as_codes_only() {
+        let busy = storage::Error::Sqlite(rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_BUSY),
+            Some("database is locked in /var/lib/parley/parley.sqlite".into()),
+        ));
+        let corrupt = storage::Error::Corrupt {
+            family: "msg",
+            reason: "unexpected end at byte 17".into(),
+        };
+        for (e, code) in [
+            (busy, ErrorCode::Unavailable),
+            (corrupt, ErrorCode::Internal),
+        ] {
+            let frame = ServerFrame::error(ErrorCode::from(&e), e.to_string(), Some("c1".into()));
+            let json = frame.to_json();
+            assert!(
+                matches!(&frame, ServerFrame::Error { code: c, .. } if *c == code),
+                "{json}"
+            );
+            for leak in ["sqlite", "locked", "byte 17", "msg"] {
+                assert!(!json.contains(leak), "{leak} leaked: {json}");
+            }
+        }
+    }
+}
