@@ -6,123 +6,15 @@
 //! notice and passes locally; in CI (`CI` set) it fails. Screenshots go to
 //! `target/web-screenshots/` (prefixed `features-`).
 
-use std::path::PathBuf;
-use std::time::Duration;
-
-use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::{json, Value};
-use tests::browser::{chromedriver as driver, ChromeDriver as Driver};
+use tests::browser::chromedriver as driver;
 use tests::client::{Api, Ws};
 use tests::node::TestCluster;
 
-const WAIT: Duration = Duration::from_secs(30);
-
-/// One browser session (its own profile: its own localStorage and IndexedDB).
-struct Browser {
-    client: Client,
-}
+mod common;
+use common::chromium::{Browser, WAIT};
 
 impl Browser {
-    async fn open(driver: &Driver, width: u32, height: u32) -> Self {
-        let args = vec![
-            "--headless=new".to_owned(),
-            "--no-sandbox".into(),
-            "--disable-gpu".into(),
-            "--disable-dev-shm-usage".into(),
-            "--no-first-run".into(),
-            "--disable-extensions".into(),
-            format!("--window-size={width},{height}"),
-        ];
-        let mut options = json!({ "args": args });
-        if let Some(bin) = &driver.chromium {
-            options["binary"] = json!(bin.to_string_lossy());
-        }
-        let mut caps = serde_json::Map::new();
-        caps.insert("browserName".into(), json!("chrome"));
-        caps.insert("goog:chromeOptions".into(), options);
-        let client = ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
-            .capabilities(caps)
-            .connect(&driver.url)
-            .await
-            .expect("a chromium session");
-        Self { client }
-    }
-
-    async fn goto(&self, url: &str) {
-        self.client.goto(url).await.expect("navigating");
-    }
-
-    async fn js(&self, script: &str) -> Value {
-        self.client
-            .execute(script, vec![])
-            .await
-            .unwrap_or(Value::Null)
-    }
-
-    /// Polls `script` until it returns something other than null/false.
-    async fn until(&self, what: &str, script: &str) -> Value {
-        let deadline = tokio::time::Instant::now() + WAIT;
-        loop {
-            let v = self.js(script).await;
-            if !v.is_null() && v != Value::Bool(false) {
-                return v;
-            }
-            if tokio::time::Instant::now() >= deadline {
-                let page = self.js("return document.body.innerText").await;
-                self.shot("failure").await;
-                panic!(
-                    "timed out after {WAIT:?} waiting for {what}; the page shows:\n{}",
-                    page.as_str().unwrap_or_default()
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    async fn type_in(&self, css: &str, text: &str) {
-        let el = self.client.find(Locator::Css(css)).await.expect(css);
-        el.send_keys(text).await.expect("typing");
-    }
-
-    async fn click(&self, css: &str) {
-        self.until(
-            &format!("{css} to be clickable"),
-            &format!(
-                "const e = document.querySelector({css:?}); return !!e && e.offsetParent !== null;"
-            ),
-        )
-        .await;
-        self.client
-            .find(Locator::Css(css))
-            .await
-            .expect(css)
-            .click()
-            .await
-            .expect("click");
-    }
-
-    /// Clicks, from a script, the element `css` once it exists (message
-    /// actions only show on hover or focus).
-    async fn click_js(&self, css: &str) {
-        self.until(
-            &format!("{css} to click"),
-            &format!("const e = document.querySelector({css:?}); if (e) e.click(); return !!e;"),
-        )
-        .await;
-    }
-
-    /// Saves a PNG under target/web-screenshots/.
-    async fn shot(&self, name: &str) {
-        let dir = std::env::var_os("CARGO_TARGET_DIR")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"))
-            .join("web-screenshots");
-        let _ = std::fs::create_dir_all(&dir);
-        if let Ok(png) = self.client.screenshot().await {
-            let _ = std::fs::write(dir.join(format!("features-{name}.png")), png);
-        }
-    }
-
     async fn sign_in(&self, name: &str) {
         self.until(
             "the login form",
@@ -158,10 +50,6 @@ impl Browser {
         ))
         .await;
         seq.as_u64().expect("a seq")
-    }
-
-    async fn close(self) {
-        let _ = self.client.close().await;
     }
 }
 
@@ -258,7 +146,7 @@ async fn reply_react_edit_delete_mute_and_search_in_the_browser() {
             .await,
         json!(2)
     );
-    page.shot("reply-and-reaction").await;
+    page.shot("features-reply-and-reaction").await;
 
     // Alice adds her 👍 by clicking the chip, and 🎉 on bob's reply from the picker.
     page.click_js(&format!(".msg[data-seq=\"{seq}\"] .chip"))
@@ -319,7 +207,7 @@ async fn reply_react_edit_delete_mute_and_search_in_the_browser() {
             "hello @bob, lunch on saturday?"
         ])
     );
-    page.shot("edit-history").await;
+    page.shot("features-edit-history").await;
     page.js("document.getElementById('edits-dialog').close()")
         .await;
 
@@ -424,7 +312,7 @@ async fn reply_react_edit_delete_mute_and_search_in_the_browser() {
     assert_eq!(hit[0], json!(conv));
     assert_eq!(hit[1], json!(reply));
     assert!(hit[2].as_str().is_some_and(|t| t.contains("bob")), "{hit}");
-    page.shot("search").await;
+    page.shot("features-search").await;
     page.click("#msg-search-results .hit").await;
     page.until(
         "the result's message highlighted",
@@ -447,7 +335,7 @@ async fn reply_react_edit_delete_mute_and_search_in_the_browser() {
         &format!("const m = document.querySelector('.msg[data-seq=\"{reply}\"]'); return !!m && m.offsetParent !== null;"),
     )
     .await;
-    page.shot("phone").await;
+    page.shot("features-phone").await;
 
     page.close().await;
     bob_ws.close().await;

@@ -1,0 +1,5 @@
+//! Helpers shared by several test files (each test file is its own crate,
+//! so they include this module). Not every file uses every helper.
+#![allow(dead_code)]
+
+pub mod chromium;
