@@ -243,6 +243,33 @@ impl Ws {
         )
     }
 
+    /// Sends a frame carrying a `client_msg_id` (a send, an edit, a
+    /// deletion, a reaction) and waits (up to 20 s) for its answer: the
+    /// `sent` or `error` frame naming it (by `client_msg_id` or `ref`).
+    pub async fn request(&mut self, frame: Value) -> Value {
+        let id = frame["client_msg_id"]
+            .as_str()
+            .expect("a frame with a client_msg_id")
+            .to_owned();
+        self.send(frame).await;
+        self.wait_for(
+            &format!("the answer to {id}"),
+            Duration::from_secs(20),
+            |f| {
+                (f["type"] == "sent" || f["type"] == "error")
+                    && (f["client_msg_id"] == id.as_str() || f["ref"] == id.as_str())
+            },
+        )
+        .await
+    }
+
+    /// [`Ws::request`] that must succeed: the seq its `sent` gives.
+    pub async fn request_seq(&mut self, frame: Value) -> u64 {
+        let got = self.request(frame).await;
+        assert_eq!(got["type"], "sent", "{got}");
+        got["seq"].as_u64().expect("seq")
+    }
+
     /// Every frame received so far.
     pub fn frames(&self) -> Vec<Value> {
         self.recorded.lock().expect("recorded").frames.clone()

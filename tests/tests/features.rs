@@ -122,37 +122,15 @@ async fn connect(node: &Node, user: &User) -> Ws {
     ws
 }
 
-/// Sends a frame and waits for its `sent` (by `client_msg_id`): its seq.
+/// Sends a frame and waits for its `sent`: its seq.
 async fn sent(ws: &mut Ws, frame: Value) -> u64 {
-    let id = frame["client_msg_id"]
-        .as_str()
-        .expect("client_msg_id")
-        .to_owned();
-    ws.send(frame).await;
-    let got = ws
-        .wait_for(&format!("sent or error for {id}"), T, |f| {
-            (f["type"] == "sent" || f["type"] == "error")
-                && (f["client_msg_id"] == id.as_str() || f["ref"] == id.as_str())
-        })
-        .await;
-    assert_eq!(got["type"], "sent", "{id}: {got}");
-    got["seq"].as_u64().expect("seq")
+    ws.request_seq(frame).await
 }
 
 /// Sends a frame that must be refused; returns the error frame's code.
 async fn refused(ws: &mut Ws, frame: Value) -> String {
-    let id = frame["client_msg_id"]
-        .as_str()
-        .expect("client_msg_id")
-        .to_owned();
-    ws.send(frame).await;
-    let got = ws
-        .wait_for(&format!("answer to {id}"), T, |f| {
-            (f["type"] == "sent" || f["type"] == "error")
-                && (f["client_msg_id"] == id.as_str() || f["ref"] == id.as_str())
-        })
-        .await;
-    assert_eq!(got["type"], "error", "{id} should be refused: {got}");
+    let got = ws.request(frame).await;
+    assert_eq!(got["type"], "error", "should be refused: {got}");
     got["code"].as_str().expect("code").to_owned()
 }
 

@@ -584,21 +584,6 @@ async fn a_burst_while_the_device_waits_collapses_to_the_newest() {
     }
 }
 
-/// Sends a frame and waits for its `sent`: its seq.
-async fn sent_seq(ws: &mut Ws, frame: Value) -> u64 {
-    let id = frame["client_msg_id"]
-        .as_str()
-        .unwrap_or_default()
-        .to_owned();
-    ws.send(frame).await;
-    let sent = ws
-        .wait_for(&format!("sent {id}"), T, |f| {
-            f["type"] == "sent" && f["client_msg_id"] == id.as_str()
-        })
-        .await;
-    sent["seq"].as_u64().expect("seq")
-}
-
 #[tokio::test]
 async fn a_muted_conversation_pushes_only_mentions_and_events_push_nothing() {
     let service = Stand::start().await;
@@ -619,26 +604,20 @@ async fn a_muted_conversation_pushes_only_mentions_and_events_push_nothing() {
         .await;
     assert_eq!(status, 200, "{body}");
     let mut a = connect(node, &alice).await;
-    let plain = sent_seq(
-        &mut a,
-        json!({"type":"send","conv_id":g,"client_msg_id":"m1","body":"plain news"}),
-    )
-    .await;
-    sent_seq(
-        &mut a,
+    let plain = a
+        .request_seq(json!({"type":"send","conv_id":g,"client_msg_id":"m1","body":"plain news"}))
+        .await;
+    a.request_seq(
         json!({"type":"edit","conv_id":g,"seq":plain,"client_msg_id":"m2","body":"plainer news"}),
     )
     .await;
-    sent_seq(
-        &mut a,
+    a.request_seq(
         json!({"type":"react","conv_id":g,"seq":plain,"client_msg_id":"m3","emoji":"👀"}),
     )
     .await;
-    let mention = sent_seq(
-        &mut a,
-        json!({"type":"send","conv_id":g,"client_msg_id":"m4","body":"@bob look"}),
-    )
-    .await;
+    let mention = a
+        .request_seq(json!({"type":"send","conv_id":g,"client_msg_id":"m4","body":"@bob look"}))
+        .await;
     let got = service.wait_for(1).await;
     let payload = phone.decrypt(&got[0].body);
     assert_eq!(
@@ -662,11 +641,11 @@ async fn a_muted_conversation_pushes_only_mentions_and_events_push_nothing() {
         )
         .await;
     assert_eq!(status, 204);
-    let again = sent_seq(
-        &mut a,
-        json!({"type":"send","conv_id":g,"client_msg_id":"m5","body":"back to normal"}),
-    )
-    .await;
+    let again = a
+        .request_seq(
+            json!({"type":"send","conv_id":g,"client_msg_id":"m5","body":"back to normal"}),
+        )
+        .await;
     let got = service.wait_for(2).await;
     assert_eq!(phone.decrypt(&got[1].body)["seq"], again);
 }
