@@ -248,10 +248,7 @@ pub struct ConvError {
 impl ServerFrame {
     /// The frame that delivers a stored message.
     pub fn message(m: &Message) -> Self {
-        let (emoji, added) = match &m.kind {
-            MessageKind::Reaction { emoji, added, .. } => (Some(emoji.clone()), Some(*added)),
-            _ => (None, None),
-        };
+        let (emoji, added) = m.kind.reaction();
         ServerFrame::Message {
             conv_id: m.conv_id,
             seq: m.seq,

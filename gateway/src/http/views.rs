@@ -8,8 +8,7 @@ use actors::frames::FrameKind;
 use serde::Serialize;
 use storage::chat::{
     ConvId, ConvKind, Conversation, Member, MemberAction, MemberEvent, MemberReceipt, MemberStatus,
-    Message, MessageKind, MessageStatus, Millis, ReactionCount, Role, Seq, User, UserId,
-    UserSummary,
+    Message, MessageStatus, Millis, ReactionCount, Role, Seq, User, UserId, UserSummary,
 };
 use utoipa::ToSchema;
 
@@ -222,10 +221,7 @@ impl From<ReactionCount> for ReactionView {
 
 impl From<Message> for MessageView {
     fn from(m: Message) -> Self {
-        let (emoji, added) = match &m.kind {
-            MessageKind::Reaction { emoji, added, .. } => (Some(emoji.clone()), Some(*added)),
-            _ => (None, None),
-        };
+        let (emoji, added) = m.kind.reaction();
         Self {
             conv_id: m.conv_id,
             seq: m.seq,

@@ -296,6 +296,15 @@ pub enum MessageKind {
 }
 
 impl MessageKind {
+    /// A reaction's emoji and whether it was added; `(None, None)` for
+    /// other kinds (how frames and views spell them out).
+    pub fn reaction(&self) -> (Option<String>, Option<bool>) {
+        match self {
+            MessageKind::Reaction { emoji, added, .. } => (Some(emoji.clone()), Some(*added)),
+            _ => (None, None),
+        }
+    }
+
     /// The message an event is about.
     pub fn target(&self) -> Option<Seq> {
         match self {
