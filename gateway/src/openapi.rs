@@ -48,6 +48,7 @@ use crate::http::{
         send::edit,
         send::delete,
         send::react,
+        send::react_with_body,
         send::unreact,
         mute::mute,
         mute::unmute,
@@ -127,6 +128,7 @@ mod tests {
             ("/api/conversations/{id}/messages/{seq}", "delete"),
             ("/api/conversations/{id}/messages/{seq}/edits", "get"),
             ("/api/conversations/{id}/messages/{seq}/reactions", "get"),
+            ("/api/conversations/{id}/messages/{seq}/reactions", "post"),
             (
                 "/api/conversations/{id}/messages/{seq}/reactions/{emoji}",
                 "put",

@@ -131,12 +131,15 @@ impl Backend for SqliteBackend {
     }
 
     /// Copies the WAL into the main file and truncates it: the WAL still
-    /// holds the pages as they were before the erasing commit. Waits up to
-    /// the busy timeout for readers of older pages; `Busy` if they stay.
+    /// holds the pages as they were before the erasing commit. Waits at
+    /// most [`SCRUB_WAIT`] for readers of older pages, and fails if they
+    /// stay (the caller retries later).
     fn scrub(&self) -> Result<()> {
         let conn = self.acquire()?;
+        conn.busy_timeout(SCRUB_WAIT.min(self.options.busy_timeout))?;
         let done: rusqlite::Result<i64> =
             conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| r.get(0));
+        conn.busy_timeout(self.options.busy_timeout)?;
         self.release(conn);
         match done? {
             0 => Ok(()),
@@ -163,6 +166,10 @@ impl Backend for SqliteBackend {
         }))
     }
 }
+
+/// How long a scrub waits for other connections' locks: it runs before a
+/// deletion is acknowledged, so it must not hold that up for long.
+const SCRUB_WAIT: Duration = Duration::from_millis(250);
 
 /// Runs passive checkpoints (they never block writers) until told to stop.
 fn checkpoint_loop(conn: &Connection, every: Duration, stop: &std::sync::mpsc::Receiver<()>) {

@@ -568,6 +568,28 @@ async fn search_finds_only_what_the_user_could_read() {
         .await;
     assert_eq!(status, 200);
     assert_eq!(search(&dave, "kiwi").await, []);
+    // A reaction with the emoji in a JSON body instead of the path.
+    let (status, got) = api
+        .call(
+            "POST",
+            &format!("/api/conversations/{g}/messages/{s1}/reactions"),
+            Some(&alice.token),
+            Some(json!({"emoji": "🥝", "client_msg_id": "r1"})),
+        )
+        .await;
+    assert_eq!(status, 200, "{got}");
+    let (_, got) = api
+        .call(
+            "GET",
+            &format!("/api/conversations/{g}/messages/{s1}/reactions"),
+            Some(&carol.token),
+            None,
+        )
+        .await;
+    assert_eq!(
+        got["reactions"],
+        json!([{"emoji": "🥝", "count": 1, "users": [alice.id]}])
+    );
     for bad in ["", "%20%2C", "a%20b%20c%20d%20e%20f%20g%20h%20i"] {
         let (status, got) = api
             .call(

@@ -82,7 +82,7 @@ pub(crate) fn routes() -> Router<AppState> {
         )
         .route(
             "/api/conversations/{id}/messages/{seq}/reactions",
-            get(messages::reactions),
+            get(messages::reactions).post(send::react_with_body),
         )
         .route(
             "/api/conversations/{id}/messages/{seq}/reactions/{emoji}",

@@ -215,6 +215,41 @@ pub(crate) async fn react(
     reaction(&state, me, id, seq, emoji, key, true).await
 }
 
+/// A reaction named in the body (no percent-encoding needed).
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct AddReaction {
+    /// The emoji.
+    #[schema(example = "👍")]
+    pub emoji: String,
+    /// Idempotency key of the reaction change.
+    pub client_msg_id: Option<String>,
+}
+
+/// Adds the caller's reaction, the emoji in the body: the same as `PUT
+/// …/reactions/{emoji}`.
+#[utoipa::path(post, path = "/api/conversations/{id}/messages/{seq}/reactions", tag = "messages",
+    security(("bearer" = [])),
+    params(("id" = u64, Path, description = "The conversation"), ("seq" = u64, Path, description = "The message")),
+    request_body = AddReaction,
+    responses(
+        (status = 200, description = "The reaction event's seq", body = SentView),
+        (status = 400, description = "Not an emoji, or too many reactions", body = ErrorBody),
+        (status = 403, description = "Not a member", body = ErrorBody),
+        (status = 404, description = "No such message, or deleted", body = ErrorBody),
+    ))]
+pub(crate) async fn react_with_body(
+    State(state): State<AppState>,
+    me: AuthUser,
+    Path((id, seq)): Path<(ConvId, Seq)>,
+    Json(req): Json<AddReaction>,
+) -> Result<Json<SentView>, Error> {
+    let key = EventKey {
+        client_msg_id: req.client_msg_id,
+    };
+    reaction(&state, me, id, seq, req.emoji, key, true).await
+}
+
 /// Removes the caller's reaction.
 #[utoipa::path(delete, path = "/api/conversations/{id}/messages/{seq}/reactions/{emoji}", tag = "messages",
     security(("bearer" = [])),

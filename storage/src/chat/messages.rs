@@ -147,7 +147,7 @@ impl ChatStore {
             append_in(tx, &limits, now, conv_id, epoch, next_seq, messages)
         })?;
         if deletes_any(&outcomes) {
-            self.scrub_soon();
+            self.scrub_after_deletion();
         }
         Ok(outcomes)
     }
@@ -201,7 +201,7 @@ impl ChatStore {
             Ok(results)
         })?;
         if results.iter().flatten().any(|r| deletes_any(r)) {
-            self.scrub_soon();
+            self.scrub_after_deletion();
         }
         Ok(results)
     }

@@ -170,10 +170,23 @@ impl ChatStore {
         &self.limits
     }
 
+    /// Makes a committed deletion's text unrecoverable from the engine's
+    /// files before the deletion is acknowledged: one scrub now (on SQLite a
+    /// WAL checkpoint, milliseconds when nothing reads old pages), and if
+    /// readers are in the way, again in the background
+    /// ([`ChatStore::scrub_soon`]). Deletions are rare; their commits pay
+    /// for it, no other commit does.
+    pub(crate) fn scrub_after_deletion(&self) {
+        if let Err(e) = self.db.scrub() {
+            tracing::debug!(error = %e, "scrub after a deletion: retrying in the background");
+            self.scrub_soon();
+        }
+    }
+
     /// Has the engine make erased text unrecoverable from its files
-    /// ([`Database::scrub`]), on a background thread: a deletion's commit
-    /// does not wait for it. Requests that arrive while it runs make it run
-    /// once more; a scrub that finds readers in the way is retried twice.
+    /// ([`Database::scrub`]), on a background thread. Requests that arrive
+    /// while it runs make it run once more; a scrub that finds readers in
+    /// the way is retried twice.
     pub(crate) fn scrub_soon(&self) {
         use std::sync::atomic::Ordering::SeqCst;
         let state = self.scrub.clone();
