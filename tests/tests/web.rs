@@ -16,32 +16,6 @@ use tests::wait::until;
 use tests::browser::chromedriver as driver;
 
 impl Browser {
-    /// Fills the login form and presses "Create account" or "Log in".
-    async fn sign_in(&self, name: &str, register: bool) {
-        self.until(
-            "the login form",
-            "return !document.getElementById('login-view').hidden",
-        )
-        .await;
-        self.type_in("#login-name", name).await;
-        self.type_in("#login-password", "correct horse").await;
-        self.click(if register {
-            "#register-btn"
-        } else {
-            "#login-btn"
-        })
-        .await;
-        self.until_online().await;
-    }
-
-    async fn until_online(&self) -> Value {
-        self.until(
-            "the connection to be online",
-            "const s = document.getElementById('conn-state'); return s.dataset.state === 'online' && s.dataset.node;",
-        )
-        .await
-    }
-
     /// Finds `name` in the people search and opens the direct chat.
     async fn start_chat_with(&self, name: &str) {
         self.type_in("#user-search", name).await;
@@ -52,18 +26,6 @@ impl Browser {
         .await;
         self.js(&format!(
             "[...document.querySelectorAll({css:?})].find(b => b.textContent.includes({name:?})).click()"
-        ))
-        .await;
-        self.until(
-            "the conversation to open",
-            &format!("return document.getElementById('conv-title').textContent === {name:?}"),
-        )
-        .await;
-    }
-
-    async fn open_chat(&self, name: &str) {
-        self.until(&format!("{name} in the chat list"), &format!(
-            "const b = [...document.querySelectorAll('.chat-item')].find(b => b.querySelector('.chat-name').textContent === {name:?}); if (b) b.click(); return !!b;"
         ))
         .await;
         self.until(

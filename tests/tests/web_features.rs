@@ -15,34 +15,6 @@ mod common;
 use common::chromium::{Browser, WAIT};
 
 impl Browser {
-    async fn sign_in(&self, name: &str) {
-        self.until(
-            "the login form",
-            "return !document.getElementById('login-view').hidden",
-        )
-        .await;
-        self.type_in("#login-name", name).await;
-        self.type_in("#login-password", "correct horse").await;
-        self.click("#login-btn").await;
-        self.until(
-            "the connection to be online",
-            "const s = document.getElementById('conn-state'); return s.dataset.state === 'online' && s.dataset.node;",
-        )
-        .await;
-    }
-
-    async fn open_chat(&self, name: &str) {
-        self.until(&format!("{name} in the chat list"), &format!(
-            "const b = [...document.querySelectorAll('.chat-item')].find(b => b.querySelector('.chat-name').textContent === {name:?}); if (b) b.click(); return !!b;"
-        ))
-        .await;
-        self.until(
-            "the conversation to open",
-            &format!("return document.getElementById('conv-title').textContent === {name:?}"),
-        )
-        .await;
-    }
-
     /// The seq of the (first) message containing `text`, once stored.
     async fn seq_of(&self, text: &str) -> u64 {
         let seq = self.until(&format!("the message {text:?} stored"), &format!(
@@ -76,7 +48,7 @@ async fn reply_react_edit_delete_mute_and_search_in_the_browser() {
 
     let page = Browser::open(&driver, 1100, 760).await;
     page.goto(&node.url("/")).await;
-    page.sign_in("alice").await;
+    page.sign_in("alice", false).await;
     page.open_chat("bob").await;
 
     // Alice writes, mentioning bob: the server resolves the mention.

@@ -3,3 +3,4 @@
 #![allow(dead_code)]
 
 pub mod chromium;
+pub mod parley_web;
