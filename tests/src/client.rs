@@ -148,6 +148,15 @@ impl Api {
         assert_eq!(status, 201, "add member: {body}");
     }
 
+    /// The cluster's VAPID public key (base64url), as browsers get it.
+    pub async fn vapid_public_key(&self) -> String {
+        let (status, body) = self
+            .call("GET", "/api/push/vapid-public-key", None, None)
+            .await;
+        assert_eq!(status, 200, "vapid-public-key: {body}");
+        body["public_key"].as_str().expect("public_key").to_owned()
+    }
+
     /// Opens the direct chat of `a` with `b`; returns its id.
     pub async fn direct(&self, a: &User, b: &User) -> u64 {
         let (status, body) = self

@@ -365,14 +365,9 @@ async fn subscription_count(api: &Api, user: &User) -> usize {
     got["subscriptions"].as_array().map_or(0, |a| a.len())
 }
 
+/// The cluster's VAPID public key, read through `node`.
 async fn vapid_key(node: &Node) -> String {
-    let body: Value = reqwest::get(node.url("/api/push/vapid-public-key"))
-        .await
-        .expect("get")
-        .json()
-        .await
-        .expect("json");
-    body["public_key"].as_str().expect("public_key").to_owned()
+    Api::new(node.http).vapid_public_key().await
 }
 
 // ---------------------------------------------------------------------

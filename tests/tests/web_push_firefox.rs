@@ -738,14 +738,9 @@ impl Drop for OnFailure<'_> {
 // ---------------------------------------------------------------------
 // The node's side.
 
+/// The cluster's VAPID public key, read through `node`.
 async fn vapid_key(node: &Node) -> String {
-    let body: Value = reqwest::get(node.url("/api/push/vapid-public-key"))
-        .await
-        .expect("GET vapid-public-key")
-        .json()
-        .await
-        .expect("JSON");
-    body["public_key"].as_str().expect("public_key").to_owned()
+    Api::new(node.http).vapid_public_key().await
 }
 
 // ---------------------------------------------------------------------
