@@ -1907,3 +1907,89 @@ fn a_schema_2_store_is_migrated_at_open() {
     );
     ChatStore::open(db, Limits::default()).expect("reopens at the new version");
 }
+
+#[test]
+fn edits_reactions_and_mentions_stop_at_their_limits() {
+    use storage::chat::MessageKind as K;
+    let f = fixture();
+    let (a, b) = (f.user("alice"), f.user("bob"));
+    let mut names = Vec::new();
+    let mut others = Vec::new();
+    for i in 0..25 {
+        let u = f.user(&format!("user{i:02}"));
+        names.push(format!("@{}", u.name));
+        others.push(u.id);
+    }
+    others.push(b.id);
+    let g = f
+        .store
+        .create_group(a.id, "g", "", &others)
+        .expect("group")
+        .id;
+    let epoch = f.store.activate_conversation(g).expect("activate").epoch;
+    // 25 members named: the first 20 are resolved.
+    let r = f
+        .store
+        .append(g, epoch, 1, &msg(a.id, "m1", &names.join(" ")))
+        .expect("send");
+    assert_eq!(r.message().mentions, others[..20].to_vec());
+    let mut seq = 2;
+    // 50 edits, then the 51st is refused and changes nothing.
+    for i in 0..50 {
+        f.store
+            .append(
+                g,
+                epoch,
+                seq,
+                &event(
+                    a.id,
+                    &format!("e{i}"),
+                    K::Edit { target: 1 },
+                    &format!("v{i}"),
+                ),
+            )
+            .expect("edit");
+        seq += 1;
+    }
+    f.rejects(
+        |s| {
+            s.append(
+                g,
+                epoch,
+                seq,
+                &event(a.id, "e50", K::Edit { target: 1 }, "one more"),
+            )
+        },
+        |e| matches!(e, Error::Invalid { field: "seq", .. }),
+    );
+    assert_eq!(f.store.edit_history(b.id, g, 1).expect("edits").len(), 51);
+    // 20 different emoji per member and message, then refused.
+    let emoji = [
+        "😀", "😁", "😂", "🤣", "😃", "😄", "😅", "😆", "😉", "😊", "😋", "😎", "😍", "😘", "🥰",
+        "😗", "😙", "😚", "🙂", "🤗", "🤩",
+    ];
+    for (i, e) in emoji[..20].iter().enumerate() {
+        let kind = K::Reaction {
+            target: 1,
+            emoji: (*e).into(),
+            added: true,
+        };
+        f.store
+            .append(g, epoch, seq, &event(b.id, &format!("r{i}"), kind, ""))
+            .expect("react");
+        seq += 1;
+    }
+    let kind = K::Reaction {
+        target: 1,
+        emoji: emoji[20].into(),
+        added: true,
+    };
+    f.rejects(
+        |s| s.append(g, epoch, seq, &event(b.id, "r20", kind.clone(), "")),
+        |e| matches!(e, Error::Invalid { field: "emoji", .. }),
+    );
+    // Another member still may.
+    f.store
+        .append(g, epoch, seq, &event(a.id, "ra", kind, ""))
+        .expect("another member's reaction");
+}
