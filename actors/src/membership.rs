@@ -24,10 +24,25 @@ use crate::Cluster;
 /// How long to wait before dialing the same peer again.
 const REDIAL_AFTER: Duration = Duration::from_secs(2);
 
-/// Heartbeats after a node finds it was presumed dead at which its
-/// sessions catch up from the store: the others fan out to it again only
-/// once they see its lease renewed, a heartbeat or two later.
+/// Heartbeats at which this node's sessions catch up from the store after
+/// the set of connected peers changed (or after this node found it was
+/// presumed dead, once it is connected to every live peer again). A peer
+/// that went away may have acknowledged messages it never fanned out; a
+/// peer (re)connected fans out to this node's sessions only once process
+/// groups are exchanged, a moment after the connection. Either way the
+/// store has every acknowledged message, so reading it closes the gap.
 const RESYNC_TICKS: u32 = 3;
+
+/// What one heartbeat found.
+#[derive(Debug, Default)]
+struct Beat {
+    /// This node's lease had expired: the others presumed it dead.
+    was_dead: bool,
+    /// The peers this node holds a connection to.
+    connected: BTreeSet<String>,
+    /// Live peers it is not (yet) connected to.
+    unconnected_live: usize,
+}
 
 /// Renews the lease and reconciles connections until `shutdown` fires.
 pub async fn run(
@@ -41,6 +56,9 @@ pub async fn run(
     let mut dialed: HashMap<String, Instant> = HashMap::new();
     let mut clock = LeaseClock::new(cluster.config().lease_ttl);
     let mut resyncs_left = 0;
+    // Presumed dead and not yet connected to every live peer again.
+    let mut rejoining = false;
+    let mut peers: Option<BTreeSet<String>> = None;
     for seed in cluster.config().seeds.clone() {
         dial(&server, &seed).await;
     }
@@ -50,8 +68,20 @@ pub async fn run(
             _ = shutdown.changed() => return,
         }
         match tick(&cluster, &server, &mut dialed, &mut clock).await {
-            Ok(true) => resyncs_left = RESYNC_TICKS,
-            Ok(false) => {}
+            Ok(beat) => {
+                rejoining |= beat.was_dead;
+                let changed = peers.as_ref().is_some_and(|p| *p != beat.connected);
+                if changed {
+                    tracing::info!(peers = ?beat.connected, "connected peers changed: sessions catch up");
+                }
+                if rejoining && beat.unconnected_live == 0 {
+                    rejoining = false;
+                }
+                if beat.was_dead || changed || rejoining {
+                    resyncs_left = RESYNC_TICKS;
+                }
+                peers = Some(beat.connected);
+            }
             Err(e) => tracing::warn!(error = %e, "membership heartbeat failed"),
         }
         if resyncs_left > 0 {
@@ -76,14 +106,13 @@ pub async fn renew(cluster: &Cluster) -> Result<Option<NodeLease>, crate::Error>
     Ok(tokio::task::spawn_blocking(move || store.renew_lease(&lease)).await??)
 }
 
-/// One heartbeat. Returns whether this node found it had been presumed
-/// dead (its lease expired before this renewal).
+/// One heartbeat: renews the lease, drops expired peers, dials live ones.
 async fn tick(
     cluster: &Cluster,
     server: &ActorRef<NodeServerMessage>,
     dialed: &mut HashMap<String, Instant>,
     clock: &mut LeaseClock,
-) -> Result<bool, crate::Error> {
+) -> Result<Beat, crate::Error> {
     let previous = renew(cluster).await?;
     let mut was_dead = false;
     // Our own record against our own clock: no cross-machine comparison.
@@ -126,10 +155,12 @@ async fn tick(
         }
         connected.insert(name);
     }
+    let mut unconnected_live = 0;
     for lease in &leases {
         if lease.name == me || !live.contains(&lease.name) || connected.contains(&lease.name) {
             continue;
         }
+        unconnected_live += 1;
         let due = dialed
             .get(&lease.name)
             .is_none_or(|t| t.elapsed() >= REDIAL_AFTER);
@@ -140,7 +171,11 @@ async fn tick(
         }
     }
     cluster.set_live(live).await;
-    Ok(was_dead)
+    Ok(Beat {
+        was_dead,
+        connected,
+        unconnected_live,
+    })
 }
 
 async fn dial(server: &ActorRef<NodeServerMessage>, addr: &str) {

@@ -400,6 +400,7 @@ async fn a_paused_node_is_resumed() {
     }
     eprintln!("fenced appends over the cluster after the pause: {fenced}");
     let inv = lab.stop_traffic_and_drain().await;
+    eprintln!("invariants after the drain: {inv}");
     assert_no_violations(&inv);
 }
 
