@@ -609,24 +609,64 @@ impl Cluster {
         }
     }
 
-    /// Sends frames to every session of `users` on every serving node.
+    /// Sends frames to every session of `users`: on this node, and on each
+    /// serving peer that holds one of them (encoded once for all peers).
     pub async fn fanout(&self, users: Vec<UserId>, frames: Vec<Outgoing>) {
         if users.is_empty() || frames.is_empty() {
             return;
         }
-        let me = self.node_name().to_owned();
-        let msg = ClusterMsg::Fanout {
-            user_ids: users,
-            frames,
-        };
-        for node in self.serving_nodes() {
-            if node != me {
-                self.send_remote(&node, &msg);
+        let hosting = self.peers_hosting(&users);
+        if !hosting.is_empty() {
+            let msg = ClusterMsg::Fanout {
+                user_ids: users,
+                frames,
+            };
+            match msg.encode() {
+                Ok(bytes) => {
+                    for host in &hosting {
+                        if host.cast(HostMsg::Envelope(bytes.clone())).is_ok() {
+                            self.metrics().peer_fanouts_sent.inc();
+                        }
+                    }
+                }
+                Err(e) => tracing::error!(error = %e, "encoding a fan-out"),
+            }
+            if let ClusterMsg::Fanout { user_ids, frames } = msg {
+                self.deliver_local(&user_ids, frames);
+            }
+        } else {
+            self.deliver_local(&users, frames);
+        }
+    }
+
+    /// The host actors of the serving peers that hold a session of one of
+    /// `users`, as this node's view of the process groups has them. A
+    /// session that just opened on a peer may be missing from this view for
+    /// a moment; it reads the store again once that moment has passed
+    /// ([`crate::session`]'s settle resync), so it misses nothing.
+    fn peers_hosting(&self, users: &[UserId]) -> Vec<ActorRef<HostMsg>> {
+        let mut nodes = BTreeSet::new();
+        for &user_id in users {
+            for cell in
+                ractor::pg::get_scoped_members(&self.inner.users_scope, &crate::user_group(user_id))
+            {
+                if let ActorId::Remote { node_id, .. } = cell.get_id() {
+                    nodes.insert(node_id);
+                }
             }
         }
-        if let ClusterMsg::Fanout { user_ids, frames } = msg {
-            self.deliver_local(&user_ids, frames);
+        if nodes.is_empty() {
+            return Vec::new();
         }
+        let me = self.node_name();
+        self.serving_nodes()
+            .iter()
+            .filter(|n| n.as_str() != me)
+            .filter_map(|n| self.host_of(n))
+            .filter(|host| {
+                matches!(host.get_id(), ActorId::Remote { node_id, .. } if nodes.contains(&node_id))
+            })
+            .collect()
     }
 
     /// Sends a frame to one session, local or remote.
@@ -754,7 +794,10 @@ impl Cluster {
             ClusterMsg::Conversation { conv_id, hops, cmd } => {
                 self.route_hops(conv_id, hops, cmd).await
             }
-            ClusterMsg::Fanout { user_ids, frames } => self.deliver_local(&user_ids, frames),
+            ClusterMsg::Fanout { user_ids, frames } => {
+                self.metrics().peer_fanouts_received.inc();
+                self.deliver_local(&user_ids, frames)
+            }
             ClusterMsg::Revoked { login } => {
                 for session in self.inner.sessions.of_login(&login) {
                     let _ = session.cast(SessionMsg::Revoked(Vec::new()));

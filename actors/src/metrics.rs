@@ -30,6 +30,11 @@ pub struct Metrics {
     pub slow_consumers: Counter,
     /// Peer messages that failed to decode.
     pub bad_peer_messages: Counter,
+    /// Fan-outs sent to a peer (one per peer that holds a session of a
+    /// recipient): the inter-node traffic that filtering keeps down.
+    pub peer_fanouts_sent: Counter,
+    /// Fan-outs received from peers.
+    pub peer_fanouts_received: Counter,
     /// Push notifications delivered to a push endpoint.
     pub push_sent: Counter,
     /// Push notifications that failed.
@@ -91,6 +96,8 @@ impl Metrics {
             live_nodes: Gauge::default(),
             slow_consumers: Counter::default(),
             bad_peer_messages: Counter::default(),
+            peer_fanouts_sent: Counter::default(),
+            peer_fanouts_received: Counter::default(),
             push_sent: Counter::default(),
             push_failed: Counter::default(),
             push_retried: Counter::default(),
@@ -159,6 +166,16 @@ impl Metrics {
             "bad_peer_messages",
             "Undecodable peer messages",
             m.bad_peer_messages.clone(),
+        );
+        r.register(
+            "peer_fanouts_sent",
+            "Fan-outs sent to peers holding a recipient's session",
+            m.peer_fanouts_sent.clone(),
+        );
+        r.register(
+            "peer_fanouts_received",
+            "Fan-outs received from peers",
+            m.peer_fanouts_received.clone(),
         );
         r.register(
             "push_sent",

@@ -40,6 +40,14 @@ pub const CLOSE_REVOKED: u16 = 1008;
 /// Messages read from the store per query while catching a device up.
 const PAGE: usize = 200;
 
+/// How long after connecting, in a cluster of several nodes, the session
+/// reads the store once more. Peers fan out only to nodes they see holding
+/// a session of a member, and they learn of this one through the process
+/// groups a moment after it joined: a message committed after the
+/// catch-up read and fanned out by a peer within that moment would
+/// otherwise wait for the conversation's next message.
+const SETTLE_RESYNC: Duration = Duration::from_secs(2);
+
 /// Why the server closes a socket.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CloseReason {
@@ -262,6 +270,9 @@ impl Actor for SessionActor {
         };
         if state.push_waiting(synced.to_json()).await.is_err() {
             state.slow(&myself);
+        }
+        if state.cluster.serving_nodes().len() > 1 {
+            myself.send_after(SETTLE_RESYNC, || SessionMsg::Resync);
         }
         Ok(())
     }

@@ -302,3 +302,61 @@ async fn garbage_on_the_cluster_port_does_not_hurt_a_node() {
         .await;
     cluster.await_full_mesh().await;
 }
+
+/// A counter of a node's `/metrics` (prometheus counters end in `_total`).
+async fn counter(cluster: &TestCluster, node: usize, name: &str) -> f64 {
+    let text = reqwest::get(cluster.nodes[node].url("/metrics"))
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("metrics text");
+    let prefix = format!("{name}_total ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("{name} missing from:\n{text}"))
+}
+
+#[tokio::test]
+async fn a_fanout_goes_only_to_nodes_holding_a_recipient() {
+    let cluster = TestCluster::start(3).await;
+    let api = Api::new(cluster.nodes[0].http);
+    let alice = api.user("alice").await;
+    let bob = api.user("bob").await;
+    let carol = api.user("carol").await;
+    let direct = api.direct(&alice, &bob).await;
+    let mut on_0 = connect(&cluster, 0, &alice).await;
+    let on_1 = connect(&cluster, 1, &bob).await;
+    // Node 2 holds a session, but of no one in the chat.
+    let _on_2 = connect(&cluster, 2, &carol).await;
+    let received_by_2 = counter(&cluster, 2, "parley_peer_fanouts_received").await;
+    let mut sent = 0.0;
+    for i in 0..3 {
+        sent += counter(&cluster, i, "parley_peer_fanouts_sent").await;
+    }
+    const N: u64 = 20;
+    for i in 0..N {
+        send_reliably(&mut on_0, direct, &format!("m{i}"), T, T).await;
+    }
+    on_1.wait_for_n("every message at bob's", N as usize, T, |f| {
+        f["type"] == "message" && f["conv_id"] == direct
+    })
+    .await;
+    let mut sent_after = 0.0;
+    for i in 0..3 {
+        sent_after += counter(&cluster, i, "parley_peer_fanouts_sent").await;
+    }
+    // Wherever the chat's actor lives, one of its two members is on
+    // another node: every message crossed to a peer at least once.
+    assert!(
+        sent_after - sent >= N as f64,
+        "{} fan-outs sent to peers for {N} messages",
+        sent_after - sent
+    );
+    assert_eq!(
+        counter(&cluster, 2, "parley_peer_fanouts_received").await,
+        received_by_2,
+        "node 2 holds no session of alice or bob, yet received their fan-outs"
+    );
+}
