@@ -66,6 +66,9 @@ struct Shared {
     win_start: u64,
     win_end: u64,
     delivery: Mutex<Histogram<u64>>,
+    /// Delivery measured from when the generator wrote the message instead
+    /// of when it meant to: what the server and the network add.
+    delivery_from_write: Mutex<Histogram<u64>>,
     ack: Mutex<Histogram<u64>>,
     send_lag: Mutex<Histogram<u64>>,
     sent: AtomicU64,
@@ -87,6 +90,7 @@ impl Shared {
             win_start,
             win_end,
             delivery: Mutex::new(histogram()),
+            delivery_from_write: Mutex::new(histogram()),
             ack: Mutex::new(histogram()),
             send_lag: Mutex::new(histogram()),
             sent: AtomicU64::new(0),
@@ -116,7 +120,12 @@ impl Shared {
     fn on_frame(&self, text: &str, me: u64) {
         let now = stamp_of(Instant::now());
         match ws::parse(text) {
-            Frame::Message { sender, stamp, .. } => {
+            Frame::Message {
+                sender,
+                stamp,
+                written,
+                ..
+            } => {
                 if sender == me {
                     self.echoes.fetch_add(1, Ordering::Relaxed);
                     return;
@@ -127,6 +136,9 @@ impl Shared {
                 }
                 if let Some(stamp) = stamp.filter(|s| self.in_window(*s)) {
                     Self::record(&self.delivery, now.saturating_sub(stamp));
+                    if let Some(written) = written {
+                        Self::record(&self.delivery_from_write, now.saturating_sub(written));
+                    }
                 }
             }
             Frame::Sent { stamp, .. } => {
@@ -193,8 +205,9 @@ async fn client_task(
                 let now = Instant::now();
                 while next <= now && next < plan.send_until {
                     let stamp = stamp_of(next);
+                    let written = stamp_of(Instant::now());
                     let text = format!(
-                        r#"{{"type":"send","conv_id":{},"client_msg_id":"{stamp}-{k}","body":"{stamp} {}"}}"#,
+                        r#"{{"type":"send","conv_id":{},"client_msg_id":"{stamp}-{k}","body":"{stamp} {written} {}"}}"#,
                         c.conv_id, plan.filler
                     );
                     if c.ws.feed(Message::Text(text.into())).await.is_err() {
@@ -239,7 +252,8 @@ async fn run_step(
     let win_start = start + Duration::from_secs_f64(args.warmup);
     let send_until = win_start + Duration::from_secs_f64(args.duration);
     let shared = Arc::new(Shared::new(stamp_of(win_start), stamp_of(send_until)));
-    let filler: Arc<str> = "x".repeat(args.body_bytes.saturating_sub(17)).into();
+    // Two stamps of up to 11 digits and their spaces.
+    let filler: Arc<str> = "x".repeat(args.body_bytes.saturating_sub(24)).into();
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut handles = Vec::with_capacity(clients.len());
     for (i, c) in clients.into_iter().enumerate() {
@@ -341,6 +355,16 @@ async fn run_step(
             "ack_p99_ms",
             round2(ack.value_at_quantile(0.99) as f64 / 1000.0),
         );
+    }
+    let from_write = hist(&shared.delivery_from_write);
+    if !from_write.is_empty() {
+        for (q, name) in [(0.5, "p50"), (0.99, "p99")] {
+            put(
+                &mut row,
+                &format!("delivery_from_write_{name}_ms"),
+                round2(from_write.value_at_quantile(q) as f64 / 1000.0),
+            );
+        }
     }
     let lag = hist(&shared.send_lag);
     if !lag.is_empty() {

@@ -80,6 +80,9 @@ pub enum Frame<'a> {
         sender: u64,
         /// The intended send time (a body starting with digits).
         stamp: Option<u64>,
+        /// When the generator actually wrote it (the body's second
+        /// number): the intended time plus the generator's own lateness.
+        written: Option<u64>,
     },
     /// `sent`: the acknowledgement of one of ours.
     Sent {
@@ -103,6 +106,14 @@ fn number_after(text: &str, key: &str) -> Option<u64> {
     digits[..end].parse().ok()
 }
 
+/// The number after the first number (and one space) after `key`.
+fn second_number_after(text: &str, key: &str) -> Option<u64> {
+    let at = text.find(key)? + key.len();
+    let rest = &text[at..];
+    let first_end = rest.find(|c: char| !c.is_ascii_digit())?;
+    number_after(&rest[first_end..], " ")
+}
+
 fn string_after<'a>(text: &'a str, key: &str) -> Option<&'a str> {
     let at = text.find(key)? + key.len();
     let rest = &text[at..];
@@ -119,6 +130,7 @@ pub fn parse(text: &str) -> Frame<'_> {
             seq: number_after(text, r#""seq":"#).unwrap_or(0),
             sender: number_after(text, r#""sender":"#).unwrap_or(0),
             stamp: number_after(text, r#""body":""#),
+            written: second_number_after(text, r#""body":""#),
         };
     }
     if text.starts_with(r#"{"type":"sent""#) {
@@ -253,16 +265,26 @@ mod tests {
 
     #[test]
     fn parses_the_frames_it_needs() {
-        let m = r#"{"type":"message","conv_id":12,"seq":41,"sender":3,"client_msg_id":"77-1","body":"12345 xx","sent_at":1}"#;
+        let m = r#"{"type":"message","conv_id":12,"seq":41,"sender":3,"client_msg_id":"77-1","body":"12345 12399 xx","sent_at":1}"#;
         assert_eq!(
             parse(m),
             Frame::Message {
                 conv_id: 12,
                 seq: 41,
                 sender: 3,
-                stamp: Some(12345)
+                stamp: Some(12345),
+                written: Some(12399),
             }
         );
+        let m = r#"{"type":"message","conv_id":12,"seq":41,"sender":3,"client_msg_id":"77-1","body":"12345 xx","sent_at":1}"#;
+        assert!(matches!(
+            parse(m),
+            Frame::Message {
+                stamp: Some(12345),
+                written: None,
+                ..
+            }
+        ));
         let s = r#"{"type":"sent","client_msg_id":"999-4","conv_id":1,"seq":2,"sent_at":3}"#;
         assert_eq!(
             parse(s),
