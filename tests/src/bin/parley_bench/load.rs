@@ -20,7 +20,7 @@ use tokio_tungstenite::tungstenite::Message;
 
 use super::procs::{round1, round2, CpuMeter};
 use super::report::{latency_fields, put, Fields, Report};
-use super::seed::User;
+use super::seed::{par_map, Seeder, User};
 use super::servers::{metrics_delta, Servers};
 use super::ws::{self, histogram, stamp_of, Frame, SourceIps, Target, Ws};
 use super::Env;
@@ -532,7 +532,7 @@ pub async fn peers(env: &Env, args: &PeersArgs) -> Result<Report> {
             body_bytes: 64,
         },
     };
-    let mut report = fanout(env, &fanout_args).await?;
+    let mut report = fanout_with(env, &fanout_args, true).await?;
     report.scenario = "peers".into();
     Ok(report)
 }
@@ -565,10 +565,22 @@ pub async fn direct(env: &Env, args: &DirectArgs) -> Result<Report> {
 /// `fanout`: groups whose members all send; every message goes to every
 /// other member.
 pub async fn fanout(env: &Env, args: &FanoutArgs) -> Result<Report> {
+    fanout_with(env, args, false).await
+}
+
+/// `fanout`, and with `login_burst` every user logs in at once over HTTP
+/// (passwords at the real argon2 cost) before connecting: the memory a
+/// login burst leaves behind shows in every step's RSS.
+async fn fanout_with(env: &Env, args: &FanoutArgs, login_burst: bool) -> Result<Report> {
     let mut report = Report::new("fanout");
     let size = args.group_size.max(2);
     let groups = args.groups.unwrap_or((1000 / size).max(1));
     let (mut servers, seeder) = env.servers().await?;
+    let seeder = if login_burst {
+        seeder.with_real_password_cost()
+    } else {
+        seeder
+    };
     let users = seeder
         .users(&super::seed::prefix(), size * groups, env.http_concurrency)
         .await?;
@@ -582,6 +594,9 @@ pub async fn fanout(env: &Env, args: &FanoutArgs) -> Result<Report> {
     }
     drop(seeder);
     env.start(&mut servers).await?;
+    if login_burst {
+        login_burst_of(&servers, &users, &mut report).await?;
+    }
     let clients = connect_clients(env, &servers, &users, &convs).await?;
     env.describe(&mut report, &servers);
     put(&mut report.fields, "group_size", size);
@@ -591,4 +606,37 @@ pub async fn fanout(env: &Env, args: &FanoutArgs) -> Result<Report> {
     put(&mut report.fields, "window_s", args.load.duration);
     run_steps(&servers, clients, &args.load, &mut report).await?;
     Ok(report)
+}
+
+/// Logs every user in at once through the first server's API and reports
+/// how long that took and the servers' RSS right after.
+async fn login_burst_of(servers: &Servers, users: &[User], report: &mut Report) -> Result<()> {
+    let addr = *servers
+        .http_addrs()
+        .first()
+        .ok_or_else(|| anyhow::anyhow!("no server to log in to"))?;
+    let http = Seeder::http(addr);
+    let names: Vec<String> = users.iter().map(|u| u.name.clone()).collect();
+    let n = names.len();
+    let started = Instant::now();
+    par_map(names, n, move |name| {
+        let http = http.clone();
+        async move { http.login_http(&name).await }
+    })
+    .await?;
+    put(&mut report.fields, "login_burst_users", n);
+    put(
+        &mut report.fields,
+        "login_burst_s",
+        round2(started.elapsed().as_secs_f64()),
+    );
+    let rss_kib = servers.rss().into_iter().filter_map(|(_, r)| r).max();
+    if let Some(kib) = rss_kib {
+        put(
+            &mut report.fields,
+            "server_rss_after_login_burst_mib",
+            round1(kib as f64 / 1024.0),
+        );
+    }
+    Ok(())
 }

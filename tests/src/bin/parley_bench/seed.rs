@@ -76,6 +76,18 @@ impl Seeder {
         Ok(Seeder::Store(store))
     }
 
+    /// Hashes the passwords of the users it registers from now on at the
+    /// server's real argon2 cost, so that logging them in costs the server
+    /// what a real login does (a store seeder; others are unchanged).
+    pub fn with_real_password_cost(self) -> Self {
+        match self {
+            Seeder::Store(store) => {
+                Seeder::Store(store.with_password_cost(PasswordCost::default()))
+            }
+            http => http,
+        }
+    }
+
     /// Seeds through `addr`'s API.
     pub fn http(addr: SocketAddr) -> Self {
         Seeder::Http {
