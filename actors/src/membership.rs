@@ -33,6 +33,11 @@ const REDIAL_AFTER: Duration = Duration::from_secs(2);
 /// store has every acknowledged message, so reading it closes the gap.
 const RESYNC_TICKS: u32 = 3;
 
+/// Heartbeats after finding itself presumed dead during which a node keeps
+/// its sessions catching up while some live peer is still unconnected: a
+/// peer it cannot reach at all must not make it read the store for ever.
+const REJOIN_TICKS: u32 = 30;
+
 /// What one heartbeat found.
 #[derive(Debug, Default)]
 struct Beat {
@@ -56,8 +61,9 @@ pub async fn run(
     let mut dialed: HashMap<String, Instant> = HashMap::new();
     let mut clock = LeaseClock::new(cluster.config().lease_ttl);
     let mut resyncs_left = 0;
-    // Presumed dead and not yet connected to every live peer again.
-    let mut rejoining = false;
+    // Heartbeats left while presumed dead and not yet connected to every
+    // live peer again.
+    let mut rejoining = 0;
     let mut peers: Option<BTreeSet<String>> = None;
     for seed in cluster.config().seeds.clone() {
         dial(&server, &seed).await;
@@ -69,17 +75,19 @@ pub async fn run(
         }
         match tick(&cluster, &server, &mut dialed, &mut clock).await {
             Ok(beat) => {
-                rejoining |= beat.was_dead;
+                if beat.was_dead {
+                    rejoining = REJOIN_TICKS;
+                } else if beat.unconnected_live == 0 {
+                    rejoining = 0;
+                }
                 let changed = peers.as_ref().is_some_and(|p| *p != beat.connected);
                 if changed {
                     tracing::info!(peers = ?beat.connected, "connected peers changed: sessions catch up");
                 }
-                if rejoining && beat.unconnected_live == 0 {
-                    rejoining = false;
-                }
-                if beat.was_dead || changed || rejoining {
+                if beat.was_dead || changed || rejoining > 0 {
                     resyncs_left = RESYNC_TICKS;
                 }
+                rejoining = rejoining.saturating_sub(1);
                 peers = Some(beat.connected);
             }
             Err(e) => tracing::warn!(error = %e, "membership heartbeat failed"),
