@@ -30,6 +30,7 @@ use crate::presence::PresenceActor;
 use crate::push::PushService;
 use crate::registry::LocalSessions;
 use crate::session::{OrderedFrame, SessionMsg};
+use crate::store_pool::StorePool;
 use crate::supervisor::Supervisor;
 use crate::wire::{ClusterMsg, ConvCommand, Outgoing, SessionAddr};
 use crate::{placement, Error};
@@ -45,6 +46,7 @@ struct Inner {
     /// The running conversation actors' published numbers.
     conv_statuses: ConvStatuses,
     store: ChatStore,
+    pool: StorePool,
     metrics: Arc<Metrics>,
     push: PushService,
     committer: Committer,
@@ -106,13 +108,19 @@ impl Cluster {
         store: ChatStore,
         metrics: Arc<Metrics>,
     ) -> Result<ClusterRuntime, Error> {
-        let committer = Committer::start(store.clone(), metrics.clone(), config.max_batch);
+        let pool = StorePool::start(
+            store.clone(),
+            config.storage_threads,
+            metrics.storage_queued.clone(),
+        )
+        .map_err(|e| Error::Spawn(format!("storage threads: {e}")))?;
+        let committer = Committer::start(pool.clone(), metrics.clone(), config.max_batch);
         let users_scope = format!("{}/users", config.cluster_name);
         let scope = users_scope.clone();
         let push = PushService::start(
             config.push.clone(),
             config.push_timeout,
-            store.clone(),
+            pool.clone(),
             metrics.clone(),
             Arc::new(move |user_id| {
                 !ractor::pg::get_scoped_members(&scope, &crate::user_group(user_id)).is_empty()
@@ -125,6 +133,7 @@ impl Cluster {
                 events: Events::new(&config.node_name),
                 conv_statuses: ConvStatuses::default(),
                 store,
+                pool,
                 metrics,
                 push,
                 committer,
@@ -221,9 +230,15 @@ impl Cluster {
         &self.inner.config
     }
 
-    /// The chat store.
+    /// The chat store, for calls that do not block (blocking ones go
+    /// through [`Cluster::storage`]).
     pub fn store(&self) -> &ChatStore {
         &self.inner.store
+    }
+
+    /// The storage threads: every blocking store call runs there.
+    pub fn storage(&self) -> &StorePool {
+        &self.inner.pool
     }
 
     /// The node's metrics.
@@ -861,9 +876,9 @@ impl ClusterRuntime {
         cluster.inner.leaving.store(true, Ordering::Relaxed);
         let _ = self.stop_membership.send(true);
         let _ = self.membership.await;
-        let store = cluster.store().clone();
+        let store = cluster.storage().clone();
         let name = cluster.node_name().to_owned();
-        match tokio::task::spawn_blocking(move || store.drop_lease(&name)).await {
+        match store.run(move |store| store.drop_lease(&name)).await {
             Ok(Ok(())) => {}
             Ok(Err(e)) => tracing::warn!(error = %e, "dropping the lease"),
             Err(e) => tracing::warn!(error = %e, "dropping the lease"),

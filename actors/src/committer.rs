@@ -24,6 +24,7 @@ use storage::chat::{MAX_INDEXED_WORDS, MAX_WORD_BYTES};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::metrics::Metrics;
+use crate::store_pool::StorePool;
 
 /// The outcome of one conversation's batch.
 pub type BatchResult = storage::Result<Vec<storage::Result<AppendOutcome>>>;
@@ -67,7 +68,7 @@ pub struct Committer {
 impl Committer {
     /// Starts the writer; a transaction carries at most `max_messages`
     /// messages (one conversation's batch is never split).
-    pub fn start(store: ChatStore, metrics: Arc<Metrics>, max_messages: usize) -> Self {
+    pub fn start(store: StorePool, metrics: Arc<Metrics>, max_messages: usize) -> Self {
         let (jobs, rx) = mpsc::channel(4096);
         tokio::spawn(run(store, metrics, max_messages.max(1), rx));
         Self { jobs }
@@ -93,7 +94,7 @@ impl Committer {
 }
 
 async fn run(
-    store: ChatStore,
+    store: StorePool,
     metrics: Arc<Metrics>,
     max_messages: usize,
     mut rx: mpsc::Receiver<Job>,
@@ -114,9 +115,8 @@ async fn run(
         }
         let (requests, replies): (Vec<AppendRequest>, Vec<oneshot::Sender<BatchResult>>) =
             jobs.into_iter().map(|j| (j.request, j.reply)).unzip();
-        let store = store.clone();
         let started = Instant::now();
-        let results = tokio::task::spawn_blocking(move || commit(&store, requests)).await;
+        let results = store.run(move |store| commit(store, requests)).await;
         metrics.commit_batches.inc();
         let took = started.elapsed();
         metrics.commit_seconds.observe(took.as_secs_f64());

@@ -32,6 +32,8 @@ pub struct ClusterConfig {
     pub conversation_idle: Duration,
     /// Most messages committed in one append transaction.
     pub max_batch: usize,
+    /// Threads running blocking store calls (the storage pool).
+    pub storage_threads: usize,
     /// Timeout of one push notification request.
     pub push_timeout: Duration,
     /// Offline notifications.

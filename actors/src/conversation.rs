@@ -117,16 +117,17 @@ impl Actor for ConversationActor {
         myself: ActorRef<Self::Msg>,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
-        let store = state.cluster.store().clone();
+        let store = state.cluster.storage().clone();
         let conv_id = state.conv_id;
-        let claimed = tokio::task::spawn_blocking(move || {
-            let meta = store.activate_conversation(conv_id)?;
-            let members = store.member_ids(conv_id)?;
-            Ok::<_, StoreError>((meta, members))
-        })
-        .await
-        .map_err(Error::from)
-        .and_then(|r| r.map_err(Error::from));
+        let claimed = store
+            .run(move |store| {
+                let meta = store.activate_conversation(conv_id)?;
+                let members = store.member_ids(conv_id)?;
+                Ok::<_, StoreError>((meta, members))
+            })
+            .await
+            .map_err(Error::from)
+            .and_then(|r| r.map_err(Error::from));
         match claimed {
             Ok((meta, members)) => {
                 tracing::debug!(
@@ -305,14 +306,13 @@ impl ConvState {
                 kind,
                 seq,
             } => {
-                let store = self.cluster.store().clone();
+                let store = self.cluster.storage().clone();
                 let conv_id = self.conv_id;
-                let result = tokio::task::spawn_blocking(move || {
-                    store.ack(user_id, device.as_ref(), conv_id, kind, seq)
-                })
-                .await
-                .map_err(Error::from)
-                .and_then(|r| r.map_err(Error::from));
+                let result = store
+                    .run(move |store| store.ack(user_id, device.as_ref(), conv_id, kind, seq))
+                    .await
+                    .map_err(Error::from)
+                    .and_then(|r| r.map_err(Error::from));
                 match result {
                     Ok((receipt, true)) => {
                         let frame = ServerFrame::Receipt {
@@ -472,9 +472,9 @@ impl ConvState {
     /// Refreshes the member list after an HTTP change and tells everyone
     /// concerned, the departed included.
     async fn changed(&mut self, myself: &ActorRef<ConvMsg>, change: ConvChange) {
-        let store = self.cluster.store().clone();
+        let store = self.cluster.storage().clone();
         let conv_id = self.conv_id;
-        let fresh = tokio::task::spawn_blocking(move || store.member_ids(conv_id)).await;
+        let fresh = store.run(move |store| store.member_ids(conv_id)).await;
         let mut audience: BTreeSet<UserId> = self.members.iter().copied().collect();
         match fresh {
             Ok(Ok(members)) => {

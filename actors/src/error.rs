@@ -21,9 +21,12 @@ pub enum Error {
     /// Push notifications could not be set up (a key file, the VAPID key).
     #[error("push: {0}")]
     Push(String),
-    /// A blocking storage task panicked or was cancelled.
-    #[error("storage task failed: {0}")]
+    /// A blocking task panicked or was cancelled.
+    #[error("blocking task failed: {0}")]
     Join(#[from] tokio::task::JoinError),
+    /// A storage call did not run to its end (a panic, or shutdown).
+    #[error(transparent)]
+    Pool(#[from] crate::store_pool::PoolError),
 }
 
 impl Error {

@@ -32,6 +32,7 @@ pub mod presence;
 pub mod push;
 pub mod registry;
 pub mod session;
+pub mod store_pool;
 pub mod supervisor;
 pub mod wire;
 
@@ -43,6 +44,7 @@ pub use config::ClusterConfig;
 pub use error::Error;
 pub use metrics::Metrics;
 pub use push::{PushConfig, PushService};
+pub use store_pool::{PoolError, StorePool};
 
 /// What changed about a conversation, told to its actor after the HTTP API
 /// committed the change, so members' sessions hear about it.

@@ -101,7 +101,7 @@ pub async fn run(
 
 /// Writes this node's lease once, so it is live before it serves anyone.
 pub async fn renew(cluster: &Cluster) -> Result<Option<NodeLease>, crate::Error> {
-    let store = cluster.store().clone();
+    let store = cluster.storage().clone();
     let config = cluster.config();
     let lease = NodeLease {
         name: config.node_name.clone(),
@@ -109,9 +109,9 @@ pub async fn renew(cluster: &Cluster) -> Result<Option<NodeLease>, crate::Error>
         http_addr: config.http_addr.clone(),
         public_url: config.public_url.clone(),
         incarnation: cluster.incarnation(),
-        expires_at: store.now() + config.lease_ttl.as_millis() as u64,
+        expires_at: cluster.store().now() + config.lease_ttl.as_millis() as u64,
     };
-    Ok(tokio::task::spawn_blocking(move || store.renew_lease(&lease)).await??)
+    Ok(store.run(move |store| store.renew_lease(&lease)).await??)
 }
 
 /// One heartbeat: renews the lease, drops expired peers, dials live ones.
@@ -137,8 +137,8 @@ async fn tick(
             was_dead = true;
         }
     }
-    let store = cluster.store().clone();
-    let leases = tokio::task::spawn_blocking(move || store.leases()).await??;
+    let store = cluster.storage().clone();
+    let leases = store.run(move |store| store.leases()).await??;
     let me = cluster.node_name().to_owned();
     let liveness = clock.observe(&leases, Instant::now());
     let (live, expired): (BTreeSet<String>, BTreeSet<String>) = (liveness.live, liveness.expired);

@@ -35,6 +35,9 @@ pub struct Metrics {
     pub peer_fanouts_sent: Counter,
     /// Fan-outs received from peers.
     pub peer_fanouts_received: Counter,
+    /// Store calls waiting for a storage thread: a queue that stays long
+    /// means storage is the bottleneck.
+    pub storage_queued: Gauge,
     /// Push notifications delivered to a push endpoint.
     pub push_sent: Counter,
     /// Push notifications that failed.
@@ -98,6 +101,7 @@ impl Metrics {
             bad_peer_messages: Counter::default(),
             peer_fanouts_sent: Counter::default(),
             peer_fanouts_received: Counter::default(),
+            storage_queued: Gauge::default(),
             push_sent: Counter::default(),
             push_failed: Counter::default(),
             push_retried: Counter::default(),
@@ -176,6 +180,11 @@ impl Metrics {
             "peer_fanouts_received",
             "Fan-outs received from peers",
             m.peer_fanouts_received.clone(),
+        );
+        r.register(
+            "storage_queued",
+            "Store calls waiting for a storage thread",
+            m.storage_queued.clone(),
         );
         r.register(
             "push_sent",

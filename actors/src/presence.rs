@@ -74,21 +74,22 @@ impl Actor for PresenceActor {
 /// Tells the local sessions of the user's contacts; the user's home node
 /// also records last-seen when they go offline.
 async fn announce(cluster: Cluster, user_id: UserId, online: bool) {
-    let store = cluster.store().clone();
-    let now = store.now();
+    let store = cluster.storage().clone();
+    let now = store.store().now();
     let record = !online && cluster.is_user_home(user_id);
-    let result = tokio::task::spawn_blocking(move || {
-        if record {
-            store.set_last_seen(user_id, now)?;
-        }
-        let last_seen = if online {
-            store.last_seen(user_id)?
-        } else {
-            Some(now)
-        };
-        Ok::<_, storage::Error>((store.contacts(user_id)?, last_seen))
-    })
-    .await;
+    let result = store
+        .run(move |store| {
+            if record {
+                store.set_last_seen(user_id, now)?;
+            }
+            let last_seen = if online {
+                store.last_seen(user_id)?
+            } else {
+                Some(now)
+            };
+            Ok::<_, storage::Error>((store.contacts(user_id)?, last_seen))
+        })
+        .await;
     let (contacts, last_seen) = match result {
         Ok(Ok(v)) => v,
         Ok(Err(e)) => {

@@ -201,9 +201,10 @@ impl Actor for SessionActor {
             args.login.clone(),
             myself.clone(),
         );
-        let store = cluster.store().clone();
+        let store = cluster.storage().clone();
         let (user_id, device) = (args.user_id, args.device.clone());
-        let starts = tokio::task::spawn_blocking(move || store.open_device(user_id, &device))
+        let starts = store
+            .run(move |store| store.open_device(user_id, &device))
             .await
             .map_err(Error::from)
             .and_then(|r| r.map_err(Error::from));
@@ -412,12 +413,11 @@ impl SessionState {
             Some(&sent) => sent,
             None => {
                 // A conversation the user joined after connecting.
-                let store = self.cluster.store().clone();
+                let store = self.cluster.storage().clone();
                 let (user_id, device) = (self.user_id, self.device.clone());
-                let start = tokio::task::spawn_blocking(move || {
-                    store.device_start(user_id, &device, conv_id)
-                })
-                .await;
+                let start = store
+                    .run(move |store| store.device_start(user_id, &device, conv_id))
+                    .await;
                 match start {
                     Ok(Ok(start)) => {
                         self.sent.insert(conv_id, start);
@@ -451,14 +451,13 @@ impl SessionState {
         let mut count = 0;
         loop {
             let after = self.sent.get(&conv_id).copied().unwrap_or(0);
-            let store = self.cluster.store().clone();
+            let store = self.cluster.storage().clone();
             let user_id = self.user_id;
-            let page: Vec<Message> = tokio::task::spawn_blocking(move || {
-                store.messages_after(user_id, conv_id, after, PAGE)
-            })
-            .await
-            .map_err(|e| CatchUpError::Store(e.into()))?
-            .map_err(|e| CatchUpError::Store(e.into()))?;
+            let page: Vec<Message> = store
+                .run(move |store| store.messages_after(user_id, conv_id, after, PAGE))
+                .await
+                .map_err(|e| CatchUpError::Store(e.into()))?
+                .map_err(|e| CatchUpError::Store(e.into()))?;
             let full = page.len() >= PAGE;
             for m in &page {
                 self.push_waiting(ServerFrame::message(m).to_json()).await?;

@@ -81,17 +81,20 @@ impl AppState {
         }
     }
 
-    /// Runs a store operation on a blocking thread: every [`ChatStore`]
-    /// method blocks on storage I/O (and argon2), which must not stall the
-    /// async workers that serve every other connection.
+    /// Runs a store operation on the node's storage threads: every
+    /// [`ChatStore`] method blocks on storage I/O, which must not stall the
+    /// async workers that serve every other connection. (Password hashing
+    /// goes through the [`HashGate`] instead.)
     pub(crate) async fn blocking<T, F>(&self, op: F) -> Result<T, Error>
     where
         T: Send + 'static,
         F: FnOnce(&ChatStore) -> storage::Result<T> + Send + 'static,
     {
-        let store = self.store.clone();
-        tokio::task::spawn_blocking(move || op(&store))
-            .await?
+        self.cluster
+            .storage()
+            .run(op)
+            .await
+            .map_err(|e| Error::Internal(e.to_string()))?
             .map_err(Error::from)
     }
 }

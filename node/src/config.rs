@@ -67,12 +67,15 @@ pub struct Config {
     /// fsync every commit (survives power loss, slower) instead of only
     /// surviving process crashes. Default false.
     pub fsync: bool,
-    /// Threads for blocking work: every store call, password hashing.
-    /// Calls beyond them queue instead of starting threads (tokio's own
-    /// bound is 512): each thread would open its own SQLite connection,
-    /// with its cache and allocator state, and keep it after a burst.
-    /// Default 16, at least 2.
+    /// Threads for blocking work other than store calls (password
+    /// hashing, start-up). Work beyond them queues instead of starting
+    /// threads (tokio's own bound is 512). Default 16, at least 2.
     pub blocking_threads: usize,
+    /// Threads running store calls (the storage pool); calls beyond them
+    /// queue (4096 at most, then callers wait). Each running call may hold
+    /// its own SQLite connection with its page cache. Default 16, at
+    /// least 1.
+    pub storage_threads: usize,
     /// Gateway limits and timeouts (`[gateway]` in the file).
     pub gateway: gateway::GatewayConfig,
     /// Input limits of the chat layer (`[limits]` in the file).
@@ -104,6 +107,7 @@ impl Default for Config {
             busy_timeout_ms: 5000,
             fsync: false,
             blocking_threads: 16,
+            storage_threads: 16,
             gateway: gateway::GatewayConfig::default(),
             limits: storage::chat::Limits::default(),
             push: actors::PushConfig::default(),
@@ -277,6 +281,7 @@ impl Config {
             lease_ttl: Duration::from_millis(self.lease_ttl_ms),
             conversation_idle: Duration::from_secs(self.conversation_idle_secs.max(1)),
             max_batch: self.max_batch.max(1),
+            storage_threads: self.storage_threads.max(1),
             push_timeout: Duration::from_millis(self.push_timeout_ms),
             push: self.push.clone(),
         }

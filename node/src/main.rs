@@ -13,7 +13,9 @@ use tracing_subscriber::EnvFilter;
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-/// How long blocking storage calls still running at exit may take to finish.
+/// How long blocking work still running at exit (password hashing) may take
+/// to finish. Store calls run on the storage pool, whose threads end with the
+/// process: by then the graceful leave has committed what was pending.
 const BLOCKING_DRAIN: Duration = Duration::from_secs(5);
 
 fn main() -> anyhow::Result<()> {

@@ -100,8 +100,9 @@ impl UnknownResults {
 
 /// A handle on the store. Cheap to clone; share one per process.
 ///
-/// Every call blocks the calling thread on storage I/O: async code calls it
-/// from `tokio::task::spawn_blocking`.
+/// Every call blocks the calling thread on storage I/O, so async code calls
+/// it from a blocking thread (the node runs every call on its storage pool,
+/// `actors::StorePool`).
 #[derive(Clone)]
 pub struct Database {
     backend: Arc<dyn Backend>,

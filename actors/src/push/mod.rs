@@ -37,11 +37,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde::Serialize;
-use storage::chat::{ChatStore, ConvId, Millis, PushTarget, Seq, UserId};
+use storage::chat::{ConvId, Millis, PushTarget, Seq, UserId};
 
 pub use config::{ApnsConfig, FcmConfig, PushConfig};
 
 use crate::metrics::Metrics;
+use crate::store_pool::StorePool;
 use crate::Error;
 
 /// What a device is told, as JSON (inside the encrypted Web Push body, in
@@ -77,7 +78,7 @@ pub struct PushService {
 
 pub(crate) struct Inner {
     config: PushConfig,
-    store: ChatStore,
+    store: StorePool,
     metrics: Arc<Metrics>,
     online: OnlineCheck,
     vapid: webpush::Vapid,
@@ -96,16 +97,16 @@ impl PushService {
     pub async fn start(
         config: PushConfig,
         timeout: Duration,
-        store: ChatStore,
+        store: StorePool,
         metrics: Arc<Metrics>,
         online: OnlineCheck,
     ) -> Result<Self, Error> {
-        let s = store.clone();
-        let key = tokio::task::spawn_blocking(move || {
-            let candidate = webpush::Vapid::generate(s.now());
-            s.vapid_key_or_insert(candidate)
-        })
-        .await??;
+        let key = store
+            .run(move |s| {
+                let candidate = webpush::Vapid::generate(s.now());
+                s.vapid_key_or_insert(candidate)
+            })
+            .await??;
         let vapid =
             webpush::Vapid::from_stored(&key, &config.vapid_subject).map_err(Error::Push)?;
         let allow = guard::AllowList::new(&config.allow_insecure);

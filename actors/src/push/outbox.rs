@@ -40,9 +40,13 @@ impl Inner {
     /// Claims rows older than the grace period: their node never did.
     async fn scan(self: &Arc<Self>) {
         let store = self.store.clone();
-        let before = store.now().saturating_sub(self.config.outbox_grace_ms);
-        let found =
-            tokio::task::spawn_blocking(move || store.unclaimed_pushes(before, CLAIM_BATCH)).await;
+        let before = store
+            .store()
+            .now()
+            .saturating_sub(self.config.outbox_grace_ms);
+        let found = store
+            .run(move |store| store.unclaimed_pushes(before, CLAIM_BATCH))
+            .await;
         match found {
             Ok(Ok(keys)) if !keys.is_empty() => {
                 tracing::info!(rows = keys.len(), "push: taking over unclaimed outbox rows");
@@ -59,7 +63,7 @@ impl Inner {
     /// of each offline recipient.
     pub(crate) async fn take_over(self: &Arc<Self>, keys: Vec<(ConvId, Seq)>) {
         let store = self.store.clone();
-        let claimed = match tokio::task::spawn_blocking(move || store.claim_pushes(&keys)).await {
+        let claimed = match store.run(move |store| store.claim_pushes(&keys)).await {
             Ok(Ok(claimed)) => claimed,
             Ok(Err(e)) => {
                 // The rows stay: the scan retries them.
@@ -71,7 +75,7 @@ impl Inner {
                 return;
             }
         };
-        let now = self.store.now();
+        let now = self.store.store().now();
         let max_age = self.config.max_age_secs.saturating_mul(1000);
         for (message, owed) in claimed {
             if now.saturating_sub(message.sent_at) > max_age {
@@ -92,9 +96,9 @@ impl Inner {
                 }
                 let store = self.store.clone();
                 let (conv, seq) = (message.conv_id, message.seq);
-                let recipient =
-                    tokio::task::spawn_blocking(move || store.push_recipient(user_id, conv, seq))
-                        .await;
+                let recipient = store
+                    .run(move |store| store.push_recipient(user_id, conv, seq))
+                    .await;
                 let recipient = match recipient {
                     Ok(Ok(r)) => r,
                     Ok(Err(e)) => {

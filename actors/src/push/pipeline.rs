@@ -137,7 +137,10 @@ impl Inner {
         }
         let store = self.store.clone();
         let (user, conv, seq) = (d.user_id, d.notification.conv_id, d.notification.seq);
-        match tokio::task::spawn_blocking(move || store.push_recipient(user, conv, seq)).await {
+        match store
+            .run(move |store| store.push_recipient(user, conv, seq))
+            .await
+        {
             Ok(Ok(r)) => {
                 !r.seen
                     && r.subscriptions
@@ -180,10 +183,9 @@ impl Inner {
                     tracing::info!(user_id = d.user_id, sub = %d.sub.id, "push: device gone, unsubscribing");
                     let store = self.store.clone();
                     let (user, id, at) = (d.user_id, d.sub.id.clone(), d.sub.created_at);
-                    let removed = tokio::task::spawn_blocking(move || {
-                        store.remove_gone_push_subscription(user, &id, at)
-                    })
-                    .await;
+                    let removed = store
+                        .run(move |store| store.remove_gone_push_subscription(user, &id, at))
+                        .await;
                     if let Ok(Err(e)) = removed {
                         tracing::warn!(error = %e, "push: removing a gone subscription");
                     }

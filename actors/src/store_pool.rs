@@ -1,0 +1,145 @@
+//! The node's storage threads: every blocking store call of the actors and
+//! the gateway runs here, on a fixed number of threads behind a bounded
+//! queue, instead of on tokio's shared blocking pool.
+//!
+//! Store calls block on I/O (and, on SQLite, on the one write lock), so
+//! they must not run on the async workers. A pool of their own bounds how
+//! many run at once (each may hold an SQLite connection with its page
+//! cache) and how many wait (a caller past the queue waits its turn before
+//! queueing: back-pressure, not memory), and keeps a burst of store calls
+//! from taking the threads password hashing and other blocking work use.
+
+use std::panic::AssertUnwindSafe;
+use std::sync::{Arc, Mutex};
+
+use prometheus_client::metrics::gauge::Gauge;
+use storage::chat::ChatStore;
+use tokio::sync::{mpsc, oneshot};
+
+/// Calls queued beyond the running ones before callers wait to queue.
+pub const QUEUE: usize = 4096;
+
+type Job = Box<dyn FnOnce(&ChatStore) + Send>;
+
+/// Why a store call did not run to its end.
+#[derive(Debug, thiserror::Error)]
+pub enum PoolError {
+    /// The pool's threads are gone (the node is shutting down).
+    #[error("the storage pool is shut down")]
+    Closed,
+    /// The call panicked (a bug); its thread carries on.
+    #[error("a storage call panicked")]
+    Panicked,
+}
+
+/// Handle on the pool. Cheap to clone; the threads stop when every handle
+/// is dropped and the queue is drained.
+#[derive(Clone)]
+pub struct StorePool {
+    jobs: mpsc::Sender<Job>,
+    store: ChatStore,
+    queued: Gauge,
+}
+
+impl std::fmt::Debug for StorePool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StorePool")
+            .field("queued", &self.queued.get())
+            .finish()
+    }
+}
+
+impl StorePool {
+    /// Starts `threads` (at least 1) threads running calls on `store`;
+    /// `queued` counts the calls waiting for one.
+    pub fn start(store: ChatStore, threads: usize, queued: Gauge) -> std::io::Result<Self> {
+        let (jobs, rx) = mpsc::channel::<Job>(QUEUE);
+        let rx = Arc::new(Mutex::new(rx));
+        for i in 0..threads.max(1) {
+            let (rx, store, queued) = (rx.clone(), store.clone(), queued.clone());
+            std::thread::Builder::new()
+                .name(format!("storage-{i}"))
+                .spawn(move || worker(&rx, &store, &queued))?;
+        }
+        Ok(Self {
+            jobs,
+            store,
+            queued,
+        })
+    }
+
+    /// Runs `call` on a storage thread and waits for its result.
+    pub async fn run<T, F>(&self, call: F) -> Result<T, PoolError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&ChatStore) -> T + Send + 'static,
+    {
+        let (tx, rx) = oneshot::channel();
+        let job: Job = Box::new(move |store| {
+            let _ = tx.send(call(store));
+        });
+        self.queued.inc();
+        if self.jobs.send(job).await.is_err() {
+            self.queued.dec();
+            return Err(PoolError::Closed);
+        }
+        // The job drops its sender without sending only when it panicked.
+        rx.await.map_err(|_| PoolError::Panicked)
+    }
+
+    /// The store, for the few calls that need no thread (building keys,
+    /// limits, the clock).
+    pub fn store(&self) -> &ChatStore {
+        &self.store
+    }
+}
+
+/// One storage thread: takes the next call (one thread at a time waits on
+/// the queue) and runs it, surviving its panics.
+fn worker(rx: &Mutex<mpsc::Receiver<Job>>, store: &ChatStore, queued: &Gauge) {
+    loop {
+        let job = {
+            let mut rx = rx.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            rx.blocking_recv()
+        };
+        let Some(job) = job else { return };
+        queued.dec();
+        if std::panic::catch_unwind(AssertUnwindSafe(|| job(store))).is_err() {
+            tracing::error!("a storage call panicked");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store() -> (ChatStore, tempfile::TempDir) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = storage::Database::open_sqlite(dir.path().join("s.sqlite")).expect("open");
+        let store = ChatStore::open(db, storage::chat::Limits::default()).expect("chat store");
+        (store, dir)
+    }
+
+    #[tokio::test]
+    async fn runs_calls_and_survives_a_panicking_one() {
+        let (store, _dir) = store();
+        let queued = Gauge::default();
+        let pool = StorePool::start(store, 2, queued.clone()).expect("pool");
+        let panicked = pool
+            .run(|_| -> u32 { panic!("a bug in a storage call") })
+            .await;
+        assert!(matches!(panicked, Err(PoolError::Panicked)));
+        // Both threads still serve, many calls at once.
+        let calls: Vec<_> = (0..64u64)
+            .map(|i| {
+                let pool = pool.clone();
+                tokio::spawn(async move { pool.run(move |s| s.now() > 0 && i < 64).await })
+            })
+            .collect();
+        for call in calls {
+            assert!(call.await.expect("join").expect("run"));
+        }
+        assert_eq!(queued.get(), 0, "every queued call was counted out");
+    }
+}
