@@ -111,6 +111,7 @@ impl Cluster {
         let pool = StorePool::start(
             store.clone(),
             config.storage_threads,
+            crate::store_pool::QUEUE,
             metrics.storage_queued.clone(),
         )
         .map_err(|e| Error::Spawn(format!("storage threads: {e}")))?;

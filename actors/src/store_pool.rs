@@ -16,7 +16,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use storage::chat::ChatStore;
 use tokio::sync::{mpsc, oneshot};
 
-/// Calls queued beyond the running ones before callers wait to queue.
+/// Calls queued beyond the running ones before callers wait to queue (the
+/// node's pool).
 pub const QUEUE: usize = 4096;
 
 type Job = Box<dyn FnOnce(&ChatStore) + Send>;
@@ -50,10 +51,16 @@ impl std::fmt::Debug for StorePool {
 }
 
 impl StorePool {
-    /// Starts `threads` (at least 1) threads running calls on `store`;
-    /// `queued` counts the calls waiting for one.
-    pub fn start(store: ChatStore, threads: usize, queued: Gauge) -> std::io::Result<Self> {
-        let (jobs, rx) = mpsc::channel::<Job>(QUEUE);
+    /// Starts `threads` (at least 1) threads running calls on `store`,
+    /// with room for `queue` (at least 1) waiting calls; `queued` counts the
+    /// calls waiting for a thread.
+    pub fn start(
+        store: ChatStore,
+        threads: usize,
+        queue: usize,
+        queued: Gauge,
+    ) -> std::io::Result<Self> {
+        let (jobs, rx) = mpsc::channel::<Job>(queue.max(1));
         let rx = Arc::new(Mutex::new(rx));
         for i in 0..threads.max(1) {
             let (rx, store, queued) = (rx.clone(), store.clone(), queued.clone());
@@ -121,11 +128,23 @@ mod tests {
         (store, dir)
     }
 
+    /// Polls `cond` every millisecond; panics after 10 s.
+    async fn until(cond: impl Fn() -> bool) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !cond() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "condition not reached"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+        }
+    }
+
     #[tokio::test]
     async fn runs_calls_and_survives_a_panicking_one() {
         let (store, _dir) = store();
         let queued = Gauge::default();
-        let pool = StorePool::start(store, 2, queued.clone()).expect("pool");
+        let pool = StorePool::start(store, 2, QUEUE, queued.clone()).expect("pool");
         let panicked = pool
             .run(|_| -> u32 { panic!("a bug in a storage call") })
             .await;
@@ -141,5 +160,36 @@ mod tests {
             assert!(call.await.expect("join").expect("run"));
         }
         assert_eq!(queued.get(), 0, "every queued call was counted out");
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_makes_callers_wait_not_fail() {
+        let (store, _dir) = store();
+        let queued = Gauge::default();
+        let pool = StorePool::start(store, 1, 2, queued.clone()).expect("pool");
+        // The one thread is held until `release` fires.
+        let (release, held) = std::sync::mpsc::channel::<()>();
+        let holder = {
+            let pool = pool.clone();
+            tokio::spawn(async move { pool.run(move |_| held.recv().is_ok()).await })
+        };
+        until(|| queued.get() == 0).await;
+        // Two calls fill the queue; a third waits to get in.
+        let waiting: Vec<_> = (0..3)
+            .map(|i| {
+                let pool = pool.clone();
+                tokio::spawn(async move { pool.run(move |_| i).await })
+            })
+            .collect();
+        // All three are counted as waiting: none failed (a refused call
+        // is counted out at once) and none ran (the thread is held).
+        until(|| queued.get() == 3).await;
+        assert!(waiting.iter().all(|w| !w.is_finished()));
+        release.send(()).expect("release");
+        assert!(holder.await.expect("join").expect("run"));
+        for (i, w) in waiting.into_iter().enumerate() {
+            assert_eq!(w.await.expect("join").expect("run"), i);
+        }
+        assert_eq!(queued.get(), 0);
     }
 }
