@@ -8,7 +8,7 @@
 //! every read-write transaction serializable.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use rusqlite::{params, Connection, OptionalExtension};
@@ -56,11 +56,19 @@ pub struct SqliteBackend {
     path: PathBuf,
     options: SqliteOptions,
     idle: Mutex<Vec<Connection>>,
-    /// Held shared by every write transaction of this process, and
-    /// exclusively by a checkpoint that must restart the log: SQLite's busy
-    /// handler polls, so a writer committing back to back would win the
-    /// write lock every time and the log would never start over.
-    write_gate: Arc<RwLock<()>>,
+    /// This process's one write connection, held for the whole of every
+    /// write transaction and by a checkpoint that must restart the log.
+    ///
+    /// SQLite lets one writer in at a time anyway, but a writer that finds
+    /// the lock taken sleeps in its busy handler (1, 2, 5, 10 … ms) instead
+    /// of waking when the lock is free, and a writer committing back to
+    /// back would win it every time, so the log would never start over.
+    /// Waiting on this mutex instead wakes at once, in turn. And one
+    /// connection for every write keeps its page cache: SQLite drops a
+    /// connection's whole cache whenever another connection has written
+    /// since its last transaction, so writes spread over a pool re-read the
+    /// B-tree from the file on every commit.
+    writer: Arc<Mutex<Option<Connection>>>,
     /// Tells the checkpoint thread to stop when the backend is dropped.
     stop_checkpoints: Option<std::sync::mpsc::Sender<()>>,
 }
@@ -72,7 +80,7 @@ impl SqliteBackend {
             path: path.as_ref().to_path_buf(),
             options,
             idle: Mutex::new(Vec::new()),
-            write_gate: Arc::new(RwLock::new(())),
+            writer: Arc::new(Mutex::new(None)),
             stop_checkpoints: None,
         };
         let conn = backend.connect()?;
@@ -83,10 +91,10 @@ impl SqliteBackend {
         if let Some(every) = backend.options.checkpoint_every {
             let conn = backend.connect()?;
             let (stop, stopped) = std::sync::mpsc::channel();
-            let gate = backend.write_gate.clone();
+            let writer = backend.writer.clone();
             std::thread::Builder::new()
                 .name("sqlite-checkpoint".into())
-                .spawn(move || checkpoint_loop(&conn, &gate, every, &stopped))
+                .spawn(move || checkpoint_loop(&conn, &writer, every, &stopped))
                 .map_err(|e| crate::Error::Io(e.to_string()))?;
             backend.stop_checkpoints = Some(stop);
         }
@@ -149,7 +157,7 @@ impl Backend for SqliteBackend {
         let conn = self.acquire()?;
         conn.busy_timeout(SCRUB_WAIT.min(self.options.busy_timeout))?;
         let done: rusqlite::Result<i64> = {
-            let _turn = exclusive(&self.write_gate);
+            let _turn = exclusive(&self.writer);
             conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| r.get(0))
         };
         conn.busy_timeout(self.options.busy_timeout)?;
@@ -163,30 +171,44 @@ impl Backend for SqliteBackend {
     }
 
     fn begin(&self, mode: TxMode) -> Result<Box<dyn BackendTransaction + '_>> {
-        let (begin, gate) = match mode {
-            TxMode::Read => ("BEGIN DEFERRED", None),
-            TxMode::Write => (
-                "BEGIN IMMEDIATE",
-                Some(
-                    self.write_gate
-                        .read()
-                        .unwrap_or_else(std::sync::PoisonError::into_inner),
-                ),
-            ),
+        let (conn, writer) = match mode {
+            TxMode::Read => (self.acquire()?, None),
+            TxMode::Write => {
+                let mut writer = exclusive(&self.writer);
+                let conn = match writer.take() {
+                    Some(conn) => conn,
+                    None => {
+                        let conn = self.connect()?;
+                        conn.execute_batch(&format!("PRAGMA cache_size=-{WRITER_CACHE_KIB};"))?;
+                        conn
+                    }
+                };
+                (conn, Some(writer))
+            }
         };
-        let conn = self.acquire()?;
-        // A failed BEGIN leaves no transaction open: the connection is clean.
-        if let Err(e) = conn.execute_batch(begin) {
-            self.release(conn);
-            return Err(e.into());
-        }
-        Ok(Box::new(SqliteTransaction {
+        let begin = match mode {
+            TxMode::Read => "BEGIN DEFERRED",
+            TxMode::Write => "BEGIN IMMEDIATE",
+        };
+        let mut tx = SqliteTransaction {
             backend: self,
             conn: Some(conn),
-            _gate: gate,
-        }))
+            writer,
+        };
+        if let Err(e) = tx.conn().execute_batch(begin) {
+            // A failed BEGIN leaves no transaction open: the connection is
+            // clean and goes back as it is.
+            if let Some(conn) = tx.conn.take() {
+                tx.release(conn);
+            }
+            return Err(e.into());
+        }
+        Ok(Box::new(tx))
     }
 }
+
+/// The write connection's page cache, in KiB (SQLite's default is 2 MiB).
+const WRITER_CACHE_KIB: i64 = 32 * 1024;
 
 /// How long a scrub waits for other connections' locks: it runs before a
 /// deletion is acknowledged, so it must not hold that up for long.
@@ -210,10 +232,13 @@ const RESTART_WAIT: Duration = Duration::from_millis(100);
 /// burst that grew it does not keep the disk space.
 const WAL_SIZE_LIMIT: i64 = 64 * 1024 * 1024;
 
-/// Takes the write gate exclusively: this process's writers wait until the
-/// guard drops (the current one finishes first).
-fn exclusive(gate: &RwLock<()>) -> std::sync::RwLockWriteGuard<'_, ()> {
-    gate.write()
+/// Takes this process's write connection: other writers wait until the
+/// guard drops (the current one finishes first). A writer that panicked
+/// left no transaction open (its rollback ran on unwind), so a poisoned
+/// lock is taken as it is.
+fn exclusive(writer: &Mutex<Option<Connection>>) -> MutexGuard<'_, Option<Connection>> {
+    writer
+        .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
@@ -223,7 +248,7 @@ fn exclusive(gate: &RwLock<()>) -> std::sync::RwLockWriteGuard<'_, ()> {
 /// [`RESTART_WAIT`] for readers, so that it is rewritten from its start.
 fn checkpoint_loop(
     conn: &Connection,
-    gate: &RwLock<()>,
+    writer: &Mutex<Option<Connection>>,
     every: Duration,
     stop: &std::sync::mpsc::Receiver<()>,
 ) {
@@ -238,7 +263,7 @@ fn checkpoint_loop(
         };
         match checkpoint("PASSIVE") {
             Ok((_, log, _)) if log > RESTART_FRAMES => {
-                let _turn = exclusive(gate);
+                let _turn = exclusive(writer);
                 if let Err(e) = checkpoint("RESTART") {
                     tracing::debug!(error = %e, frames = log, "restarting checkpoint");
                 }
@@ -276,12 +301,20 @@ fn enable_wal(conn: &Connection, busy_timeout: Duration) -> Result<()> {
 struct SqliteTransaction<'a> {
     backend: &'a SqliteBackend,
     conn: Option<Connection>,
-    /// A write transaction's share of the write gate, released after its
-    /// commit or rollback.
-    _gate: Option<RwLockReadGuard<'a, ()>>,
+    /// A write transaction's hold on the process's write connection: the
+    /// connection goes back into it, not to the pool, when it ends.
+    writer: Option<MutexGuard<'a, Option<Connection>>>,
 }
 
 impl SqliteTransaction<'_> {
+    /// Gives the connection back once its transaction has ended.
+    fn release(&mut self, conn: Connection) {
+        match self.writer.as_mut() {
+            Some(writer) => **writer = Some(conn),
+            None => self.backend.release(conn),
+        }
+    }
+
     fn conn(&self) -> &Connection {
         // Only `commit` and `drop` take the connection out, and both consume
         // the transaction, so it is always there while methods can be called.
@@ -344,13 +377,13 @@ impl BackendTransaction for SqliteTransaction<'_> {
         };
         match conn.execute_batch("COMMIT") {
             Ok(()) => {
-                self.backend.release(conn);
+                self.release(conn);
                 Ok(())
             }
             Err(e) => {
                 // The transaction is still open: roll it back before reuse.
                 if conn.execute_batch("ROLLBACK").is_ok() {
-                    self.backend.release(conn);
+                    self.release(conn);
                 }
                 Err(e.into())
             }
@@ -364,7 +397,7 @@ impl Drop for SqliteTransaction<'_> {
             // A connection whose rollback failed is in an unknown state:
             // dropping it closes it, which also ends the transaction.
             if conn.execute_batch("ROLLBACK").is_ok() {
-                self.backend.release(conn);
+                self.release(conn);
             }
         }
     }

@@ -446,3 +446,61 @@ fn the_wal_stays_bounded_under_sustained_writes() {
         "the WAL grew to {largest} bytes while {written_mib} MiB were written"
     );
 }
+
+// ------------------------------------------------------------ one process
+
+/// Writers of one process wait for one another in turn, however long the
+/// queue, instead of polling SQLite's lock and failing with "database is
+/// locked" once their busy timeout has passed. Each transaction here holds
+/// the lock for 2 ms and eight threads contend, with a 20 ms busy timeout
+/// and no retries: a writer polling the lock (1, 2, 5, 10 ms sleeps) loses
+/// to the others and fails; one queued behind them never does.
+#[test]
+fn writers_of_one_process_take_turns_instead_of_failing_busy() {
+    let dir = tempfile::tempdir().expect("creating a tempdir");
+    let options = storage::SqliteOptions {
+        busy_timeout: Duration::from_millis(20),
+        ..storage::SqliteOptions::default()
+    };
+    let backend = storage::SqliteBackend::open(dir.path().join("store.sqlite"), options)
+        .expect("opening the store");
+    let db = Arc::new(Database::new(backend).with_retry(storage::RetryPolicy {
+        max_attempts: 1,
+        ..storage::RetryPolicy::default()
+    }));
+    let (threads, each) = (8u64, 40u64);
+    let workers: Vec<_> = (0..threads)
+        .map(|_| {
+            let db = db.clone();
+            std::thread::spawn(move || {
+                let mut failures = Vec::new();
+                for _ in 0..each {
+                    let outcome = db.run(|tx| {
+                        let n = decode_u64(tx.get(&counter_key())?);
+                        std::thread::sleep(Duration::from_millis(2));
+                        tx.set(&counter_key(), &(n + 1).to_le_bytes())
+                    });
+                    if let Err(e) = outcome {
+                        failures.push(e.to_string());
+                    }
+                }
+                failures
+            })
+        })
+        .collect();
+    let failures: Vec<String> = workers
+        .into_iter()
+        .flat_map(|w| w.join().expect("writer thread"))
+        .collect();
+    assert!(
+        failures.is_empty(),
+        "{} of {} transactions failed, first: {:?}",
+        failures.len(),
+        threads * each,
+        failures.first()
+    );
+    let total = db
+        .read(|tx| tx.get(&counter_key()))
+        .expect("reading the counter");
+    assert_eq!(decode_u64(total), threads * each);
+}
