@@ -27,6 +27,8 @@ mod failover;
 mod idle;
 #[path = "parley_bench/load.rs"]
 mod load;
+#[path = "parley_bench/pacer.rs"]
+mod pacer;
 #[path = "parley_bench/procs.rs"]
 mod procs;
 #[path = "parley_bench/report.rs"]

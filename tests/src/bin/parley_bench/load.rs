@@ -1,8 +1,8 @@
 //! Paced message load: `direct` (one-to-one chats) and `fanout` (groups).
 //!
 //! Open loop: every sender has a schedule of intended send times (its share
-//! of the total rate, phases spread so the senders do not fire together).
-//! It sends whatever is due, late or not, and stamps each message with its
+//! of the total rate, phases spread so the senders do not fire together),
+//! woken at each send time by the [`Pacer`] thread. It sends whatever is due, late or not, and stamps each message with its
 //! intended time; latency is measured from that stamp, so a server (or a
 //! generator) that falls behind shows up as latency instead of silently
 //! lowering the offered rate. Each step has a warm-up, a measured window and
@@ -15,9 +15,10 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Result};
 use futures_util::{SinkExt, StreamExt};
 use hdrhistogram::Histogram;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tokio_tungstenite::tungstenite::Message;
 
+use super::pacer::{Pacer, Schedule};
 use super::procs::{round1, round2, CpuMeter};
 use super::report::{latency_fields, put, Fields, Report};
 use super::seed::{par_map, Seeder, User};
@@ -175,11 +176,10 @@ impl Shared {
     }
 }
 
-/// One sender's schedule.
-#[derive(Clone)]
+/// One sender's schedule: woken by the pacer at each send time.
 struct Plan {
-    first: Instant,
-    interval: Option<Duration>,
+    ticks: Option<mpsc::UnboundedReceiver<Instant>>,
+    interval: Duration,
     send_until: Instant,
     filler: Arc<str>,
 }
@@ -190,21 +190,27 @@ async fn client_task(
     shared: Arc<Shared>,
     mut stop: watch::Receiver<bool>,
 ) -> Option<Client> {
-    let mut next = plan.first;
-    let sleep = tokio::time::sleep_until(next.into());
-    tokio::pin!(sleep);
+    let mut ticks = plan.ticks;
+    let mut next: Option<Instant> = None;
     let mut k: u64 = 0;
     let recipients = c.members.saturating_sub(1);
+    let interval = plan.interval;
     loop {
-        let due = plan.interval.is_some() && c.sends && next < plan.send_until;
+        let paced = ticks.is_some();
         tokio::select! {
             biased;
             _ = stop.changed() => return Some(c),
-            () = &mut sleep, if due => {
-                let Some(interval) = plan.interval else { continue };
+            tick = async { ticks.as_mut()?.recv().await }, if paced => {
+                let Some(at) = tick else {
+                    ticks = None;
+                    continue;
+                };
+                // Everything due, from the first send time not yet sent:
+                // a task that fell behind catches up at once.
+                let mut due = next.unwrap_or(at);
                 let now = Instant::now();
-                while next <= now && next < plan.send_until {
-                    let stamp = stamp_of(next);
+                while due <= now && due < plan.send_until {
+                    let stamp = stamp_of(due);
                     let written = stamp_of(Instant::now());
                     let text = format!(
                         r#"{{"type":"send","conv_id":{},"client_msg_id":"{stamp}-{k}","body":"{stamp} {written} {}"}}"#,
@@ -214,16 +220,16 @@ async fn client_task(
                         shared.closed.fetch_add(1, Ordering::Relaxed);
                         return None;
                     }
-                    let lag = Instant::now().saturating_duration_since(next).as_micros() as u64;
+                    let lag = Instant::now().saturating_duration_since(due).as_micros() as u64;
                     shared.on_sent(stamp, recipients, lag);
                     k += 1;
-                    next += interval;
+                    due += interval;
                 }
+                next = Some(due);
                 if c.ws.flush().await.is_err() {
                     shared.closed.fetch_add(1, Ordering::Relaxed);
                     return None;
                 }
-                sleep.as_mut().reset(next.into());
             }
             msg = c.ws.next() => match msg {
                 Some(Ok(Message::Text(t))) => shared.on_frame(&t, c.user_id),
@@ -255,15 +261,27 @@ async fn run_step(
     // Two stamps of up to 11 digits and their spaces.
     let filler: Arc<str> = "x".repeat(args.body_bytes.saturating_sub(24)).into();
     let (stop_tx, stop_rx) = watch::channel(false);
+    // Spread the senders' phases over one interval (golden ratio steps).
+    let schedules = match interval {
+        Some(interval) => clients
+            .iter()
+            .filter(|c| c.sends)
+            .enumerate()
+            .map(|(i, _)| Schedule {
+                first: start + interval.mul_f64((i as f64 * 0.618_033_988_75).fract()),
+                interval,
+                until: send_until,
+            })
+            .collect(),
+        None => Vec::new(),
+    };
+    let (pacer, ticks) = Pacer::start(schedules);
+    let mut ticks = ticks.into_iter();
     let mut handles = Vec::with_capacity(clients.len());
-    for (i, c) in clients.into_iter().enumerate() {
-        // Spread the senders' phases over one interval (golden ratio steps).
-        let phase = interval
-            .map(|iv| iv.mul_f64((i as f64 * 0.618_033_988_75).fract()))
-            .unwrap_or_default();
+    for c in clients {
         let plan = Plan {
-            first: start + phase,
-            interval,
+            ticks: if c.sends { ticks.next() } else { None },
+            interval: interval.unwrap_or_default(),
             send_until,
             filler: filler.clone(),
         };
@@ -286,6 +304,7 @@ async fn run_step(
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let drained_s = Instant::now().saturating_duration_since(send_until);
+    drop(pacer);
     let _ = stop_tx.send(true);
     let mut back = Vec::new();
     for h in handles {
