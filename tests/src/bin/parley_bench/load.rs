@@ -2,8 +2,9 @@
 //!
 //! Open loop: every sender has a schedule of intended send times (its share
 //! of the total rate, phases spread so the senders do not fire together),
-//! woken at each send time by the [`Pacer`] thread. It sends whatever is due, late or not, and stamps each message with its
-//! intended time; latency is measured from that stamp, so a server (or a
+//! woken at each send time by the [`Pacer`] thread. It sends whatever is
+//! due, late or not, and stamps each message with its intended time;
+//! latency is measured from that stamp, so a server (or a
 //! generator) that falls behind shows up as latency instead of silently
 //! lowering the offered rate. Each step has a warm-up, a measured window and
 //! a bounded drain.
@@ -250,7 +251,7 @@ async fn run_step(
     rate: f64,
     args: &LoadArgs,
     servers: &Servers,
-) -> (Vec<Client>, Fields) {
+) -> Result<(Vec<Client>, Fields)> {
     let senders = clients.iter().filter(|c| c.sends).count().max(1);
     let per_sender = rate / senders as f64;
     let interval = (per_sender > 0.0).then(|| Duration::from_secs_f64(1.0 / per_sender));
@@ -275,7 +276,7 @@ async fn run_step(
             .collect(),
         None => Vec::new(),
     };
-    let (pacer, ticks) = Pacer::start(schedules);
+    let (pacer, ticks) = Pacer::start(schedules)?;
     let mut ticks = ticks.into_iter();
     let mut handles = Vec::with_capacity(clients.len());
     for c in clients {
@@ -416,7 +417,7 @@ async fn run_step(
     if let Ok(Some(e)) = shared.first_error.lock().map(|e| e.clone()) {
         put(&mut row, "first_error", e);
     }
-    (back, row)
+    Ok((back, row))
 }
 
 /// Shape of a `direct` run.
@@ -500,7 +501,7 @@ async fn run_steps(
             "step: {rate} msgs/s for {} s (+{} s warm-up)",
             args.duration, args.warmup
         );
-        let (back, mut row) = run_step(clients, rate, args, servers).await;
+        let (back, mut row) = run_step(clients, rate, args, servers).await?;
         let rss_kib: u64 = servers.rss().iter().filter_map(|(_, kib)| *kib).sum();
         put(&mut row, "server_rss_mib", round1(rss_kib as f64 / 1024.0));
         let lost = report_lost(&row);

@@ -38,7 +38,9 @@ pub struct Pacer {
 impl Pacer {
     /// Starts pacing; each returned receiver gets one token per send time of
     /// its schedule, in order.
-    pub fn start(schedules: Vec<Schedule>) -> (Self, Vec<mpsc::UnboundedReceiver<Instant>>) {
+    pub fn start(
+        schedules: Vec<Schedule>,
+    ) -> std::io::Result<(Self, Vec<mpsc::UnboundedReceiver<Instant>>)> {
         let mut wakers = Vec::with_capacity(schedules.len());
         let mut receivers = Vec::with_capacity(schedules.len());
         for _ in &schedules {
@@ -51,10 +53,15 @@ impl Pacer {
             let stop = stop.clone();
             std::thread::Builder::new()
                 .name("bench-pacer".into())
-                .spawn(move || pace(&schedules, &wakers, &stop))
-                .ok()
+                .spawn(move || pace(&schedules, &wakers, &stop))?
         };
-        (Self { stop, thread }, receivers)
+        Ok((
+            Self {
+                stop,
+                thread: Some(thread),
+            },
+            receivers,
+        ))
     }
 }
 
@@ -108,7 +115,7 @@ mod tests {
                 until: start + Duration::from_millis(41),
             })
             .collect();
-        let (pacer, mut receivers) = Pacer::start(schedules);
+        let (pacer, mut receivers) = Pacer::start(schedules).expect("starting the pacer");
         for rx in &mut receivers {
             let mut times = Vec::new();
             while let Some(at) = rx.blocking_recv() {
