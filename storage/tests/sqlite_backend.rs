@@ -441,8 +441,15 @@ fn the_wal_stays_bounded_under_sustained_writes() {
         "{written_mib} MiB of log frames written, largest WAL file {:.1} MiB",
         largest as f64 / (1024.0 * 1024.0)
     );
+    // Unbounded, the file holds every frame written (it reached 118 MiB
+    // for 100 MiB written before the fix). Bounded, it holds the restart
+    // threshold (16 MiB) plus what this writer, committing back to back,
+    // adds while restarts wait their turn: 46-58 MiB measured alone and
+    // with both cores busy, 75 MiB once in CI beside the multi-process
+    // tests. Half of what was written is a bound only a restarting log
+    // keeps.
     assert!(
-        largest < 70 * 1024 * 1024,
+        largest < 100 * 1024 * 1024,
         "the WAL grew to {largest} bytes while {written_mib} MiB were written"
     );
 }
