@@ -227,10 +227,10 @@ const SCRUB_WAIT: Duration = Duration::from_millis(250);
 /// p99: at 1024 frames it ran three times a second at 4.4k deliveries/s
 /// and p99 there was 2.9–3.1 ms; at 4096, with a second passive round just
 /// before the restart so that it copies little, 2.2–2.5 ms (1.4 ms with no
-/// restarts at all). The file still stays bounded: 46-75 MiB at most for
+/// restarts at all). The file still stays bounded: 34-58 MiB at most for
 /// 200 MiB of frames written back to back in
-/// `the_wal_stays_bounded_under_sustained_writes` (the larger figure in CI,
-/// beside other tests); at 1 024 frames it was 46-51 MiB.
+/// `the_wal_stays_bounded_under_sustained_writes` (75 MiB with another
+/// test's fsyncs beside it); at 1 024 frames it was 46-51 MiB.
 const RESTART_FRAMES: i64 = 4096;
 
 /// How long a restarting checkpoint waits for the writer lock and for
