@@ -166,6 +166,23 @@ impl Node {
         format!("http://{}{path}", self.http)
     }
 
+    /// The node's `/metrics` page (Prometheus text). Panics if the node
+    /// does not answer: tests read it from nodes they know are running.
+    pub async fn metrics_text(&self) -> String {
+        reqwest::get(self.url("/metrics"))
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("metrics text")
+    }
+
+    /// The value of the unlabelled sample `name` (a counter's name ends in
+    /// `_total`), if the node reports it.
+    pub async fn metric(&self, name: &str) -> Option<f64> {
+        sample(&self.metrics_text().await, name)
+    }
+
     /// The WebSocket URL with a token.
     pub fn ws_url(&self, token: &str) -> String {
         format!("ws://{}/ws?token={token}", self.http)
@@ -332,5 +349,28 @@ impl TestCluster {
             .iter()
             .map(|n| format!("===== {} =====\n{}", n.name, n.log_text()))
             .collect()
+    }
+}
+
+/// The value of the unlabelled sample `name` in a Prometheus text page.
+pub fn sample(text: &str, name: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_sample_is_found_by_its_whole_name() {
+        let page = "# TYPE parley_conversations gauge\n\
+                    parley_conversations_started_total 7\n\
+                    parley_conversations 3\n";
+        assert_eq!(super::sample(page, "parley_conversations"), Some(3.0));
+        assert_eq!(
+            super::sample(page, "parley_conversations_started_total"),
+            Some(7.0)
+        );
+        assert_eq!(super::sample(page, "parley_conv"), None);
     }
 }

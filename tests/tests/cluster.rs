@@ -67,26 +67,12 @@ async fn send_reliably(
 
 /// Which node runs the conversation actors (its metrics say so).
 async fn nodes_with_conversations(cluster: &TestCluster) -> Vec<usize> {
-    let http = reqwest::Client::new();
     let mut out = Vec::new();
     for (i, node) in cluster.nodes.iter().enumerate() {
         if !node.is_running() {
             continue;
         }
-        let text = http
-            .get(node.url("/metrics"))
-            .send()
-            .await
-            .expect("metrics")
-            .text()
-            .await
-            .expect("text");
-        let active = text
-            .lines()
-            .find(|l| l.starts_with("parley_conversations "))
-            .and_then(|l| l.rsplit(' ').next())
-            .and_then(|v| v.parse::<f64>().ok())
-            .unwrap_or(0.0);
+        let active = node.metric("parley_conversations").await.unwrap_or(0.0);
         if active > 0.0 {
             out.push(i);
         }
@@ -305,17 +291,12 @@ async fn garbage_on_the_cluster_port_does_not_hurt_a_node() {
 
 /// A counter of a node's `/metrics` (prometheus counters end in `_total`).
 async fn counter(cluster: &TestCluster, node: usize, name: &str) -> f64 {
-    let text = reqwest::get(cluster.nodes[node].url("/metrics"))
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("metrics text");
-    let prefix = format!("{name}_total ");
-    text.lines()
-        .find_map(|l| l.strip_prefix(&prefix))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or_else(|| panic!("{name} missing from:\n{text}"))
+    let node = &cluster.nodes[node];
+    let total = format!("{name}_total");
+    match node.metric(&total).await {
+        Some(value) => value,
+        None => panic!("{total} missing from:\n{}", node.metrics_text().await),
+    }
 }
 
 #[tokio::test]

@@ -432,15 +432,7 @@ async fn a_client_that_does_not_read_is_disconnected_and_loses_nothing() {
         f["type"] == "presence" && f["user_id"] == bob.id && f["online"] == false
     })
     .await;
-    let (_, metrics) = {
-        let text = reqwest::get(node.url("/metrics"))
-            .await
-            .expect("metrics")
-            .text()
-            .await
-            .expect("text");
-        (0, text)
-    };
+    let metrics = node.metrics_text().await;
     assert!(
         metrics.contains("parley_slow_consumers_total 1"),
         "{metrics}"
@@ -461,16 +453,8 @@ async fn a_client_that_does_not_read_is_disconnected_and_loses_nothing() {
 
 /// `parley_conversations` as the node reports it.
 async fn active_conversations(node: &tests::node::Node) -> f64 {
-    let text = reqwest::get(node.url("/metrics"))
+    node.metric("parley_conversations")
         .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
-    text.lines()
-        .find(|l| l.starts_with("parley_conversations "))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
         .expect("parley_conversations in /metrics")
 }
 
