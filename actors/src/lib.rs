@@ -2,7 +2,8 @@
 //! cluster machinery that places them on nodes.
 //!
 //! - [`session`]: one actor per WebSocket client, member of `user:{id}`;
-//!   [`outbound`]: its byte-bounded queue to the socket;
+//!   [`outbound`]: its byte-bounded queue to the socket; [`close`]: the
+//!   server's decision to close that socket;
 //! - [`conversation`]: one sequencer per active conversation, on its home node;
 //! - [`presence`]: turns process-group changes into presence frames;
 //! - [`push`]: notifications for users with no live session;
@@ -14,6 +15,7 @@
 //!   [`conv_status`]: each conversation actor's epoch, last seq, backlog;
 //! - [`Cluster`]: the handle tying them together; [`frames`]: what clients get.
 
+pub mod close;
 pub mod cluster;
 pub mod committer;
 pub mod config;

@@ -22,8 +22,8 @@ use ractor::{Actor, ActorProcessingErr, ActorRef};
 use ractor_cluster::RactorClusterMessage;
 use serde::{Deserialize, Serialize};
 use storage::chat::{ConvId, DeviceKey, Message, Seq, UserId};
-use tokio::sync::mpsc;
 
+use crate::close::{CloseReason, CloseSignal};
 use crate::frames::{ConvError, ErrorCode, ServerFrame};
 use crate::outbound::{Outbound, QueueError, SharedText};
 use crate::{Cluster, Error};
@@ -47,15 +47,6 @@ const PAGE: usize = 200;
 /// catch-up read and fanned out by a peer within that moment would
 /// otherwise wait for the conversation's next message.
 const SETTLE_RESYNC: Duration = Duration::from_secs(2);
-
-/// Why the server closes a socket.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CloseReason {
-    /// The WebSocket close code.
-    pub code: u16,
-    /// Human-readable reason (at most 123 bytes on the wire).
-    pub reason: String,
-}
 
 /// Messages a session accepts. Only byte payloads, so it can be a member of
 /// a cluster-wide process group (remote nodes hold proxies of it) without
@@ -151,8 +142,8 @@ pub struct SessionArgs {
     pub patience: Duration,
     /// Syncs requested and not finished; the gateway refuses more.
     pub pending_syncs: Arc<AtomicUsize>,
-    /// Fired once when the server decides to close the socket.
-    pub close: mpsc::Sender<CloseReason>,
+    /// Set once when the server decides to close the socket.
+    pub close: CloseSignal,
     /// The node's cluster handle.
     pub cluster: Cluster,
 }
@@ -166,7 +157,8 @@ pub struct SessionState {
     outbound: Outbound,
     patience: Duration,
     pending_syncs: Arc<AtomicUsize>,
-    close: Option<mpsc::Sender<CloseReason>>,
+    /// The socket's close decision; `None` once this session closed it.
+    close: Option<CloseSignal>,
     cluster: Cluster,
     /// Per conversation, the last seq put on the socket.
     sent: HashMap<ConvId, Seq>,
@@ -294,13 +286,19 @@ impl Actor for SessionActor {
                 tracing::warn!(session = state.session_id, "dropping a malformed message");
                 Ok(())
             }
+            // What needs the store is boxed: ractor keeps this handler's
+            // future in every session's loop, sized for its largest path,
+            // and most sessions only ever take the first one.
             SessionMsg::Message(OrderedFrame { conv_id, seq, json }) => {
-                state.deliver(conv_id, seq, json).await
+                match state.deliver_in_order(conv_id, seq, &json) {
+                    Some(outcome) => outcome,
+                    None => Box::pin(state.deliver_from_store(conv_id, seq, json)).await,
+                }
             }
-            SessionMsg::Resync => state.resync().await,
+            SessionMsg::Resync => Box::pin(state.resync()).await,
             SessionMsg::Sync(bytes) => {
                 let request = serde_json::from_slice::<SyncRequest>(&bytes).unwrap_or_default();
-                let outcome = state.sync(request).await;
+                let outcome = Box::pin(state.sync(request)).await;
                 state.pending_syncs.fetch_sub(1, Ordering::AcqRel);
                 outcome
             }
@@ -358,8 +356,8 @@ impl From<Gone> for CatchUpError {
 
 impl SessionState {
     fn close(&mut self, reason: CloseReason) {
-        if let Some(tx) = self.close.take() {
-            let _ = tx.try_send(reason);
+        if let Some(signal) = self.close.take() {
+            signal.close(reason);
         }
     }
 
@@ -400,40 +398,52 @@ impl SessionState {
         }
     }
 
-    /// A live `message` frame: sent if it is the next of its conversation,
-    /// dropped if the device already has it, and preceded by whatever the
-    /// device missed if it comes after a gap.
-    async fn deliver(
+    /// A live `message` frame, placed from memory when it can be: sent if
+    /// it is the next of its conversation, dropped if the device already
+    /// has it. `None` when the store must be read first (a conversation
+    /// joined since connecting, or a gap before this seq).
+    fn deliver_in_order(
+        &mut self,
+        conv_id: ConvId,
+        seq: Seq,
+        json: &SharedText,
+    ) -> Option<Result<(), QueueError>> {
+        let sent = *self.sent.get(&conv_id)?;
+        if seq <= sent {
+            return Some(Ok(()));
+        }
+        if seq != sent + 1 {
+            return None;
+        }
+        Some(self.push_live(json.clone()).map(|()| {
+            self.sent.insert(conv_id, seq);
+        }))
+    }
+
+    /// A live `message` frame [`Self::deliver_in_order`] could not place:
+    /// the device's start in a conversation it joined since connecting is
+    /// read first, and whatever it missed before a gap is sent before it.
+    async fn deliver_from_store(
         &mut self,
         conv_id: ConvId,
         seq: Seq,
         json: SharedText,
     ) -> Result<(), QueueError> {
-        let sent = match self.sent.get(&conv_id) {
-            Some(&sent) => sent,
-            None => {
-                // A conversation the user joined after connecting.
-                let store = self.cluster.storage().clone();
-                let (user_id, device) = (self.user_id, self.device.clone());
-                let start = store
-                    .run(move |store| store.device_start(user_id, &device, conv_id))
-                    .await;
-                match start {
-                    Ok(Ok(start)) => {
-                        self.sent.insert(conv_id, start);
-                        start
-                    }
-                    _ => return Ok(()), // not (or no longer) a member
+        if !self.sent.contains_key(&conv_id) {
+            let store = self.cluster.storage().clone();
+            let (user_id, device) = (self.user_id, self.device.clone());
+            let start = store
+                .run(move |store| store.device_start(user_id, &device, conv_id))
+                .await;
+            match start {
+                Ok(Ok(start)) => {
+                    self.sent.insert(conv_id, start);
                 }
+                _ => return Ok(()), // not (or no longer) a member
             }
-        };
-        if seq <= sent {
-            return Ok(());
-        }
-        if seq == sent + 1 {
-            self.push_live(json)?;
-            self.sent.insert(conv_id, seq);
-            return Ok(());
+            if let Some(outcome) = self.deliver_in_order(conv_id, seq, &json) {
+                return outcome;
+            }
         }
         match self.catch_up(conv_id).await {
             Ok(_) => Ok(()),

@@ -7,9 +7,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use actors::close::{CloseReason, CloseSignal};
 use actors::frames::ServerFrame;
 use actors::outbound::{self, Outbound, Queued, SharedText};
-use actors::session::{CloseReason, SessionArgs, SessionMsg, SyncRequest, CLOSE_SLOW_CONSUMER};
+use actors::session::{SessionArgs, SessionMsg, SyncRequest, CLOSE_SLOW_CONSUMER};
 use actors::wire::{ConvCommand, SessionAddr};
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use futures_util::stream::{SplitSink, SplitStream};
@@ -40,19 +41,21 @@ type Stream = SplitStream<WebSocket>;
 
 /// Serves one upgraded socket until either side closes it.
 pub(crate) async fn serve(state: AppState, socket: WebSocket, user: Option<Identity>) {
+    // This future lives as long as the connection, in a task allocated at
+    // its largest state: the phases that are over once the session runs
+    // (authentication here, starting the session and handling one frame in
+    // `run`) are boxed, so an idle connection holds only what it waits with.
     let (mut sink, mut stream) = socket.split();
     let identity = match user {
         Some(identity) => identity,
-        None => match auth_by_frame(&state, &mut sink, &mut stream).await {
+        None => match Box::pin(auth_by_frame(&state, &mut sink, &mut stream)).await {
             Some(identity) => identity,
             None => return,
         },
     };
     let session_id = state.cluster.next_session_id();
     let span = tracing::info_span!("ws", user_id = identity.user_id, session_id);
-    run(state, sink, stream, identity, session_id)
-        .instrument(span)
-        .await
+    Box::pin(run(state, sink, stream, identity, session_id).instrument(span)).await
 }
 
 /// Waits for `{"type":"auth","token":...}`; answers anything else with an
@@ -89,7 +92,7 @@ async fn run(state: AppState, sink: Sink, mut stream: Stream, who: Identity, ses
     let config = &state.config;
     let (out, out_rx) = outbound::channel(config.outbound_queue, config.outbound_queue_bytes);
     // The session and the reader may both decide to close the socket.
-    let (close_tx, close_rx) = mpsc::channel(2);
+    let close = CloseSignal::new();
     let pending_syncs = Arc::new(AtomicUsize::new(0));
     let user_id = who.user_id;
     let last_heard = Arc::new(Mutex::new(Instant::now()));
@@ -97,7 +100,7 @@ async fn run(state: AppState, sink: Sink, mut stream: Stream, who: Identity, ses
         write(
             sink,
             out_rx,
-            close_rx,
+            close.clone(),
             Duration::from_secs(config.heartbeat_secs.max(1)),
             Duration::from_secs(config.idle_timeout_secs.max(1)),
             last_heard.clone(),
@@ -109,8 +112,9 @@ async fn run(state: AppState, sink: Sink, mut stream: Stream, who: Identity, ses
         user_id,
         session_id,
         node: state.cluster.node_name().to_owned(),
-    };
-    let _ = out.try_push(hello.to_json());
+    }
+    .to_json();
+    let _ = out.try_push(hello);
     let args = SessionArgs {
         user_id,
         session_id,
@@ -119,16 +123,16 @@ async fn run(state: AppState, sink: Sink, mut stream: Stream, who: Identity, ses
         outbound: out.clone(),
         patience: Duration::from_secs(config.sync_patience_secs.max(1)),
         pending_syncs: pending_syncs.clone(),
-        close: close_tx.clone(),
+        close: close.clone(),
         cluster: state.cluster.clone(),
     };
     // The session reads the device's positions before the first client
     // frame is read below: nothing the client does first can move them.
-    let (session, mut session_ended) = match state.cluster.spawn_session(args).await {
+    let (session, mut session_ended) = match Box::pin(state.cluster.spawn_session(args)).await {
         Ok(spawned) => spawned,
         Err(e) => {
             tracing::error!(error = %e, "spawning the session actor");
-            let _ = close_tx.try_send(CloseReason {
+            close.close(CloseReason {
                 code: CLOSE_INTERNAL,
                 reason: "session could not start, retry".into(),
             });
@@ -146,7 +150,7 @@ async fn run(state: AppState, sink: Sink, mut stream: Stream, who: Identity, ses
         session_id,
         session: session.clone(),
         out: &out,
-        close: close_tx,
+        close,
         pending_syncs,
         last_typing: HashMap::new(),
     };
@@ -159,7 +163,7 @@ async fn run(state: AppState, sink: Sink, mut stream: Stream, who: Identity, ses
             // this socket any more, so end it; the client reconnects.
             _ = &mut session_ended, if session_running => {
                 session_running = false;
-                let _ = reader.close.try_send(CloseReason {
+                reader.close.close(CloseReason {
                     code: CLOSE_INTERNAL,
                     reason: "session failed, reconnect".into(),
                 });
@@ -183,7 +187,7 @@ async fn run(state: AppState, sink: Sink, mut stream: Stream, who: Identity, ses
         let Some(incoming) = incoming else { break };
         *last_heard.lock().await = Instant::now();
         match incoming {
-            Ok(Message::Text(text)) => reader.frame(&text).await,
+            Ok(Message::Text(text)) => Box::pin(reader.frame(&text)).await,
             Ok(Message::Binary(_)) => {
                 let e = Error::BadRequest("binary frames are not supported: send JSON text".into());
                 reader.reply(e.frame(None));
@@ -229,7 +233,7 @@ struct Reader<'a> {
     session_id: u64,
     session: ActorRef<SessionMsg>,
     out: &'a Outbound,
-    close: mpsc::Sender<CloseReason>,
+    close: CloseSignal,
     pending_syncs: Arc<AtomicUsize>,
     last_typing: HashMap<ConvId, Instant>,
 }
@@ -240,7 +244,7 @@ impl Reader<'_> {
     fn reply(&self, frame: ServerFrame) {
         if self.out.try_push(frame.to_json()).is_err() {
             self.state.cluster.metrics().slow_consumers.inc();
-            let _ = self.close.try_send(CloseReason {
+            self.close.close(CloseReason {
                 code: CLOSE_SLOW_CONSUMER,
                 reason: "too slow: asks more than it reads".into(),
             });
@@ -462,14 +466,13 @@ impl Reader<'_> {
 async fn write(
     mut sink: Sink,
     mut frames: mpsc::Receiver<Queued>,
-    mut close: mpsc::Receiver<CloseReason>,
+    close: CloseSignal,
     heartbeat: Duration,
     idle_timeout: Duration,
     last_heard: Arc<Mutex<Instant>>,
 ) {
     let mut ticker = tokio::time::interval(heartbeat);
     ticker.tick().await;
-    let mut close_open = true;
     loop {
         tokio::select! {
             frame = frames.recv() => match frame {
@@ -491,29 +494,26 @@ async fn write(
                         }
                         // Blocked on a client that does not read, and the
                         // session gave up on it: drop the socket.
-                        _ = close.recv(), if close_open => return,
+                        _ = close.closed() => return,
                     }
                 }
                 None => break,
             },
-            reason = close.recv(), if close_open => {
-                close_open = false;
-                if let Some(reason) = reason {
-                    // Flush what is already queued, then close; a client too
-                    // slow to take it within the grace period just loses it
-                    // (it syncs on reconnect).
-                    let goodbye = async {
-                        while let Ok(queued) = frames.try_recv() {
-                            sink.send(text_message(&queued.text)).await?;
-                        }
-                        sink.send(Message::Close(Some(CloseFrame {
-                            code: reason.code,
-                            reason: truncate(&reason.reason).into(),
-                        }))).await
-                    };
-                    let _ = tokio::time::timeout(CLOSE_GRACE, goodbye).await;
-                    return;
-                }
+            reason = close.closed() => {
+                // Flush what is already queued, then close; a client too
+                // slow to take it within the grace period just loses it (it
+                // syncs on reconnect).
+                let goodbye = async {
+                    while let Ok(queued) = frames.try_recv() {
+                        sink.send(text_message(&queued.text)).await?;
+                    }
+                    sink.send(Message::Close(Some(CloseFrame {
+                        code: reason.code,
+                        reason: truncate(&reason.reason).into(),
+                    }))).await
+                };
+                let _ = tokio::time::timeout(CLOSE_GRACE, goodbye).await;
+                return;
             }
             _ = ticker.tick() => {
                 if last_heard.lock().await.elapsed() > idle_timeout {
