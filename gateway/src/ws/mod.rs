@@ -25,7 +25,7 @@ use crate::{AppState, Error};
 const HARD_FRAME_FACTOR: usize = 4;
 
 /// Initial read buffer of a connection (it grows for larger frames).
-const READ_BUFFER_BYTES: usize = 4 * 1024;
+const READ_BUFFER_BYTES: usize = 1024;
 
 /// `?token=` and `?device_id=` on the upgrade request.
 #[derive(Debug, Deserialize)]
