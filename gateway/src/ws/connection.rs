@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use actors::close::{CloseReason, CloseSignal};
 use actors::frames::ServerFrame;
-use actors::outbound::{self, Outbound, Queued, SharedText};
+use actors::outbound::{self, Frames, Outbound, SharedText};
 use actors::session::{SessionArgs, SessionMsg, SyncRequest, CLOSE_SLOW_CONSUMER};
 use actors::wire::{ConvCommand, SessionAddr};
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
@@ -17,7 +17,7 @@ use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
 use ractor::ActorRef;
 use storage::chat::{ConvId, DeviceKey, MessageKind, NewMessage, UserId};
-use tokio::sync::{mpsc, Mutex};
+use tokio::sync::Mutex;
 use tracing::Instrument;
 
 use super::{error_text, presence, Identity};
@@ -465,7 +465,7 @@ impl Reader<'_> {
 /// socket on the server's word or after the idle timeout.
 async fn write(
     mut sink: Sink,
-    mut frames: mpsc::Receiver<Queued>,
+    frames: Frames,
     close: CloseSignal,
     heartbeat: Duration,
     idle_timeout: Duration,
@@ -481,7 +481,7 @@ async fn write(
                     let burst = async {
                         sink.feed(text_message(&queued.text)).await?;
                         drop(queued);
-                        while let Ok(more) = frames.try_recv() {
+                        while let Some(more) = frames.try_recv() {
                             sink.feed(text_message(&more.text)).await?;
                         }
                         sink.flush().await
@@ -504,7 +504,7 @@ async fn write(
                 // slow to take it within the grace period just loses it (it
                 // syncs on reconnect).
                 let goodbye = async {
-                    while let Ok(queued) = frames.try_recv() {
+                    while let Some(queued) = frames.try_recv() {
                         sink.send(text_message(&queued.text)).await?;
                     }
                     sink.send(Message::Close(Some(CloseFrame {
