@@ -43,8 +43,23 @@ pub use rate_limit::RateLimiter;
 pub use throttle::Throttles;
 
 /// What every handler gets: the store, the cluster handle, the limits.
+///
+/// One allocation shared by every request and connection: cloning it is a
+/// reference count, and each idle WebSocket connection, which keeps a copy
+/// in each of its futures, holds a pointer instead of the whole state.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<AppStateFields>);
+
+impl std::ops::Deref for AppState {
+    type Target = AppStateFields;
+
+    fn deref(&self) -> &AppStateFields {
+        &self.0
+    }
+}
+
+/// The fields of an [`AppState`].
+pub struct AppStateFields {
     /// The chat schema over the node's database.
     pub store: ChatStore,
     /// The node's handle on the cluster (routing, presence).
@@ -70,7 +85,7 @@ impl AppState {
         let metrics = cluster.metrics().clone();
         let throttles = Arc::new(Throttles::new(&config.abuse, metrics.clone()));
         let hash_gate = Arc::new(HashGate::new(&config.abuse, metrics));
-        Self {
+        Self(Arc::new(AppStateFields {
             store,
             cluster,
             config: Arc::new(config),
@@ -78,7 +93,7 @@ impl AppState {
             gateways: Arc::default(),
             throttles,
             hash_gate,
-        }
+        }))
     }
 
     /// Runs a store operation on the node's storage threads: every
