@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use storage::chat::{AppendOutcome, AppendRequest, ConvId, NewMessage, Seq, UserId};
 use storage::Error as StoreError;
+use tracing::Instrument;
 
 use crate::conv_status::ConvStatus;
 use crate::events::ClusterEvent;
@@ -57,6 +58,8 @@ pub struct ConvState {
     idle_timer: Option<tokio::task::JoinHandle<()>>,
     /// Epoch, last seq and backlog, published for the admin view.
     status: std::sync::Arc<ConvStatus>,
+    /// `conv{conv_id}`: what handling its messages logs is in it.
+    span: tracing::Span,
 }
 
 /// A send or event waiting for the next commit.
@@ -106,6 +109,7 @@ impl Actor for ConversationActor {
             cluster,
             idle_timer: Some(idle_timer),
             status,
+            span: tracing::info_span!("conv", conv_id),
         })
     }
 
@@ -166,58 +170,8 @@ impl Actor for ConversationActor {
         message: Self::Msg,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
-        if let Some((code, reason)) = &state.unavailable {
-            match message {
-                ConvMsg::Cmd(cmd) => state.cluster.refuse(&cmd, *code, reason).await,
-                _ => myself.stop(Some("activation failed".into())),
-            }
-            return Ok(());
-        }
-        match message {
-            ConvMsg::Cmd(cmd) => {
-                state.last_activity = Instant::now();
-                state.command(&myself, cmd).await;
-                state
-                    .status
-                    .progress(state.next_seq.saturating_sub(1), state.pending.len());
-            }
-            ConvMsg::Flush => {
-                state.flush_queued = false;
-                state.flush(&myself).await;
-                state
-                    .status
-                    .progress(state.next_seq.saturating_sub(1), state.pending.len());
-            }
-            ConvMsg::Handoff => {
-                while !state.pending.is_empty() {
-                    if !state.flush(&myself).await {
-                        break;
-                    }
-                }
-                state
-                    .cluster
-                    .events()
-                    .emit(ClusterEvent::ConversationHandedOff {
-                        conv_id: state.conv_id,
-                        to: state.cluster.home_of(state.conv_id),
-                    });
-                myself.stop(Some("handoff".into()));
-            }
-            ConvMsg::IdleTick => {
-                let idle = state.cluster.config().conversation_idle;
-                if state.pending.is_empty() && state.last_activity.elapsed() >= idle {
-                    tracing::debug!(conv_id = state.conv_id, "stopping idle conversation");
-                    state
-                        .cluster
-                        .events()
-                        .emit(ClusterEvent::ConversationStopped {
-                            conv_id: state.conv_id,
-                        });
-                    myself.stop(Some("idle".into()));
-                }
-            }
-        }
-        Ok(())
+        let span = state.span.clone();
+        handle(myself, message, state).instrument(span).await
     }
 
     async fn post_stop(
@@ -252,6 +206,66 @@ impl Actor for ConversationActor {
         }
         Ok(())
     }
+}
+
+/// One message, inside the conversation's span.
+async fn handle(
+    myself: ActorRef<ConvMsg>,
+    message: ConvMsg,
+    state: &mut ConvState,
+) -> Result<(), ActorProcessingErr> {
+    if let Some((code, reason)) = &state.unavailable {
+        match message {
+            ConvMsg::Cmd(cmd) => state.cluster.refuse(&cmd, *code, reason).await,
+            _ => myself.stop(Some("activation failed".into())),
+        }
+        return Ok(());
+    }
+    match message {
+        ConvMsg::Cmd(cmd) => {
+            state.last_activity = Instant::now();
+            state.command(&myself, cmd).await;
+            state
+                .status
+                .progress(state.next_seq.saturating_sub(1), state.pending.len());
+        }
+        ConvMsg::Flush => {
+            state.flush_queued = false;
+            state.flush(&myself).await;
+            state
+                .status
+                .progress(state.next_seq.saturating_sub(1), state.pending.len());
+        }
+        ConvMsg::Handoff => {
+            while !state.pending.is_empty() {
+                if !state.flush(&myself).await {
+                    break;
+                }
+            }
+            state
+                .cluster
+                .events()
+                .emit(ClusterEvent::ConversationHandedOff {
+                    conv_id: state.conv_id,
+                    to: state.cluster.home_of(state.conv_id),
+                });
+            myself.stop(Some("handoff".into()));
+        }
+        ConvMsg::IdleTick => {
+            let idle = state.cluster.config().conversation_idle;
+            if state.pending.is_empty() && state.last_activity.elapsed() >= idle {
+                tracing::debug!(conv_id = state.conv_id, "stopping idle conversation");
+                state
+                    .cluster
+                    .events()
+                    .emit(ClusterEvent::ConversationStopped {
+                        conv_id: state.conv_id,
+                    });
+                myself.stop(Some("idle".into()));
+            }
+        }
+    }
+    Ok(())
 }
 
 impl ConvState {

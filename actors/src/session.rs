@@ -22,6 +22,7 @@ use ractor::{Actor, ActorProcessingErr, ActorRef};
 use ractor_cluster::RactorClusterMessage;
 use serde::{Deserialize, Serialize};
 use storage::chat::{ConvId, DeviceKey, Message, Seq, UserId};
+use tracing::Instrument;
 
 use crate::close::{CloseReason, CloseSignal};
 use crate::frames::{ConvError, ErrorCode, ServerFrame};
@@ -146,6 +147,8 @@ pub struct SessionArgs {
     pub close: CloseSignal,
     /// The node's cluster handle.
     pub cluster: Cluster,
+    /// The connection's span: what the session logs is in it.
+    pub span: tracing::Span,
 }
 
 /// The session's state: its identity, its way to the socket and how far
@@ -165,6 +168,8 @@ pub struct SessionState {
     /// Conversations with messages the device has not been sent yet, to
     /// catch up on right after start.
     behind: Vec<ConvId>,
+    /// The connection's span.
+    span: tracing::Span,
 }
 
 /// The socket could not take more: the session is closing.
@@ -235,6 +240,7 @@ impl Actor for SessionActor {
             cluster,
             sent: starts.iter().map(|s| (s.conv_id, s.after)).collect(),
             behind,
+            span: args.span,
         })
     }
 
@@ -276,58 +282,8 @@ impl Actor for SessionActor {
         message: Self::Msg,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
-        if state.close.is_none() {
-            return Ok(()); // closing: the socket takes nothing more
-        }
-        let outcome = match message {
-            SessionMsg::Frame(text) if text.is_empty() => Ok(()),
-            SessionMsg::Frame(text) => state.push_live(text),
-            SessionMsg::Message(OrderedFrame { conv_id: 0, .. }) => {
-                tracing::warn!(session = state.session_id, "dropping a malformed message");
-                Ok(())
-            }
-            // What needs the store is boxed: ractor keeps this handler's
-            // future in every session's loop, sized for its largest path,
-            // and most sessions only ever take the first one.
-            SessionMsg::Message(OrderedFrame { conv_id, seq, json }) => {
-                match state.deliver_in_order(conv_id, seq, &json) {
-                    Some(outcome) => outcome,
-                    None => Box::pin(state.deliver_from_store(conv_id, seq, json)).await,
-                }
-            }
-            SessionMsg::Resync => Box::pin(state.resync()).await,
-            SessionMsg::Sync(bytes) => {
-                let request = serde_json::from_slice::<SyncRequest>(&bytes).unwrap_or_default();
-                let outcome = Box::pin(state.sync(request)).await;
-                state.pending_syncs.fetch_sub(1, Ordering::AcqRel);
-                outcome
-            }
-            SessionMsg::Close(reason) => {
-                state.close(CloseReason {
-                    code: CLOSE_RESTART,
-                    reason: String::from_utf8_lossy(&reason).into_owned(),
-                });
-                myself.stop(Some("closed by the server".into()));
-                return Ok(());
-            }
-            SessionMsg::Revoked(_) => {
-                state.close(CloseReason {
-                    code: CLOSE_REVOKED,
-                    reason: "logged out".into(),
-                });
-                myself.stop(Some("login revoked".into()));
-                return Ok(());
-            }
-        };
-        match outcome {
-            Ok(()) => {}
-            Err(QueueError::Full) => state.slow(&myself),
-            Err(QueueError::Closed) => {
-                state.close = None;
-                myself.stop(Some("socket closed".into()));
-            }
-        }
-        Ok(())
+        let span = state.span.clone();
+        handle(myself, message, state).instrument(span).await
     }
 
     async fn post_stop(
@@ -338,6 +294,66 @@ impl Actor for SessionActor {
         state.cluster.session_gone(state.session_id);
         Ok(())
     }
+}
+
+/// One message, inside the connection's span.
+async fn handle(
+    myself: ActorRef<SessionMsg>,
+    message: SessionMsg,
+    state: &mut SessionState,
+) -> Result<(), ActorProcessingErr> {
+    if state.close.is_none() {
+        return Ok(()); // closing: the socket takes nothing more
+    }
+    let outcome = match message {
+        SessionMsg::Frame(text) if text.is_empty() => Ok(()),
+        SessionMsg::Frame(text) => state.push_live(text),
+        SessionMsg::Message(OrderedFrame { conv_id: 0, .. }) => {
+            tracing::warn!(session = state.session_id, "dropping a malformed message");
+            Ok(())
+        }
+        // What needs the store is boxed: ractor keeps this handler's
+        // future in every session's loop, sized for its largest path,
+        // and most sessions only ever take the first one.
+        SessionMsg::Message(OrderedFrame { conv_id, seq, json }) => {
+            match state.deliver_in_order(conv_id, seq, &json) {
+                Some(outcome) => outcome,
+                None => Box::pin(state.deliver_from_store(conv_id, seq, json)).await,
+            }
+        }
+        SessionMsg::Resync => Box::pin(state.resync()).await,
+        SessionMsg::Sync(bytes) => {
+            let request = serde_json::from_slice::<SyncRequest>(&bytes).unwrap_or_default();
+            let outcome = Box::pin(state.sync(request)).await;
+            state.pending_syncs.fetch_sub(1, Ordering::AcqRel);
+            outcome
+        }
+        SessionMsg::Close(reason) => {
+            state.close(CloseReason {
+                code: CLOSE_RESTART,
+                reason: String::from_utf8_lossy(&reason).into_owned(),
+            });
+            myself.stop(Some("closed by the server".into()));
+            return Ok(());
+        }
+        SessionMsg::Revoked(_) => {
+            state.close(CloseReason {
+                code: CLOSE_REVOKED,
+                reason: "logged out".into(),
+            });
+            myself.stop(Some("login revoked".into()));
+            return Ok(());
+        }
+    };
+    match outcome {
+        Ok(()) => {}
+        Err(QueueError::Full) => state.slow(&myself),
+        Err(QueueError::Closed) => {
+            state.close = None;
+            myself.stop(Some("socket closed".into()));
+        }
+    }
+    Ok(())
 }
 
 /// Why a catch-up stopped.

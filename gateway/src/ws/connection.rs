@@ -125,6 +125,7 @@ async fn run(state: AppState, sink: Sink, mut stream: Stream, who: Identity, ses
         pending_syncs: pending_syncs.clone(),
         close: close.clone(),
         cluster: state.cluster.clone(),
+        span: tracing::Span::current(),
     };
     // The session reads the device's positions before the first client
     // frame is read below: nothing the client does first can move them.
