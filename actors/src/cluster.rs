@@ -29,7 +29,7 @@ use crate::outbound::SharedText;
 use crate::presence::PresenceActor;
 use crate::push::PushService;
 use crate::registry::LocalSessions;
-use crate::session::{OrderedFrame, SessionMsg};
+use crate::session::{FrameBatch, OrderedFrame, SessionMsg};
 use crate::store_pool::StorePool;
 use crate::supervisor::Supervisor;
 use crate::wire::{ClusterMsg, ConvCommand, Outgoing, SessionAddr};
@@ -768,16 +768,18 @@ impl Cluster {
             .collect();
         for &user_id in users {
             for session in self.inner.sessions.of_user(user_id) {
-                for (order, json) in &frames {
-                    let json = json.clone();
-                    let msg = match *order {
-                        Some((conv_id, seq)) => {
-                            SessionMsg::Message(OrderedFrame { conv_id, seq, json })
-                        }
-                        None => SessionMsg::Frame(json),
-                    };
-                    let _ = session.cast(msg);
-                }
+                let msg = match frames.as_slice() {
+                    [(Some((conv_id, seq)), json)] => SessionMsg::Message(OrderedFrame {
+                        conv_id: *conv_id,
+                        seq: *seq,
+                        json: json.clone(),
+                    }),
+                    [(None, json)] => SessionMsg::Frame(json.clone()),
+                    // One mailbox message for all of them: at 5k msgs/s to
+                    // groups of 100 a conversation's commit carries 12-20.
+                    _ => SessionMsg::Batch(FrameBatch(frames.clone())),
+                };
+                let _ = session.cast(msg);
             }
         }
     }

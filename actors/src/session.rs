@@ -59,6 +59,9 @@ pub enum SessionMsg {
     Frame(SharedText),
     /// A `message` frame with the (conversation, seq) that orders it.
     Message(OrderedFrame),
+    /// Several frames of one fan-out, in order: one mailbox message for a
+    /// commit's worth of a conversation's frames instead of one each.
+    Batch(FrameBatch),
     /// The client asked to sync: a JSON [`SyncRequest`].
     Sync(Vec<u8>),
     /// Close the socket: the node is shutting down. Payload: the reason.
@@ -113,6 +116,68 @@ impl ractor::BytesConvertable for OrderedFrame {
                 json: SharedText::default(),
             },
         }
+    }
+}
+
+/// Frames for one session, in order; each with the (conversation, seq)
+/// that orders it when it is a `message` frame.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FrameBatch(pub Vec<(Option<(ConvId, Seq)>, SharedText)>);
+
+/// Encodable for the cluster like [`OrderedFrame`] (it never crosses nodes
+/// in practice: peers get fan-outs through the host actor). Per frame: a
+/// tag (0 plain, 1 ordered), for an ordered one the conversation and seq,
+/// then the JSON's length (u32) and the JSON. Decoding stops at the first
+/// frame that does not fit, keeping the ones before it.
+impl ractor::BytesConvertable for FrameBatch {
+    fn into_bytes(self) -> Vec<u8> {
+        let mut bytes = Vec::new();
+        for (order, json) in self.0 {
+            match order {
+                Some((conv_id, seq)) => {
+                    bytes.push(1);
+                    bytes.extend_from_slice(&conv_id.to_be_bytes());
+                    bytes.extend_from_slice(&seq.to_be_bytes());
+                }
+                None => bytes.push(0),
+            }
+            let len = u32::try_from(json.len()).unwrap_or(u32::MAX);
+            bytes.extend_from_slice(&len.to_be_bytes());
+            bytes.extend_from_slice(&json.bytes()[..len as usize]);
+        }
+        bytes
+    }
+
+    fn from_bytes(bytes: Vec<u8>) -> Self {
+        let mut frames = Vec::new();
+        let mut rest = bytes.as_slice();
+        fn take<'a>(rest: &mut &'a [u8], n: usize) -> Option<&'a [u8]> {
+            let (head, tail) = rest.split_at_checked(n)?;
+            *rest = tail;
+            Some(head)
+        }
+        let number = |b: &[u8]| b.try_into().ok().map(u64::from_be_bytes);
+        while let Some(&[tag]) = take(&mut rest, 1) {
+            let order = match tag {
+                0 => None,
+                1 => match take(&mut rest, 16) {
+                    Some(ids) => number(&ids[..8]).zip(number(&ids[8..])),
+                    None => break,
+                },
+                _ => break,
+            };
+            let len = take(&mut rest, 4)
+                .and_then(|b| b.try_into().ok())
+                .map(u32::from_be_bytes);
+            let Some(json) = len.and_then(|len| take(&mut rest, len as usize)) else {
+                break;
+            };
+            match std::str::from_utf8(json) {
+                Ok(text) => frames.push((order, SharedText::from(text))),
+                Err(_) => break,
+            }
+        }
+        Self(frames)
     }
 }
 
@@ -320,6 +385,24 @@ async fn handle(
                 Some(outcome) => outcome,
                 None => Box::pin(state.deliver_from_store(conv_id, seq, json)).await,
             }
+        }
+        SessionMsg::Batch(FrameBatch(frames)) => {
+            let mut outcome = Ok(());
+            for (order, json) in frames {
+                outcome = match order {
+                    None if json.is_empty() => Ok(()),
+                    None => state.push_live(json),
+                    Some((0, _)) => Ok(()), // malformed, as above
+                    Some((conv_id, seq)) => match state.deliver_in_order(conv_id, seq, &json) {
+                        Some(outcome) => outcome,
+                        None => Box::pin(state.deliver_from_store(conv_id, seq, json)).await,
+                    },
+                };
+                if outcome.is_err() {
+                    break;
+                }
+            }
+            outcome
         }
         SessionMsg::Resync => Box::pin(state.resync()).await,
         SessionMsg::Sync(bytes) => {
@@ -557,5 +640,34 @@ impl SessionState {
         self.push_waiting(synced.to_json())
             .await
             .map_err(|Gone| QueueError::Full)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use ractor::BytesConvertable;
+
+    use super::*;
+
+    #[test]
+    fn a_batch_survives_the_cluster_encoding_and_bad_bytes_decode_to_what_fits() {
+        let batch = FrameBatch(vec![
+            (Some((7, 42)), SharedText::from(r#"{"type":"message"}"#)),
+            (None, SharedText::from(r#"{"type":"typing"}"#)),
+            (Some((7, 43)), SharedText::from("é")),
+        ]);
+        let bytes = batch.clone().into_bytes();
+        assert_eq!(FrameBatch::from_bytes(bytes.clone()), batch);
+        // Cut inside the last frame: the first two are kept.
+        let cut = FrameBatch::from_bytes(bytes[..bytes.len() - 1].to_vec());
+        assert_eq!(cut.0, batch.0[..2].to_vec());
+        // An unknown tag, a length past the end, text that is not UTF-8.
+        assert_eq!(FrameBatch::from_bytes(vec![9, 0, 0]).0, vec![]);
+        assert_eq!(
+            FrameBatch::from_bytes(vec![0, 0, 0, 0, 200, b'x']).0,
+            vec![]
+        );
+        assert_eq!(FrameBatch::from_bytes(vec![0, 0, 0, 0, 1, 0xff]).0, vec![]);
+        assert_eq!(FrameBatch::from_bytes(Vec::new()).0, vec![]);
     }
 }
