@@ -381,29 +381,9 @@ async fn handle(
         // future in every session's loop, sized for its largest path,
         // and most sessions only ever take the first one.
         SessionMsg::Message(OrderedFrame { conv_id, seq, json }) => {
-            match state.deliver_in_order(conv_id, seq, &json) {
-                Some(outcome) => outcome,
-                None => Box::pin(state.deliver_from_store(conv_id, seq, json)).await,
-            }
+            state.deliver(conv_id, seq, json).await
         }
-        SessionMsg::Batch(FrameBatch(frames)) => {
-            let mut outcome = Ok(());
-            for (order, json) in frames {
-                outcome = match order {
-                    None if json.is_empty() => Ok(()),
-                    None => state.push_live(json),
-                    Some((0, _)) => Ok(()), // malformed, as above
-                    Some((conv_id, seq)) => match state.deliver_in_order(conv_id, seq, &json) {
-                        Some(outcome) => outcome,
-                        None => Box::pin(state.deliver_from_store(conv_id, seq, json)).await,
-                    },
-                };
-                if outcome.is_err() {
-                    break;
-                }
-            }
-            outcome
-        }
+        SessionMsg::Batch(batch) => Box::pin(state.deliver_batch(batch)).await,
         SessionMsg::Resync => Box::pin(state.resync()).await,
         SessionMsg::Sync(bytes) => {
             let request = serde_json::from_slice::<SyncRequest>(&bytes).unwrap_or_default();
@@ -494,6 +474,33 @@ impl SessionState {
                 Ok(())
             }
             Err(_) => Err(Gone),
+        }
+    }
+
+    /// The frames of one fan-out, in order, until the socket refuses one.
+    async fn deliver_batch(&mut self, FrameBatch(frames): FrameBatch) -> Result<(), QueueError> {
+        for (order, json) in frames {
+            match order {
+                None if json.is_empty() => {}
+                None => self.push_live(json)?,
+                Some((0, _)) => {} // malformed, as for a single message
+                Some((conv_id, seq)) => self.deliver(conv_id, seq, json).await?,
+            }
+        }
+        Ok(())
+    }
+
+    /// A live `message` frame: placed from memory when it can be, else
+    /// from the store, boxed (see `handle`).
+    async fn deliver(
+        &mut self,
+        conv_id: ConvId,
+        seq: Seq,
+        json: SharedText,
+    ) -> Result<(), QueueError> {
+        match self.deliver_in_order(conv_id, seq, &json) {
+            Some(outcome) => outcome,
+            None => Box::pin(self.deliver_from_store(conv_id, seq, json)).await,
         }
     }
 
