@@ -58,7 +58,7 @@ pub struct ConvState {
     idle_timer: Option<tokio::task::JoinHandle<()>>,
     /// Epoch, last seq and backlog, published for the admin view.
     status: std::sync::Arc<ConvStatus>,
-    /// `conv{conv_id}`: what handling its messages logs is in it.
+    /// `conv{conv_id}`: what its activation and its messages log is in it.
     span: tracing::Span,
 }
 
@@ -121,46 +121,8 @@ impl Actor for ConversationActor {
         myself: ActorRef<Self::Msg>,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
-        let store = state.cluster.storage().clone();
-        let conv_id = state.conv_id;
-        let claimed = store
-            .run(move |store| {
-                let meta = store.activate_conversation(conv_id)?;
-                let members = store.member_ids(conv_id)?;
-                Ok::<_, StoreError>((meta, members))
-            })
-            .await
-            .map_err(Error::from)
-            .and_then(|r| r.map_err(Error::from));
-        match claimed {
-            Ok((meta, members)) => {
-                tracing::debug!(
-                    conv_id,
-                    epoch = meta.epoch,
-                    last_seq = meta.last_seq,
-                    "activated"
-                );
-                state.epoch = meta.epoch;
-                state.next_seq = meta.last_seq + 1;
-                state.members = members;
-                state.status.activated(meta.epoch, meta.last_seq);
-                state
-                    .cluster
-                    .events()
-                    .emit(ClusterEvent::ConversationActivated {
-                        conv_id,
-                        epoch: meta.epoch,
-                        last_seq: meta.last_seq,
-                    });
-            }
-            Err(e) => {
-                // Refuse what is already queued, then stop (the tick goes
-                // behind it); the next command activates it afresh.
-                tracing::debug!(conv_id, error = %e, "activation failed");
-                state.unavailable = Some((e.code(), e.to_string()));
-                let _ = myself.cast(ConvMsg::IdleTick);
-            }
-        }
+        let span = state.span.clone();
+        activate(myself, state).instrument(span).await;
         Ok(())
     }
 
@@ -205,6 +167,51 @@ impl Actor for ConversationActor {
             state.cluster.route_hops(state.conv_id, 1, cmd).await;
         }
         Ok(())
+    }
+}
+
+/// Claims the conversation (bumps its epoch) and reads its members, inside
+/// the conversation's span.
+async fn activate(myself: ActorRef<ConvMsg>, state: &mut ConvState) {
+    let store = state.cluster.storage().clone();
+    let conv_id = state.conv_id;
+    let claimed = store
+        .run(move |store| {
+            let meta = store.activate_conversation(conv_id)?;
+            let members = store.member_ids(conv_id)?;
+            Ok::<_, StoreError>((meta, members))
+        })
+        .await
+        .map_err(Error::from)
+        .and_then(|r| r.map_err(Error::from));
+    match claimed {
+        Ok((meta, members)) => {
+            tracing::debug!(
+                conv_id,
+                epoch = meta.epoch,
+                last_seq = meta.last_seq,
+                "activated"
+            );
+            state.epoch = meta.epoch;
+            state.next_seq = meta.last_seq + 1;
+            state.members = members;
+            state.status.activated(meta.epoch, meta.last_seq);
+            state
+                .cluster
+                .events()
+                .emit(ClusterEvent::ConversationActivated {
+                    conv_id,
+                    epoch: meta.epoch,
+                    last_seq: meta.last_seq,
+                });
+        }
+        Err(e) => {
+            // Refuse what is already queued, then stop (the tick goes
+            // behind it); the next command activates it afresh.
+            tracing::debug!(conv_id, error = %e, "activation failed");
+            state.unavailable = Some((e.code(), e.to_string()));
+            let _ = myself.cast(ConvMsg::IdleTick);
+        }
     }
 }
 
