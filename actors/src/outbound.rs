@@ -2,7 +2,7 @@
 //! frames *and* bytes.
 //!
 //! A client that does not read must not make the server hold more than a
-//! fixed amount for it. Each queued frame holds permits of a per-connection
+//! fixed amount for it. Each queued frame counts against a per-connection
 //! byte budget until the writer has put it on the socket. Live traffic that
 //! finds the budget spent means the client reads too slowly (it is cut
 //! off); a sync waits for room, for a bounded time, so it is paced by the
