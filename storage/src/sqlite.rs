@@ -171,8 +171,8 @@ impl Backend for SqliteBackend {
     }
 
     fn begin(&self, mode: TxMode) -> Result<Box<dyn BackendTransaction + '_>> {
-        let (conn, writer) = match mode {
-            TxMode::Read => (self.acquire()?, None),
+        let (conn, writer, begin) = match mode {
+            TxMode::Read => (self.acquire()?, None, "BEGIN DEFERRED"),
             TxMode::Write => {
                 let mut writer = exclusive(&self.writer);
                 let conn = match writer.take() {
@@ -183,12 +183,8 @@ impl Backend for SqliteBackend {
                         conn
                     }
                 };
-                (conn, Some(writer))
+                (conn, Some(writer), "BEGIN IMMEDIATE")
             }
-        };
-        let begin = match mode {
-            TxMode::Read => "BEGIN DEFERRED",
-            TxMode::Write => "BEGIN IMMEDIATE",
         };
         let mut tx = SqliteTransaction {
             backend: self,
