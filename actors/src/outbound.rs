@@ -156,8 +156,8 @@ impl Shared {
         &self,
         state: &mut State,
         text: SharedText,
-        cost: usize,
     ) -> Result<(), (QueueError, SharedText)> {
+        let cost = self.cost(&text);
         if !state.receiving {
             return Err((QueueError::Closed, text));
         }
@@ -225,9 +225,7 @@ impl Drop for Outbound {
 impl Outbound {
     /// Queues a frame now, or fails when the budget is spent.
     pub fn try_push(&self, text: impl Into<SharedText>) -> Result<(), QueueError> {
-        let text = text.into();
-        let cost = self.shared.cost(&text);
-        let queued = self.shared.try_queue(&mut self.shared.lock(), text, cost);
+        let queued = self.shared.try_queue(&mut self.shared.lock(), text.into());
         match queued {
             Ok(()) => {
                 self.shared.queued.notify_one();
@@ -245,7 +243,6 @@ impl Outbound {
         patience: Duration,
     ) -> Result<(), QueueError> {
         let mut text = text.into();
-        let cost = self.shared.cost(&text);
         let waited = tokio::time::timeout(patience, async {
             loop {
                 // Registered before looking, so room made in between wakes it.
@@ -254,7 +251,7 @@ impl Outbound {
                 room.as_mut().enable();
                 {
                     let mut state = self.shared.lock();
-                    match self.shared.try_queue(&mut state, text, cost) {
+                    match self.shared.try_queue(&mut state, text) {
                         Ok(()) => break Ok(()),
                         Err((QueueError::Closed, _)) => break Err(QueueError::Closed),
                         Err((QueueError::Full, back)) => {
@@ -418,6 +415,28 @@ mod tests {
             "last words"
         );
         assert!(rx.recv().await.is_none(), "no sender left");
+    }
+
+    #[tokio::test]
+    async fn a_push_waiting_for_a_frame_slot_goes_once_one_is_taken() {
+        let (out, rx) = channel(1, 1000);
+        out.try_push("a").expect("fits");
+        let waiting = tokio::spawn({
+            let out = out.clone();
+            async move { out.push("b", Duration::from_secs(10)).await }
+        });
+        tokio::task::yield_now().await;
+        assert!(!waiting.is_finished());
+        // Taking the frame frees its slot, though its bytes still count.
+        let first = rx.recv().await.expect("queued");
+        let pushed = tokio::time::timeout(Duration::from_secs(5), waiting)
+            .await
+            .expect("woken by the slot freed")
+            .expect("no panic");
+        assert_eq!(pushed, Ok(()));
+        assert_eq!(out.queued_bytes(), 2);
+        drop(first);
+        assert_eq!(rx.recv().await.expect("second").text.as_str(), "b");
     }
 
     #[tokio::test]
