@@ -3,7 +3,7 @@
 //! queue, heartbeats, idle timeout, close codes).
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -17,7 +17,6 @@ use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
 use ractor::ActorRef;
 use storage::chat::{ConvId, DeviceKey, MessageKind, NewMessage, UserId};
-use tokio::sync::Mutex;
 use tracing::Instrument;
 
 use super::{error_text, presence, Identity};
@@ -95,7 +94,7 @@ async fn run(state: AppState, sink: Sink, mut stream: Stream, who: Identity, ses
     let close = CloseSignal::new();
     let pending_syncs = Arc::new(AtomicUsize::new(0));
     let user_id = who.user_id;
-    let last_heard = Arc::new(Mutex::new(Instant::now()));
+    let last_heard = Arc::new(LastHeard::new());
     let writer = tokio::spawn(
         write(
             sink,
@@ -186,7 +185,7 @@ async fn run(state: AppState, sink: Sink, mut stream: Stream, who: Identity, ses
             }
         };
         let Some(incoming) = incoming else { break };
-        *last_heard.lock().await = Instant::now();
+        last_heard.touch();
         match incoming {
             Ok(Message::Text(text)) => Box::pin(reader.frame(&text)).await,
             Ok(Message::Binary(_)) => {
@@ -462,6 +461,37 @@ impl Reader<'_> {
     }
 }
 
+/// When the client last sent anything: the reader stamps it on every
+/// frame, the writer's heartbeat reads it to close an idle socket. An
+/// atomic, not a lock: it is touched once per client frame.
+struct LastHeard {
+    /// The connection's start; the stamp counts milliseconds from it.
+    start: Instant,
+    millis: AtomicU64,
+}
+
+impl LastHeard {
+    fn new() -> Self {
+        Self {
+            start: Instant::now(),
+            millis: AtomicU64::new(0),
+        }
+    }
+
+    fn touch(&self) {
+        let now = u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.millis.store(now, Ordering::Relaxed);
+    }
+
+    /// Time since the last frame (or since the connection started).
+    fn elapsed(&self) -> Duration {
+        let since_start = Duration::from_millis(self.millis.load(Ordering::Relaxed));
+        self.start
+            .checked_add(since_start)
+            .map_or(Duration::ZERO, |at| at.elapsed())
+    }
+}
+
 /// Writes the session's frames, pings an idle client, and closes the
 /// socket on the server's word or after the idle timeout.
 async fn write(
@@ -470,7 +500,7 @@ async fn write(
     close: CloseSignal,
     heartbeat: Duration,
     idle_timeout: Duration,
-    last_heard: Arc<Mutex<Instant>>,
+    last_heard: Arc<LastHeard>,
 ) {
     let mut ticker = tokio::time::interval(heartbeat);
     ticker.tick().await;
@@ -517,7 +547,7 @@ async fn write(
                 return;
             }
             _ = ticker.tick() => {
-                if last_heard.lock().await.elapsed() > idle_timeout {
+                if last_heard.elapsed() > idle_timeout {
                     let _ = sink.send(Message::Close(Some(CloseFrame {
                         code: CLOSE_GOING_AWAY,
                         reason: "idle timeout".into(),
@@ -549,5 +579,21 @@ fn text_message(text: &SharedText) -> Message {
     match Utf8Bytes::try_from(text.bytes().clone()) {
         Ok(text) => Message::Text(text),
         Err(_) => Message::Text(text.as_str().into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn last_heard_counts_from_the_start_until_touched() {
+        let heard = LastHeard::new();
+        std::thread::sleep(Duration::from_millis(300));
+        let silent = heard.elapsed();
+        assert!(silent >= Duration::from_millis(299), "{silent:?}");
+        heard.touch();
+        // Counted from the touch now, not from the start.
+        assert!(heard.elapsed() < silent, "{:?}", heard.elapsed());
     }
 }
