@@ -143,11 +143,15 @@ impl StorePool {
         let job = Box::new(move |store: &ChatStore| {
             let _ = tx.send(call(store));
         });
+        // Counted while it waits for a place too; counted out by the
+        // thread that takes it, or here if it never gets a place (the pool
+        // is closed, or the caller gave up waiting).
         self.queued.inc();
+        let waiting = Waiting(&self.queued);
         let Ok(place) = self.sender.room.clone().acquire_owned().await else {
-            self.queued.dec();
             return Err(PoolError::Closed);
         };
+        std::mem::forget(waiting);
         self.sender.queue.lock().queue.push_back((job, place));
         self.sender.queue.ready.notify_one();
         // The job drops its sender without sending only when it panicked.
@@ -158,6 +162,16 @@ impl StorePool {
     /// limits, the clock).
     pub fn store(&self) -> &ChatStore {
         &self.store
+    }
+}
+
+/// A call waiting for a place in the queue: counted out of `queued` if it
+/// is dropped before it gets one.
+struct Waiting<'a>(&'a Gauge);
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.dec();
     }
 }
 
@@ -249,6 +263,37 @@ mod tests {
             .expect("a clone still runs calls"));
         drop(other);
         until(|| queue.upgrade().is_none()).await;
+    }
+
+    #[tokio::test]
+    async fn a_caller_that_gives_up_waiting_for_a_place_is_counted_out() {
+        let (store, _dir) = store();
+        let queued = Gauge::default();
+        let pool = StorePool::start(store, 1, 1, queued.clone()).expect("pool");
+        let (release, held) = std::sync::mpsc::channel::<()>();
+        let holder = {
+            let pool = pool.clone();
+            tokio::spawn(async move { pool.run(move |_| held.recv().is_ok()).await })
+        };
+        until(|| queued.get() == 0).await;
+        // One call takes the one place; the next waits for it, then its
+        // caller gives up.
+        let queued_call = {
+            let pool = pool.clone();
+            tokio::spawn(async move { pool.run(|_| 1).await })
+        };
+        until(|| queued.get() == 1).await;
+        let impatient = {
+            let pool = pool.clone();
+            tokio::spawn(async move { pool.run(|_| 2).await })
+        };
+        until(|| queued.get() == 2).await;
+        impatient.abort();
+        until(|| queued.get() == 1).await;
+        release.send(()).expect("release");
+        assert!(holder.await.expect("join").expect("run"));
+        assert_eq!(queued_call.await.expect("join").expect("run"), 1);
+        assert_eq!(queued.get(), 0);
     }
 
     #[tokio::test]
