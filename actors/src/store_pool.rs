@@ -225,6 +225,29 @@ mod tests {
         }
     }
 
+    /// Holds a one-thread pool's thread with a call that returns once
+    /// `release` fires; returns once that call runs.
+    async fn hold_the_thread(
+        pool: &StorePool,
+        queued: &Gauge,
+    ) -> (
+        std::sync::mpsc::Sender<()>,
+        tokio::task::JoinHandle<Result<bool, PoolError>>,
+    ) {
+        let (release, held) = std::sync::mpsc::channel::<()>();
+        let (running, started) = std::sync::mpsc::channel::<()>();
+        let holder = {
+            let pool = pool.clone();
+            tokio::spawn(async move {
+                pool.run(move |_| running.send(()).is_ok() && held.recv().is_ok())
+                    .await
+            })
+        };
+        until(|| started.try_recv().is_ok()).await;
+        assert_eq!(queued.get(), 0, "the held call was taken off the queue");
+        (release, holder)
+    }
+
     #[tokio::test]
     async fn runs_calls_and_survives_a_panicking_one() {
         let (store, _dir) = store();
@@ -270,12 +293,7 @@ mod tests {
         let (store, _dir) = store();
         let queued = Gauge::default();
         let pool = StorePool::start(store, 1, 1, queued.clone()).expect("pool");
-        let (release, held) = std::sync::mpsc::channel::<()>();
-        let holder = {
-            let pool = pool.clone();
-            tokio::spawn(async move { pool.run(move |_| held.recv().is_ok()).await })
-        };
-        until(|| queued.get() == 0).await;
+        let (release, holder) = hold_the_thread(&pool, &queued).await;
         // One call takes the one place; the next waits for it, then its
         // caller gives up.
         let queued_call = {
@@ -301,13 +319,7 @@ mod tests {
         let (store, _dir) = store();
         let queued = Gauge::default();
         let pool = StorePool::start(store, 1, 2, queued.clone()).expect("pool");
-        // The one thread is held until `release` fires.
-        let (release, held) = std::sync::mpsc::channel::<()>();
-        let holder = {
-            let pool = pool.clone();
-            tokio::spawn(async move { pool.run(move |_| held.recv().is_ok()).await })
-        };
-        until(|| queued.get() == 0).await;
+        let (release, holder) = hold_the_thread(&pool, &queued).await;
         // Two calls fill the queue; a third waits to get in.
         let waiting: Vec<_> = (0..3)
             .map(|i| {
