@@ -9,7 +9,6 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use crate::node::free_port;
-use crate::wait::until;
 
 /// The first of `names` found on `PATH`, else the first of `extra` that
 /// exists.
@@ -57,25 +56,59 @@ pub async fn chromedriver() -> Option<ChromeDriver> {
         eprintln!("NOTICE: skipping the browser test: chromium or chromedriver is not installed (apt-get install chromium chromium-driver)");
         return None;
     };
-    let port = free_port();
-    let child = Command::new(driver)
-        .arg(format!("--port={port}"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawning chromedriver");
-    let driver = ChromeDriver {
-        child,
-        url: format!("http://127.0.0.1:{port}"),
-        chromium,
-    };
-    let http = reqwest::Client::new();
-    let status = format!("{}/status", driver.url);
-    until("chromedriver to answer", Duration::from_secs(30), || {
-        let http = http.clone();
-        let status = status.clone();
-        async move { http.get(&status).send().await.ok().map(|_| ()) }
-    })
-    .await;
-    Some(driver)
+    // A port found free can be taken by another test's process before
+    // chromedriver binds it; chromedriver then exits, and that process may
+    // answer the status request in its place. So the answer must be
+    // chromedriver's own, and a driver that exited starts again elsewhere.
+    let mut why = String::new();
+    for _ in 0..DRIVER_STARTS {
+        let port = free_port();
+        let child = Command::new(&driver)
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawning chromedriver");
+        let mut started = ChromeDriver {
+            child,
+            url: format!("http://127.0.0.1:{port}"),
+            chromium: chromium.clone(),
+        };
+        match started.ready().await {
+            Ok(()) => return Some(started),
+            Err(e) => {
+                eprintln!("chromedriver on port {port}: {e}; starting another");
+                why = e;
+            }
+        }
+    }
+    panic!("chromedriver did not start {DRIVER_STARTS} times; the last: {why}");
+}
+
+/// Attempts at starting chromedriver on a free port.
+const DRIVER_STARTS: usize = 3;
+
+impl ChromeDriver {
+    /// Waits until this driver answers its status request as a ready
+    /// WebDriver; an error if it exits first or does not within 30 s.
+    async fn ready(&mut self) -> Result<(), String> {
+        let http = reqwest::Client::new();
+        let status = format!("{}/status", self.url);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(Some(exit)) = self.child.try_wait() {
+                return Err(format!("it exited ({exit})"));
+            }
+            if let Ok(answer) = http.get(&status).send().await {
+                let body: serde_json::Value = answer.json().await.unwrap_or_default();
+                if body["value"]["ready"] == serde_json::Value::Bool(true) {
+                    return Ok(());
+                }
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err("no ready answer within 30 s".into());
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
 }

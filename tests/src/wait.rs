@@ -21,3 +21,25 @@ where
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// Runs `attempt` until it succeeds, at most `times` times, half a second
+/// apart: for set-up steps that can fail for reasons outside the test under
+/// load (a browser that does not start). Panics with `what` and the last
+/// error.
+pub async fn retry<T, E, F, Fut>(what: &str, times: usize, mut attempt: F) -> T
+where
+    E: std::fmt::Debug,
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, E>>,
+{
+    let mut tries = 0;
+    loop {
+        tries += 1;
+        match attempt().await {
+            Ok(v) => return v,
+            Err(e) if tries >= times => panic!("{what}: failed {tries} times, the last: {e:?}"),
+            Err(e) => eprintln!("{what}: attempt {tries} failed ({e:?}); trying again"),
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
