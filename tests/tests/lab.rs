@@ -6,12 +6,14 @@
 //! The browser test needs Debian's chromium and chromedriver: without them
 //! it prints a notice and passes locally; in CI (`CI` set) it fails.
 
+mod common;
+
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use fantoccini::{Client, ClientBuilder, Locator};
+use fantoccini::Locator;
 use serde_json::{json, Value};
 use tests::client::Ws;
 use tests::node::parley_bin;
@@ -406,75 +408,18 @@ async fn a_paused_node_is_resumed() {
 
 // ---------- the page in a browser (as in tests/web.rs) ----------
 
-use tests::browser::{chromedriver as driver, ChromeDriver as Driver};
+use common::chromium::Browser;
+use tests::browser::chromedriver as driver;
 
-async fn browser(driver: &Driver) -> Client {
-    let args = [
-        "--headless=new",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-dev-shm-usage",
-        "--no-first-run",
-        "--disable-extensions",
-        "--window-size=1280,1000",
-    ];
-    let mut options = json!({ "args": args });
-    if let Some(bin) = &driver.chromium {
-        options["binary"] = json!(bin.to_string_lossy());
-    }
-    let mut caps = serde_json::Map::new();
-    caps.insert("browserName".into(), json!("chrome"));
-    caps.insert("goog:chromeOptions".into(), options);
-    tests::wait::retry("a chromium session", 3, || {
-        let (caps, url) = (caps.clone(), driver.url.clone());
-        async move {
-            ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
-                .capabilities(caps)
-                .connect(&url)
-                .await
-        }
-    })
-    .await
+/// Polls `script` on the lab page until it returns something other than
+/// null/false; the lab's cluster gets longer than a web page test.
+async fn page_until(page: &Browser, what: &str, script: &str) -> Value {
+    page.until_within(what, script, WAIT).await
 }
 
-/// Saves a PNG under target/web-screenshots/.
-async fn shot(client: &Client, name: &str) {
-    let dir = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"))
-        .join("web-screenshots");
-    let _ = std::fs::create_dir_all(&dir);
-    if let Ok(png) = client.screenshot().await {
-        let _ = std::fs::write(dir.join(format!("{name}.png")), png);
-    }
-}
-
-/// Polls `script` until it returns something other than null/false.
-async fn page_until(client: &Client, what: &str, script: &str) -> Value {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        let v = client.execute(script, vec![]).await.unwrap_or(Value::Null);
-        if !v.is_null() && v != Value::Bool(false) {
-            return v;
-        }
-        if tokio::time::Instant::now() >= deadline {
-            let page = client
-                .execute("return document.body.innerText", vec![])
-                .await
-                .unwrap_or(Value::Null);
-            shot(client, "lab-failure").await;
-            panic!(
-                "timed out after {WAIT:?} waiting for {what}; the page shows:\n{}",
-                page.as_str().unwrap_or_default()
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-async fn acked_on_page(client: &Client, above: u64) -> u64 {
+async fn acked_on_page(page: &Browser, above: u64) -> u64 {
     page_until(
-        client,
+        page,
         &format!("#inv-acked above {above}"),
         &format!(
             "const n = Number(document.getElementById('inv-acked').textContent); return n > {above} ? n : null;"
@@ -492,10 +437,11 @@ async fn the_lab_page_kills_a_node_while_traffic_flows() {
     };
     let _serial = SERIAL.lock().await;
     let lab = Lab::start().await;
-    let client = browser(&driver).await;
-    client.goto(&lab.url).await.expect("opening the lab page");
+    let page = Browser::open(&driver, 1280, 1000).await;
+    page.goto(&lab.url).await;
+    let client = &page.client;
     page_until(
-        &client,
+        &page,
         "the node cards",
         "return document.querySelectorAll('section.node[data-state=\"running\"]').length === 3",
     )
@@ -517,7 +463,7 @@ async fn the_lab_page_kills_a_node_while_traffic_flows() {
         .click()
         .await
         .expect("click start");
-    acked_on_page(&client, 20).await;
+    acked_on_page(&page, 20).await;
 
     client
         .find(Locator::Css(
@@ -529,14 +475,14 @@ async fn the_lab_page_kills_a_node_while_traffic_flows() {
         .await
         .expect("click kill");
     page_until(
-        &client,
+        &page,
         "node-2 shown killed",
         "return document.querySelector('section.node[data-node=\"node-2\"]').dataset.state === 'killed'",
     )
     .await;
-    let at_kill = acked_on_page(&client, 0).await;
-    acked_on_page(&client, at_kill + 20).await;
-    shot(&client, "lab").await;
+    let at_kill = acked_on_page(&page, 0).await;
+    acked_on_page(&page, at_kill + 20).await;
+    page.shot("lab").await;
 
     client
         .find(Locator::Css("#traffic-stop"))
@@ -546,7 +492,7 @@ async fn the_lab_page_kills_a_node_while_traffic_flows() {
         .await
         .expect("click stop");
     page_until(
-        &client,
+        &page,
         "the traffic to drain",
         "const t = (id) => document.getElementById(id).textContent; \
          return document.getElementById('traffic-status').textContent === 'stopped' \
@@ -561,5 +507,5 @@ async fn the_lab_page_kills_a_node_while_traffic_flows() {
         .await
         .expect("reading #inv-lost");
     assert_eq!(lost, json!("0"));
-    let _ = client.close().await;
+    page.close().await;
 }

@@ -68,7 +68,12 @@ impl Browser {
 
     /// Polls `script` until it returns something other than null/false.
     pub async fn until(&self, what: &str, script: &str) -> Value {
-        let deadline = tokio::time::Instant::now() + WAIT;
+        self.until_within(what, script, WAIT).await
+    }
+
+    /// [`Browser::until`], waiting at most `wait`.
+    pub async fn until_within(&self, what: &str, script: &str, wait: Duration) -> Value {
+        let deadline = tokio::time::Instant::now() + wait;
         loop {
             let v = self.js(script).await;
             if !v.is_null() && v != Value::Bool(false) {
@@ -78,7 +83,7 @@ impl Browser {
                 let page = self.js("return document.body.innerText").await;
                 self.shot("failure").await;
                 panic!(
-                    "timed out after {WAIT:?} waiting for {what}; the page shows:\n{}",
+                    "timed out after {wait:?} waiting for {what}; the page shows:\n{}",
                     page.as_str().unwrap_or_default()
                 );
             }
