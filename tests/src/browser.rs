@@ -94,21 +94,22 @@ impl ChromeDriver {
     async fn ready(&mut self) -> Result<(), String> {
         let http = reqwest::Client::new();
         let status = format!("{}/status", self.url);
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Ok(Some(exit)) = self.child.try_wait() {
-                return Err(format!("it exited ({exit})"));
-            }
-            if let Ok(answer) = http.get(&status).send().await {
-                let body: serde_json::Value = answer.json().await.unwrap_or_default();
-                if body["value"]["ready"] == serde_json::Value::Bool(true) {
-                    return Ok(());
+        let answered = async {
+            loop {
+                if let Ok(Some(exit)) = self.child.try_wait() {
+                    return Err(format!("it exited ({exit})"));
                 }
+                if let Ok(answer) = http.get(&status).send().await {
+                    let body: serde_json::Value = answer.json().await.unwrap_or_default();
+                    if body["value"]["ready"] == serde_json::Value::Bool(true) {
+                        return Ok(());
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
             }
-            if tokio::time::Instant::now() >= deadline {
-                return Err("no ready answer within 30 s".into());
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        };
+        tokio::time::timeout(Duration::from_secs(30), answered)
+            .await
+            .unwrap_or_else(|_| Err("no ready answer within 30 s".into()))
     }
 }

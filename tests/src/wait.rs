@@ -43,3 +43,26 @@ where
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn retry_returns_the_first_success() {
+        let mut calls = 0;
+        let got = retry("a flaky step", 3, || {
+            calls += 1;
+            let outcome = if calls < 3 { Err(calls) } else { Ok(calls) };
+            async move { outcome }
+        })
+        .await;
+        assert_eq!(got, 3);
+    }
+
+    #[tokio::test]
+    #[should_panic(expected = "a broken step: failed 2 times")]
+    async fn retry_gives_up_after_its_attempts() {
+        retry("a broken step", 2, || async { Err::<(), _>("no") }).await;
+    }
+}
