@@ -28,7 +28,9 @@ type Job = (Box<dyn FnOnce(&ChatStore) + Send>, OwnedSemaphorePermit);
 /// Why a store call did not run to its end.
 #[derive(Debug, thiserror::Error)]
 pub enum PoolError {
-    /// The pool's threads are gone (the node is shutting down).
+    /// The queue refused the call. Its places are never withdrawn while a
+    /// handle exists, so this does not happen today; it stands for the
+    /// queue's own error rather than a panic.
     #[error("the storage pool is shut down")]
     Closed,
     /// The call panicked (a bug); its thread carries on.
