@@ -496,6 +496,16 @@ impl Cluster {
         self.spawn_linked(crate::session::SessionActor, args).await
     }
 
+    /// Closes the user's oldest sessions on this node beyond the `keep`
+    /// newest (code 4001), after a new one registered; returns how many.
+    pub fn supersede_oldest(&self, user_id: UserId, keep: usize) -> usize {
+        let extra = self.inner.sessions.beyond(user_id, keep);
+        for session in &extra {
+            let _ = session.cast(SessionMsg::Superseded(Vec::new()));
+        }
+        extra.len()
+    }
+
     /// Unregisters a session; decrements the gauge only if it was still
     /// registered, so a normal stop and the supervisor's cleanup count once.
     pub(crate) fn session_gone(&self, session_id: u64) {

@@ -28,6 +28,9 @@ pub struct Metrics {
     pub live_nodes: Gauge,
     /// Sessions disconnected for reading too slowly.
     pub slow_consumers: Counter,
+    /// Sessions closed because their user opened more than
+    /// `max_sessions_per_user` on this node (the oldest go).
+    pub sessions_superseded: Counter,
     /// Peer messages that failed to decode.
     pub bad_peer_messages: Counter,
     /// Fan-outs sent to a peer (one per peer that holds a session of a
@@ -98,6 +101,7 @@ impl Metrics {
             conversations: Gauge::default(),
             live_nodes: Gauge::default(),
             slow_consumers: Counter::default(),
+            sessions_superseded: Counter::default(),
             bad_peer_messages: Counter::default(),
             peer_fanouts_sent: Counter::default(),
             peer_fanouts_received: Counter::default(),
@@ -165,6 +169,11 @@ impl Metrics {
             "slow_consumers",
             "Sessions dropped for reading too slowly",
             m.slow_consumers.clone(),
+        );
+        r.register(
+            "sessions_superseded",
+            "Sessions closed because their user opened more than the per-user limit on this node",
+            m.sessions_superseded.clone(),
         );
         r.register(
             "bad_peer_messages",

@@ -89,6 +89,23 @@ impl LocalSessions {
             .unwrap_or_default()
     }
 
+    /// The user's oldest sessions beyond the `keep` newest, in the order
+    /// they registered: a node holds at most `keep` sessions of one user,
+    /// so one account cannot make it hold a socket, an actor and a share of
+    /// every fan-out per connection it cares to open. Empty when the user
+    /// has `keep` or fewer.
+    pub fn beyond(&self, user_id: UserId, keep: usize) -> Vec<ActorRef<SessionMsg>> {
+        let m = self.lock();
+        let Some(ids) = m.by_user.get(&user_id) else {
+            return Vec::new();
+        };
+        let extra = ids.len().saturating_sub(keep);
+        ids[..extra]
+            .iter()
+            .filter_map(|id| m.by_id.get(id).map(|(_, a)| a.clone()))
+            .collect()
+    }
+
     /// The local sessions opened with one login (token).
     pub fn of_login(&self, login: &DeviceKey) -> Vec<ActorRef<SessionMsg>> {
         let m = self.lock();

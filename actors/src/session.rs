@@ -37,6 +37,11 @@ pub const CLOSE_RESTART: u16 = 1012;
 pub const CLOSE_SLOW_CONSUMER: u16 = 1008;
 /// Close code for a session whose login was revoked (1008).
 pub const CLOSE_REVOKED: u16 = 1008;
+/// Close code (private range) for the oldest session of a user who opened
+/// more than the node allows: not an error of this connection, and a
+/// client that reconnects at once only closes another of its own, so it
+/// gets a code of its own that clients can tell apart from 1008.
+pub const CLOSE_SUPERSEDED: u16 = 4001;
 
 /// Messages read from the store per query while catching a device up.
 const PAGE: usize = 200;
@@ -68,6 +73,9 @@ pub enum SessionMsg {
     Close(Vec<u8>),
     /// Close the socket: its login was revoked.
     Revoked(Vec<u8>),
+    /// Close the socket: it is the oldest of a user who opened more
+    /// sessions on this node than `max_sessions_per_user`.
+    Superseded(Vec<u8>),
     /// Send whatever the store holds past what this session sent, in every
     /// conversation it has sent from: this node was presumed dead for a
     /// while, and the others did not fan out to it meanwhile.
@@ -405,6 +413,16 @@ async fn handle(
                 reason: "logged out".into(),
             });
             myself.stop(Some("login revoked".into()));
+            return Ok(());
+        }
+        SessionMsg::Superseded(_) => {
+            // Counted here, once: two newer sessions may both name it.
+            state.cluster.metrics().sessions_superseded.inc();
+            state.close(CloseReason {
+                code: CLOSE_SUPERSEDED,
+                reason: "replaced: this user opened too many connections on this node".into(),
+            });
+            myself.stop(Some("superseded by a newer session".into()));
             return Ok(());
         }
     };

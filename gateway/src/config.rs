@@ -111,6 +111,23 @@ pub struct AbuseConfig {
     /// Open HTTP/WebSocket connections; 0 means the open-file limit minus
     /// `fd_headroom`. Default 0.
     pub max_connections: usize,
+    /// WebSocket sessions one user may hold open on this node (1 or more).
+    /// A connection beyond it closes the user's oldest one on this node
+    /// (close code 4001), as XMPP servers do: a client whose old sockets
+    /// are half-open (a phone that changed networks) is not locked out,
+    /// and one account cannot hold a socket, a session actor and a copy of
+    /// every fan-out per connection it cares to open. Default 32.
+    pub max_sessions_per_user: usize,
+    /// WebSocket connections one user may open per minute on this node,
+    /// sustained (each reads the device's positions in every conversation
+    /// and writes the device's row). Beyond: HTTP 429 before the upgrade,
+    /// or an `error` frame and close 1013 after an `auth` frame; 0 means
+    /// unlimited. Default 120.
+    pub connects_per_user_per_minute: u32,
+    /// WebSocket connections one user may open in a burst above that rate
+    /// (a node restart brings all of a user's devices back at once).
+    /// Default 30.
+    pub connect_burst: u32,
     /// File descriptors kept free for the store, the cluster transport and
     /// overflow connections (a quarter of them, which only get `/healthz`,
     /// others a 503, the oldest evicted by newer ones; another quarter for
@@ -134,6 +151,9 @@ impl Default for AbuseConfig {
             header_timeout_secs: 10,
             body_timeout_secs: 30,
             max_connections: 0,
+            max_sessions_per_user: 32,
+            connects_per_user_per_minute: 120,
+            connect_burst: 30,
             fd_headroom: 256,
         }
     }

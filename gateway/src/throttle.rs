@@ -1,6 +1,6 @@
 //! The throttles of the HTTP API against hostile clients: login attempts
 //! per account name and per client address, registrations per address,
-//! and writes per user. Each is a [`RateLimiter`] (token bucket) built from
+//! writes per user and WebSocket connections per user. Each is a [`RateLimiter`] (token bucket) built from
 //! [`AbuseConfig`]; a refusal is the usual 429 `rate_limited` error with
 //! `Retry-After`, counted in `/metrics`.
 
@@ -25,6 +25,8 @@ pub struct Throttles {
     registrations: RateLimiter<IpAddr>,
     /// Group, member, direct-chat, push-subscription and block writes per user.
     writes: RateLimiter<UserId>,
+    /// WebSocket connections per user.
+    connects: RateLimiter<UserId>,
     metrics: Arc<Metrics>,
 }
 
@@ -45,6 +47,10 @@ impl Throttles {
                 config.registration_burst,
             ),
             writes: RateLimiter::per_minute(config.writes_per_minute, config.write_burst),
+            connects: RateLimiter::per_minute(
+                config.connects_per_user_per_minute,
+                config.connect_burst,
+            ),
             metrics,
         }
     }
@@ -79,6 +85,12 @@ impl Throttles {
     /// Before an HTTP write by `user_id`.
     pub fn write(&self, user_id: UserId) -> Result<(), Error> {
         self.counted(self.writes.check(user_id))
+    }
+
+    /// Before a WebSocket session of `user_id` starts (once its token is
+    /// known good).
+    pub fn connect(&self, user_id: UserId) -> Result<(), Error> {
+        self.counted(self.connects.check(user_id))
     }
 }
 

@@ -118,10 +118,14 @@ export class Connection {
       this.opts.onFrame(frame);
     };
     ws.onopen = () => this.startHeartbeat();
-    ws.onclose = () => {
+    ws.onclose = (ev) => {
       if (this.ws !== ws) return;
       this.ws = null;
       this.stopHeartbeat();
+      // 4001: this user opened more connections on that node than it
+      // allows and this was the oldest. Coming back at once would close
+      // another of the user's own, so wait as long as the backoff allows.
+      if (ev.code === 4001) this.failures = Math.max(this.failures, 10);
       // Whatever the reason (a killed node, 1012 shutdown, the network),
       // the next attempt goes to the next gateway.
       this.index = (this.index + 1) % this.gateways.length;

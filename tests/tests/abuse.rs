@@ -671,3 +671,107 @@ async fn a_blocked_user_cannot_reach_the_blocker() {
     .await;
     api.direct(&bob, &alice).await;
 }
+
+/// Connects `user` with the token in the URL and waits for `hello`.
+async fn session(cluster: &TestCluster, user: &User) -> Ws {
+    let ws = Ws::connect(&cluster.nodes[0].ws_url(&user.token))
+        .await
+        .expect("connect");
+    ws.wait_for("hello", WAIT, |f| f["type"] == "hello").await;
+    ws
+}
+
+#[tokio::test]
+async fn one_user_holds_at_most_max_sessions_per_user_and_the_oldest_goes() {
+    let (cluster, api) = node("max_sessions_per_user = 3").await;
+    let node = &cluster.nodes[0];
+    let (alice, bob) = (api.user("alice").await, api.user("bob").await);
+    api.direct(&alice, &bob).await;
+    let mut b = session(&cluster, &bob).await;
+
+    let mut alice_sessions = Vec::new();
+    for _ in 0..3 {
+        alice_sessions.push(session(&cluster, &alice).await);
+    }
+    assert!(alice_sessions.iter().all(|s| s.closed().is_none()));
+
+    // A fourth: the first one (the oldest) is closed with 4001, the rest stay.
+    alice_sessions.push(session(&cluster, &alice).await);
+    let oldest = &alice_sessions[0];
+    let (code, reason) = wait::until("the oldest session closed", WAIT, || {
+        let closed = oldest.closed();
+        async move { closed }
+    })
+    .await;
+    assert_eq!(code, 4001, "{reason}");
+    assert!(reason.contains("too many connections"), "{reason}");
+
+    // The three newest still get what bob sends; the closed one does not.
+    b.send_direct(&alice, "after", "still here?").await;
+    for (i, s) in alice_sessions.iter().enumerate().skip(1) {
+        s.wait_for(&format!("session {i} gets the message"), WAIT, |f| {
+            f["type"] == "message" && f["client_msg_id"] == "after"
+        })
+        .await;
+        assert!(s.closed().is_none(), "session {i} closed: {:?}", s.closed());
+    }
+    assert!(!oldest
+        .frames()
+        .iter()
+        .any(|f| f["client_msg_id"] == "after"));
+
+    // The node holds 3 of alice's sessions and bob's, and says why one went.
+    wait::until("the gauge at 4 sessions", WAIT, || async {
+        (node.metric("parley_sessions").await == Some(4.0)).then_some(())
+    })
+    .await;
+    assert_eq!(
+        node.metric("parley_sessions_superseded_total").await,
+        Some(1.0)
+    );
+    // Bob was never touched by alice's connections.
+    assert!(b.closed().is_none());
+    b.close().await;
+}
+
+#[tokio::test]
+async fn a_connect_loop_is_throttled_per_user() {
+    let (cluster, api) = node("connects_per_user_per_minute = 1\nconnect_burst = 3").await;
+    let node = &cluster.nodes[0];
+    let (alice, bob) = (api.user("alice").await, api.user("bob").await);
+
+    // The burst goes through (closing each one: the budget is about
+    // connecting, not holding).
+    for _ in 0..3 {
+        session(&cluster, &alice).await.close().await;
+    }
+    // The next, token in the URL: refused before the upgrade, 429 + JSON.
+    let refused = Ws::connect(&node.ws_url(&alice.token))
+        .await
+        .err()
+        .expect("a fourth connection in the same minute is refused");
+    assert!(refused.contains("429"), "{refused}");
+
+    // Token in an `auth` frame: an error frame naming it, then 1013.
+    let mut ws = Ws::connect(&format!("ws://{}/ws", node.http))
+        .await
+        .expect("connect");
+    ws.send(json!({"type": "auth", "token": alice.token})).await;
+    ws.wait_for("rate_limited for auth", WAIT, |f| {
+        f["type"] == "error" && f["code"] == "rate_limited" && f["ref"] == "auth"
+    })
+    .await;
+    let (code, _) = wait::until("closed with 1013", WAIT, || {
+        let closed = ws.closed();
+        async move { closed }
+    })
+    .await;
+    assert_eq!(code, 1013);
+
+    // Another user is not affected, and a bad token costs no budget.
+    assert!(Ws::connect(&node.ws_url("not-a-token"))
+        .await
+        .err()
+        .is_some_and(|e| e.contains("401")));
+    session(&cluster, &bob).await.close().await;
+}

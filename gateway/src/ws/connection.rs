@@ -31,6 +31,9 @@ const CLOSE_GRACE: Duration = Duration::from_secs(2);
 const CLOSE_POLICY: u16 = 1008;
 /// Close code for a server that could not set the session up (1011).
 const CLOSE_INTERNAL: u16 = 1011;
+/// Close code for "try again later" (1013): the user's connection budget
+/// is spent for now.
+const CLOSE_TRY_LATER: u16 = 1013;
 /// Syncs a connection may have requested and not yet received `synced`
 /// for: one running and one waiting. More are refused.
 const MAX_PENDING_SYNCS: usize = 2;
@@ -76,10 +79,14 @@ async fn auth_by_frame(state: &AppState, sink: &mut Sink, stream: &mut Stream) -
         Ok(identity) => Some(identity),
         Err(e) => {
             let _ = sink.send(error_text(&e, Some("auth".into()))).await;
+            let (code, reason) = match e {
+                Error::RateLimited { .. } => (CLOSE_TRY_LATER, "too many connections, retry later"),
+                _ => (CLOSE_POLICY, "authentication failed"),
+            };
             let _ = sink
                 .send(Message::Close(Some(CloseFrame {
-                    code: CLOSE_POLICY,
-                    reason: "authentication failed".into(),
+                    code,
+                    reason: reason.into(),
                 })))
                 .await;
             None
@@ -141,6 +148,13 @@ async fn run(state: AppState, sink: Sink, mut stream: Stream, who: Identity, ses
         }
     };
     tracing::debug!(device = who.device.as_str(), "connected");
+    // Registered now: past the user's limit on this node, the oldest go.
+    let superseded = state
+        .cluster
+        .supersede_oldest(user_id, config.abuse.max_sessions_per_user.max(1));
+    if superseded > 0 {
+        tracing::info!(superseded, "closed the user's oldest sessions on this node");
+    }
     spawn_presence(&state, user_id, &out);
 
     let mut reader = Reader {

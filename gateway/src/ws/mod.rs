@@ -44,7 +44,9 @@ pub(crate) struct Identity {
 }
 
 /// Authenticates a token and names the device (the client's `device_id`,
-/// else the login itself).
+/// else the login itself), then charges the user's connection budget
+/// (`connects_per_user_per_minute`): a bad token costs no budget, a good
+/// one past it is `rate_limited`.
 pub(crate) async fn identify(
     state: &AppState,
     token: &str,
@@ -55,6 +57,7 @@ pub(crate) async fn identify(
         .transpose()
         .map_err(Error::from)?;
     let user_id = crate::auth::authenticate(state, token).await?;
+    state.throttles.connect(user_id)?;
     let login = DeviceKey::of_token(token);
     Ok(Identity {
         user_id,

@@ -29,6 +29,7 @@ logins_per_address_per_minute = 0
 login_failures_per_minute = 0
 writes_per_minute = 0
 sends_per_second = 0
+connects_per_user_per_minute = 0
 ";
 
 /// What a node process is doing, as far as the lab knows.

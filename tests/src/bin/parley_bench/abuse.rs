@@ -8,7 +8,9 @@
 //!   never finish;
 //! - `conn_flood`: more half-sent requests than the node has file
 //!   descriptors;
-//! - `sync_spam`: a client that sends `sync` frames and never reads.
+//! - `sync_spam`: a client that sends `sync` frames and never reads;
+//! - `session_hog`: one account opening WebSocket sessions as fast as it
+//!   can, holding every one it gets.
 //!
 //! For each: the node's peak RSS during the attack, its RSS 10 s after,
 //! `/healthz` latency (a fresh connection every 50 ms) during it, and how
@@ -21,7 +23,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
-use futures_util::SinkExt;
+use futures_util::{SinkExt, StreamExt};
 use hdrhistogram::Histogram;
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -59,6 +61,9 @@ pub struct AbuseArgs {
     /// replays).
     #[arg(long, default_value_t = 200)]
     pub sync_messages: usize,
+    /// WebSocket connections the session hog attempts with one token.
+    #[arg(long, default_value_t = 1000)]
+    pub hog: usize,
 }
 
 /// Samples a process's RSS and `/healthz` latency until stopped.
@@ -366,6 +371,47 @@ pub async fn run(env: &Env, args: &AbuseArgs) -> Result<Report> {
             "answers",
             format!("{sent} of {} sync frames accepted", args.sync_frames),
         );
+        watch.finish(&mut row).await;
+        settle(pid, &mut row).await;
+        report.rows.push(row);
+    }
+
+    // One account opening sessions as fast as it can, 64 at a time.
+    {
+        let mut row = Fields::new();
+        put(&mut row, "attack", "session_hog");
+        let watch = Watch::start(pid, addr);
+        let token = users[0].token.clone();
+        let attempts = futures_util::stream::iter((0..args.hog).map(|i| {
+            let token = token.clone();
+            async move { ws::connect(addr, ips.of(i), &token).await }
+        }));
+        let results: Vec<_> = attempts.buffer_unordered(64).collect().await;
+        let mut held = Vec::new();
+        let (mut throttled, mut failed) = (0u64, 0u64);
+        for r in results {
+            match r {
+                Ok(ws) => held.push(ws),
+                Err(e) if format!("{e:#}").contains("429") => throttled += 1,
+                Err(_) => failed += 1,
+            }
+        }
+        // What the node kept of them, while the hog still holds them all.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let metrics = servers.metrics_sum().await;
+        let metric = |name: &str| metrics.get(name).copied().unwrap_or(0.0);
+        put(&mut row, "connections", args.hog);
+        put(
+            &mut row,
+            "answers",
+            format!(
+                "{} admitted, {throttled} refused 429, {failed} failed; the node holds {} sessions, {} closed as superseded",
+                held.len(),
+                metric("parley_sessions"),
+                metric("parley_sessions_superseded_total"),
+            ),
+        );
+        drop(held);
         watch.finish(&mut row).await;
         settle(pid, &mut row).await;
         report.rows.push(row);

@@ -457,8 +457,9 @@ impl Drop for Servers {
     }
 }
 
-/// The nodes' configuration: no per-user send limit (the generator's users
-/// send far more than a person), a deep outbound queue (a burst to a
+/// The nodes' configuration: no per-user send or connection limits (the
+/// generator's users send far more than a person, and `idle --users` puts
+/// many sessions on one user), a deep outbound queue (a burst to a
 /// 1000-member group must not look like a slow consumer), long idle
 /// timeouts.
 fn config_toml(settings: &NodeSettings) -> String {
@@ -482,6 +483,8 @@ fn config_toml(settings: &NodeSettings) -> String {
          login_failures_per_minute = 0\n\
          registrations_per_address_per_minute = 0\n\
          writes_per_minute = 0\n\
+         connects_per_user_per_minute = 0\n\
+         max_sessions_per_user = 1000000\n\
          hash_queue = 1000000\n",
         settings.max_batch
     )
