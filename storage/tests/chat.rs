@@ -10,8 +10,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use storage::chat::{
-    AckKind, AppendOutcome, ChatStore, ConvKind, DeviceKey, Limits, MemberAction, MessageStatus,
-    NewMessage, NewUser, PasswordCost, PushTarget, Role, User, VapidKey,
+    AckKind, AckRequest, AppendOutcome, ChatStore, ConvKind, DeviceKey, Limits, MemberAction,
+    MessageStatus, NewMessage, NewUser, PasswordCost, PushTarget, Role, User, VapidKey,
 };
 use storage::{Database, Error, KeyValue, RangeOptions, UnknownResults};
 
@@ -594,6 +594,65 @@ fn receipts_are_monotonic_watermarks() {
     );
     let receipts = f.store.receipts(c.id, g).expect("receipts");
     assert_eq!(receipts.len(), 3);
+}
+
+#[test]
+fn acks_in_one_batch_each_get_their_answer_and_refusals_stand_alone() {
+    let f = fixture();
+    let (a, b, c) = (f.user("alice"), f.user("bob"), f.user("carol"));
+    let outsider = f.user("dave");
+    let g = f
+        .store
+        .create_group(a.id, "g", "", &[b.id, c.id])
+        .expect("group")
+        .id;
+    let epoch = f.store.activate_conversation(g).expect("activate").epoch;
+    for i in 1..=3 {
+        f.send(g, epoch, i, a.id, &format!("m{i}"));
+    }
+    let phone = DeviceKey::named("phone").expect("id");
+    f.store.open_device(b.id, &phone).expect("open");
+    let ack = |user_id, device: Option<&DeviceKey>, kind, seq| AckRequest {
+        user_id,
+        device: device.cloned(),
+        kind,
+        seq,
+    };
+    let answers = f
+        .store
+        .ack_all(
+            g,
+            &[
+                ack(b.id, Some(&phone), AckKind::Delivered, 3),
+                ack(outsider.id, None, AckKind::Seen, 1),
+                ack(b.id, Some(&phone), AckKind::Seen, 2),
+                ack(c.id, None, AckKind::Seen, 9),
+                ack(c.id, None, AckKind::Delivered, 1),
+            ],
+        )
+        .expect("one transaction");
+    assert_eq!(answers.len(), 5);
+    let receipt = |i: usize| answers[i].as_ref().expect("accepted");
+    assert!(receipt(0).1 && receipt(0).0.delivered_seq == 3);
+    assert!(matches!(answers[1], Err(Error::NotMember { .. })));
+    // Later acks of the same member see the earlier ones' writes.
+    assert!(receipt(2).1 && (receipt(2).0.delivered_seq, receipt(2).0.seen_seq) == (3, 2));
+    assert!(matches!(
+        answers[3],
+        Err(Error::Invalid { field: "seq", .. })
+    ));
+    assert!(receipt(4).1 && receipt(4).0.delivered_seq == 1);
+    // The same as acks one by one: the store holds them, the cursor moved.
+    let mut status = f.store.message_status(a.id, g, 2).expect("status");
+    status.sort();
+    let mut want = vec![(b.id, MessageStatus::Seen), (c.id, MessageStatus::Sent)];
+    want.sort();
+    assert_eq!(status, want);
+    let start = f.store.open_device(b.id, &phone).expect("open");
+    assert_eq!(
+        start.iter().find(|s| s.conv_id == g).map(|s| s.after),
+        Some(3)
+    );
 }
 
 #[test]

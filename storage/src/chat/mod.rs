@@ -39,7 +39,7 @@ pub use limits::Limits;
 pub use messages::{AppendOutcome, AppendRequest, NewMessage};
 pub use model::*;
 pub use push::{subscription_id, PushRecipient};
-pub use receipts::{AckKind, MemberReceipt};
+pub use receipts::{AckKind, AckRequest, MemberReceipt};
 pub use search::{
     index_words, SearchHit, SearchPage, TextFragment, MAX_INDEXED_WORDS, MAX_WORD_BYTES,
 };

@@ -14,7 +14,7 @@ use crate::keys;
 use crate::{Error, Result, Transaction};
 
 /// Which watermark an acknowledgement moves.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum AckKind {
     /// The message reached a device of the member.
@@ -92,48 +92,44 @@ impl ChatStore {
         let now = self.now();
         // Watermarks only move up: run again after its own commit, it
         // writes nothing more (and reports nothing moved).
+        self.db()
+            .run_idempotent(|tx| ack_in(tx, now, conv_id, actor, device, kind, seq))
+    }
+
+    /// Several acknowledgements of one conversation in one transaction,
+    /// each as [`ack`](Self::ack) would do it, in order: what a
+    /// conversation actor gathered while its previous store call ran. A
+    /// refusal (not a member, past the last message) is that ack's answer
+    /// and leaves the others alone; a storage failure fails them all.
+    pub fn ack_all(
+        &self,
+        conv_id: ConvId,
+        acks: &[AckRequest],
+    ) -> Result<Vec<Result<(Receipt, bool)>>> {
+        let now = self.now();
         self.db().run_idempotent(|tx| {
-            require_member(tx, conv_id, actor)?;
-            let meta: ConvMeta = get(tx, keys::CONV_META, &(conv_id,))?.unwrap_or_default();
-            if seq > meta.last_seq {
-                return Err(Error::invalid(
-                    "seq",
-                    format!("conversation {conv_id} ends at seq {}", meta.last_seq),
-                ));
-            }
-            let mut receipt: Receipt =
-                get(tx, keys::RECEIPT, &(conv_id, actor))?.unwrap_or_default();
-            let mut moved = false;
-            if receipt.delivered_seq < seq {
-                receipt.delivered_seq = seq;
-                receipt.delivered_at = Some(now);
-                moved = true;
-            }
-            if kind == AckKind::Seen && receipt.seen_seq < seq {
-                receipt.seen_seq = seq;
-                receipt.seen_at = Some(now);
-                moved = true;
-                let (begin, _) = keys::OWN_UNSEEN.range(&(conv_id, actor));
-                let end = keys::OWN_UNSEEN.key(&(conv_id, actor, seq + 1));
-                tx.clear_range(&begin, &end)?;
-                // The member's own messages right after it are seen too.
-                loop {
-                    let next = keys::OWN_UNSEEN.key(&(conv_id, actor, receipt.seen_seq + 1));
-                    if tx.get(&next)?.is_none() {
-                        break;
-                    }
-                    tx.clear(&next)?;
-                    receipt.seen_seq += 1;
+            let mut answers = Vec::with_capacity(acks.len());
+            for a in acks {
+                match ack_in(
+                    tx,
+                    now,
+                    conv_id,
+                    a.user_id,
+                    a.device.as_ref(),
+                    a.kind,
+                    a.seq,
+                ) {
+                    // Refusals are decided before the ack writes anything.
+                    Err(
+                        e @ (Error::NotMember { .. }
+                        | Error::Invalid { .. }
+                        | Error::NotFound { .. }),
+                    ) => answers.push(Err(e)),
+                    Err(e) => return Err(e),
+                    Ok(answer) => answers.push(Ok(answer)),
                 }
-                receipt.delivered_seq = receipt.delivered_seq.max(receipt.seen_seq);
             }
-            if let Some(device) = device {
-                advance_cursor(tx, actor, device, conv_id, seq)?;
-            }
-            if moved {
-                put(tx, keys::RECEIPT, &(conv_id, actor), &receipt)?;
-            }
-            Ok((receipt, moved))
+            Ok(answers)
         })
     }
 
@@ -179,4 +175,70 @@ pub(crate) fn own_unseen(
     Ok(tx
         .get_range(&begin, &end, crate::RangeOptions::default())?
         .len() as u64)
+}
+
+/// One acknowledgement of an [`ChatStore::ack_all`] batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AckRequest {
+    /// The member acknowledging.
+    pub user_id: UserId,
+    /// The device whose cursor moves too, if any.
+    pub device: Option<DeviceKey>,
+    /// Which watermark.
+    pub kind: AckKind,
+    /// Up to which message.
+    pub seq: Seq,
+}
+
+/// [`ChatStore::ack`] inside a transaction. Every refusal is returned
+/// before anything is written.
+fn ack_in(
+    tx: &mut dyn Transaction,
+    now: super::Millis,
+    conv_id: ConvId,
+    actor: UserId,
+    device: Option<&DeviceKey>,
+    kind: AckKind,
+    seq: Seq,
+) -> Result<(Receipt, bool)> {
+    require_member(tx, conv_id, actor)?;
+    let meta: ConvMeta = get(tx, keys::CONV_META, &(conv_id,))?.unwrap_or_default();
+    if seq > meta.last_seq {
+        return Err(Error::invalid(
+            "seq",
+            format!("conversation {conv_id} ends at seq {}", meta.last_seq),
+        ));
+    }
+    let mut receipt: Receipt = get(tx, keys::RECEIPT, &(conv_id, actor))?.unwrap_or_default();
+    let mut moved = false;
+    if receipt.delivered_seq < seq {
+        receipt.delivered_seq = seq;
+        receipt.delivered_at = Some(now);
+        moved = true;
+    }
+    if kind == AckKind::Seen && receipt.seen_seq < seq {
+        receipt.seen_seq = seq;
+        receipt.seen_at = Some(now);
+        moved = true;
+        let (begin, _) = keys::OWN_UNSEEN.range(&(conv_id, actor));
+        let end = keys::OWN_UNSEEN.key(&(conv_id, actor, seq + 1));
+        tx.clear_range(&begin, &end)?;
+        // The member's own messages right after it are seen too.
+        loop {
+            let next = keys::OWN_UNSEEN.key(&(conv_id, actor, receipt.seen_seq + 1));
+            if tx.get(&next)?.is_none() {
+                break;
+            }
+            tx.clear(&next)?;
+            receipt.seen_seq += 1;
+        }
+        receipt.delivered_seq = receipt.delivered_seq.max(receipt.seen_seq);
+    }
+    if let Some(device) = device {
+        advance_cursor(tx, actor, device, conv_id, seq)?;
+    }
+    if moved {
+        put(tx, keys::RECEIPT, &(conv_id, actor), &receipt)?;
+    }
+    Ok((receipt, moved))
 }
