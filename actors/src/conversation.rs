@@ -8,13 +8,21 @@
 //! Sends are committed before they are acknowledged. Under load they group
 //! themselves: a send queues a `Flush` behind whatever is already in the
 //! mailbox, and while one append transaction runs the next sends pile up for
-//! the following one.
+//! the following one. Acks (delivered, seen) group the same way behind a
+//! `FlushAcks`, and fold: watermarks and cursors only move up, so of a
+//! member's device's acks of one kind only the highest is written. A member
+//! who acks every message, or a client that floods acks, costs the others
+//! one store call per batch, not one per ack.
 
-use std::collections::BTreeSet;
+use std::collections::hash_map::Entry;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 
 use ractor::{Actor, ActorProcessingErr, ActorRef};
-use storage::chat::{AppendOutcome, AppendRequest, ConvId, NewMessage, Seq, UserId};
+use storage::chat::{
+    AckKind, AckRequest, AppendOutcome, AppendRequest, ConvId, DeviceKey, NewMessage, Receipt, Seq,
+    UserId,
+};
 use storage::Error as StoreError;
 use tracing::Instrument;
 
@@ -34,6 +42,8 @@ pub enum ConvMsg {
     Cmd(ConvCommand),
     /// Commit what is pending.
     Flush,
+    /// Write the acks gathered since the last one.
+    FlushAcks,
     /// Commit what is pending, then stop: the conversation moves to another
     /// node, or this one shuts down.
     Handoff,
@@ -53,6 +63,10 @@ pub struct ConvState {
     unavailable: Option<(ErrorCode, String)>,
     pending: Vec<Pending>,
     flush_queued: bool,
+    /// Acks waiting for the next `FlushAcks`, the highest per member,
+    /// device and kind.
+    acks: HashMap<AckKey, QueuedAck>,
+    acks_queued: bool,
     last_activity: Instant,
     cluster: Cluster,
     idle_timer: Option<tokio::task::JoinHandle<()>>,
@@ -81,6 +95,20 @@ impl Pending {
     }
 }
 
+/// Whose ack it is: a member, the device whose cursor moves with it (if
+/// any) and which watermark.
+type AckKey = (UserId, Option<DeviceKey>, AckKind);
+
+/// The highest ack of one [`AckKey`] not yet written.
+struct QueuedAck {
+    /// Up to which message.
+    seq: Seq,
+    /// Who gets an `error` if the store refuses it.
+    from: SessionAddr,
+    /// The request's `ref`, if the client gave one.
+    reference: Option<String>,
+}
+
 /// The conversation actor.
 pub struct ConversationActor;
 
@@ -105,6 +133,8 @@ impl Actor for ConversationActor {
             unavailable: None,
             pending: Vec::new(),
             flush_queued: false,
+            acks: HashMap::new(),
+            acks_queued: false,
             last_activity: Instant::now(),
             cluster,
             idle_timer: Some(idle_timer),
@@ -163,6 +193,18 @@ impl Actor for ConversationActor {
                 from,
                 reference,
                 message,
+            };
+            state.cluster.route_hops(state.conv_id, 1, cmd).await;
+        }
+        // So is every ack not yet written (fenced out before its turn).
+        for ((user_id, device, kind), queued) in state.acks.drain() {
+            let cmd = ConvCommand::Ack {
+                from: queued.from,
+                reference: queued.reference,
+                user_id,
+                device,
+                kind,
+                seq: queued.seq,
             };
             state.cluster.route_hops(state.conv_id, 1, cmd).await;
         }
@@ -243,12 +285,17 @@ async fn handle(
                 .status
                 .progress(state.next_seq.saturating_sub(1), state.pending.len());
         }
+        ConvMsg::FlushAcks => {
+            state.acks_queued = false;
+            state.flush_acks().await;
+        }
         ConvMsg::Handoff => {
             while !state.pending.is_empty() {
                 if !state.flush(&myself).await {
                     break;
                 }
             }
+            state.flush_acks().await;
             state
                 .cluster
                 .events()
@@ -260,7 +307,10 @@ async fn handle(
         }
         ConvMsg::IdleTick => {
             let idle = state.cluster.config().conversation_idle;
-            if state.pending.is_empty() && state.last_activity.elapsed() >= idle {
+            if state.pending.is_empty()
+                && state.acks.is_empty()
+                && state.last_activity.elapsed() >= idle
+            {
                 tracing::debug!(conv_id = state.conv_id, "stopping idle conversation");
                 state
                     .cluster
@@ -327,35 +377,130 @@ impl ConvState {
                 kind,
                 seq,
             } => {
-                let store = self.cluster.storage().clone();
-                let conv_id = self.conv_id;
-                let result = store
-                    .run(move |store| store.ack(user_id, device.as_ref(), conv_id, kind, seq))
+                self.queue_ack(myself, (user_id, device, kind), seq, from, reference)
                     .await
-                    .map_err(Error::from)
-                    .and_then(|r| r.map_err(Error::from));
-                match result {
-                    Ok((receipt, true)) => {
-                        let frame = ServerFrame::Receipt {
-                            conv_id,
-                            user_id,
-                            delivered_seq: receipt.delivered_seq,
-                            seen_seq: receipt.seen_seq,
-                        };
-                        self.cluster
-                            .fanout(self.members.clone(), vec![frame.to_json().into()])
-                            .await;
-                    }
-                    Ok((_, false)) => {}
-                    Err(e) => {
-                        let reference = reference.as_deref().unwrap_or("ack");
-                        self.refuse(&from, e.code(), &e.to_string(), reference)
-                            .await
-                    }
-                }
             }
             ConvCommand::Changed(change) => self.changed(myself, change).await,
         }
+    }
+
+    /// Keeps an ack for the next `FlushAcks` (queued if it is not yet),
+    /// unless one at least as high is already waiting. An ack past the
+    /// last message is refused at once, as the store would: folded with
+    /// lower ones, it would take their place and then fail.
+    async fn queue_ack(
+        &mut self,
+        myself: &ActorRef<ConvMsg>,
+        key: AckKey,
+        seq: Seq,
+        from: SessionAddr,
+        reference: Option<String>,
+    ) {
+        let last = self.next_seq.saturating_sub(1);
+        // Membership is the store's to decide (it answers non-members
+        // first); this actor's list can lag a change by a moment.
+        if seq > last && self.members.contains(&key.0) {
+            let e = Error::from(StoreError::invalid(
+                "seq",
+                format!("conversation {} ends at seq {last}", self.conv_id),
+            ));
+            let reference = reference.as_deref().unwrap_or("ack");
+            self.refuse(&from, e.code(), &e.to_string(), reference)
+                .await;
+            return;
+        }
+        let queued = QueuedAck {
+            seq,
+            from,
+            reference,
+        };
+        match self.acks.entry(key) {
+            Entry::Occupied(mut waiting) => {
+                if waiting.get().seq < seq {
+                    waiting.insert(queued);
+                }
+            }
+            Entry::Vacant(slot) => {
+                slot.insert(queued);
+            }
+        }
+        if !self.acks_queued {
+            self.acks_queued = true;
+            let _ = myself.cast(ConvMsg::FlushAcks);
+        }
+    }
+
+    /// Writes the waiting acks in one store call; the members get one
+    /// `receipt` per member whose watermarks moved (the latest), the
+    /// senders of refused acks an `error` each.
+    async fn flush_acks(&mut self) {
+        if self.acks.is_empty() {
+            return;
+        }
+        let queued: Vec<(AckKey, QueuedAck)> = self.acks.drain().collect();
+        let requests: Vec<AckRequest> = queued
+            .iter()
+            .map(|((user_id, device, kind), q)| AckRequest {
+                user_id: *user_id,
+                device: device.clone(),
+                kind: *kind,
+                seq: q.seq,
+            })
+            .collect();
+        let conv_id = self.conv_id;
+        let result = self
+            .cluster
+            .storage()
+            .clone()
+            .run(move |store| store.ack_all(conv_id, &requests))
+            .await
+            .map_err(Error::from)
+            .and_then(|r| r.map_err(Error::from));
+        let answers = match result {
+            Ok(answers) => answers,
+            Err(e) => {
+                for (_, q) in &queued {
+                    let reference = q.reference.as_deref().unwrap_or("ack");
+                    self.refuse(&q.from, e.code(), &e.to_string(), reference)
+                        .await;
+                }
+                return;
+            }
+        };
+        // In the transaction's order: a member's last moved receipt
+        // includes every earlier ack of theirs.
+        let mut moved: BTreeMap<UserId, Receipt> = BTreeMap::new();
+        for (((user_id, _, _), q), answer) in queued.into_iter().zip(answers) {
+            match answer {
+                Ok((receipt, true)) => {
+                    moved.insert(user_id, receipt);
+                }
+                Ok((_, false)) => {}
+                Err(e) => {
+                    let e = Error::from(e);
+                    let reference = q.reference.as_deref().unwrap_or("ack");
+                    self.refuse(&q.from, e.code(), &e.to_string(), reference)
+                        .await;
+                }
+            }
+        }
+        if moved.is_empty() {
+            return;
+        }
+        let frames: Vec<Outgoing> = moved
+            .into_iter()
+            .map(|(user_id, receipt)| {
+                ServerFrame::Receipt {
+                    conv_id,
+                    user_id,
+                    delivered_seq: receipt.delivered_seq,
+                    seen_seq: receipt.seen_seq,
+                }
+                .to_json()
+                .into()
+            })
+            .collect();
+        self.cluster.fanout(self.members.clone(), frames).await;
     }
 
     /// Commits up to one batch of pending sends. Returns false when the

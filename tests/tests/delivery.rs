@@ -481,3 +481,80 @@ async fn sync_requests_are_bounded_per_connection() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_flood_of_acks_in_any_order_leaves_the_highest_of_each() {
+    // A client that acks every frame, repeats itself and sends its acks
+    // out of order (several tabs, retries): the node folds them, and what
+    // stands is the highest of each kind, exactly as if they came one by
+    // one. Seeded shuffle: PARLEY_ACK_SEED replays one.
+    let seed: u64 = std::env::var("PARLEY_ACK_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(rand::random);
+    eprintln!("ack seed: {seed}");
+    let cluster = TestCluster::start(1).await;
+    let api = Api::new(cluster.nodes[0].http);
+    let (alice, bob) = (api.user("alice").await, api.user("bob").await);
+    let conv = api.direct(&alice, &bob).await;
+    let mut a = open(&cluster, "", &alice).await;
+    alice_sends(&mut a, conv, "m", 20).await;
+
+    let mut b = open(&cluster, "&device_id=bobs-phone", &bob).await;
+    b.wait_for_n("all 20", 20, T, |f| f["type"] == "message")
+        .await;
+    let mut acks: Vec<Value> = (0..2000u64)
+        .map(|i| json!({"type": "ack", "conv_id": conv, "seq": i % 20 + 1, "kind": "delivered"}))
+        .chain(
+            (1..=12u64)
+                .map(|seq| json!({"type": "ack", "conv_id": conv, "seq": seq, "kind": "seen"})),
+        )
+        .collect();
+    use rand::seq::SliceRandom;
+    acks.shuffle(&mut <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(seed));
+    for ack in acks {
+        b.send(ack).await;
+    }
+    // One past the end is refused by name; it does not take the place of
+    // the good ones.
+    b.send(json!({"type": "ack", "conv_id": conv, "seq": 21, "kind": "seen", "ref": "too-far"}))
+        .await;
+    b.wait_for("the refusal", T, |f| {
+        f["type"] == "error" && f["code"] == "bad_request" && f["ref"] == "too-far"
+    })
+    .await;
+
+    // Alice sees bob's watermarks arrive at delivered 20, seen 12.
+    a.wait_for("bob's final receipt", T, |f| {
+        f["type"] == "receipt"
+            && f["user_id"] == bob.id
+            && f["delivered_seq"] == 20
+            && f["seen_seq"] == 12
+    })
+    .await;
+    let (status, body) = api
+        .call(
+            "GET",
+            &format!("/api/conversations/{conv}/receipts"),
+            Some(&alice.token),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let bobs = body["receipts"]
+        .as_array()
+        .and_then(|r| r.iter().find(|r| r["user_id"] == bob.id))
+        .unwrap_or_else(|| panic!("bob in {body}"))
+        .clone();
+    assert_eq!(
+        (bobs["delivered_seq"].as_u64(), bobs["seen_seq"].as_u64()),
+        (Some(20), Some(12))
+    );
+    assert_eq!(unread(&api, &bob, conv).await, 8);
+
+    // The phone's cursor stands at 20: reconnecting, it is owed nothing.
+    b.close().await;
+    let again = open(&cluster, "&device_id=bobs-phone", &bob).await;
+    again.wait_for("synced", T, |f| f["type"] == "synced").await;
+    assert_eq!(seqs(&again, conv), Vec::<u64>::new());
+}
