@@ -10,7 +10,10 @@
 //!   descriptors;
 //! - `sync_spam`: a client that sends `sync` frames and never reads;
 //! - `session_hog`: one account opening WebSocket sessions as fast as it
-//!   can, holding every one it gets.
+//!   can, holding every one it gets;
+//! - `ack_flood`: a member sending `ack` frames as fast as it can while the
+//!   other member of the conversation sends (its `sent` latency is
+//!   reported).
 //!
 //! For each: the node's peak RSS during the attack, its RSS 10 s after,
 //! `/healthz` latency (a fresh connection every 50 ms) during it, and how
@@ -64,6 +67,9 @@ pub struct AbuseArgs {
     /// WebSocket connections the session hog attempts with one token.
     #[arg(long, default_value_t = 1000)]
     pub hog: usize,
+    /// `ack` frames the ack flooder sends.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub ack_frames: usize,
 }
 
 /// Samples a process's RSS and `/healthz` latency until stopped.
@@ -412,6 +418,112 @@ pub async fn run(env: &Env, args: &AbuseArgs) -> Result<Report> {
             ),
         );
         drop(held);
+        watch.finish(&mut row).await;
+        settle(pid, &mut row).await;
+        report.rows.push(row);
+    }
+
+    // Acks as fast as one client can write them, in the conversation of
+    // the sync spam (its messages are what they acknowledge), while the
+    // other member sends ten messages a second.
+    {
+        let mut row = Fields::new();
+        put(&mut row, "attack", "ack_flood");
+        let watch = Watch::start(pid, addr);
+        let flooder = ws::connect(addr, ips.of(0), &users[0].token).await?;
+        let (mut flood_tx, mut flood_rx) = flooder.split();
+        let drain = tokio::spawn(async move { while let Some(Ok(_)) = flood_rx.next().await {} });
+        let sender = ws::connect(addr, ips.of(1), &users[1].token).await?;
+        let (mut send_tx, mut send_rx) = sender.split();
+        let stop = Arc::new(AtomicBool::new(false));
+        let sent_at = Arc::new(Mutex::new(
+            std::collections::HashMap::<String, Instant>::new(),
+        ));
+        let latency = Arc::new(Mutex::new(histogram()));
+        let reader = {
+            let (sent_at, latency) = (sent_at.clone(), latency.clone());
+            tokio::spawn(async move {
+                while let Some(Ok(Message::Text(text))) = send_rx.next().await {
+                    let Ok(frame) = serde_json::from_str::<serde_json::Value>(&text) else {
+                        continue;
+                    };
+                    if frame["type"] != "sent" {
+                        continue;
+                    }
+                    let id = frame["client_msg_id"].as_str().unwrap_or_default();
+                    let start = sent_at.lock().ok().and_then(|mut m| m.remove(id));
+                    if let (Some(start), Ok(mut h)) = (start, latency.lock()) {
+                        let _ = h.record(start.elapsed().as_micros() as u64);
+                    }
+                }
+            })
+        };
+        let sends = {
+            let (stop, sent_at) = (stop.clone(), sent_at.clone());
+            tokio::spawn(async move {
+                let mut i = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    let id = format!("during{i}");
+                    let frame = json!({"type":"send","conv_id": conv,"client_msg_id": id,"body": "still there?"});
+                    if let Ok(mut m) = sent_at.lock() {
+                        m.insert(id, Instant::now());
+                    }
+                    if send_tx
+                        .send(Message::text(frame.to_string()))
+                        .await
+                        .is_err()
+                    {
+                        break;
+                    }
+                    i += 1;
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                i
+            })
+        };
+        let started = Instant::now();
+        let mut acked = 0;
+        'flood: for chunk in 0..args.ack_frames.div_ceil(1000) {
+            for j in 0..1000 {
+                let i = chunk * 1000 + j;
+                if i >= args.ack_frames {
+                    break;
+                }
+                let seq = i % args.sync_messages.max(1) + 1;
+                let frame = json!({"type":"ack","conv_id": conv,"seq": seq,"kind":"delivered"});
+                if flood_tx
+                    .feed(Message::text(frame.to_string()))
+                    .await
+                    .is_err()
+                {
+                    break 'flood;
+                }
+                acked += 1;
+            }
+            let flushed = tokio::time::timeout(Duration::from_secs(2), flood_tx.flush()).await;
+            if !matches!(flushed, Ok(Ok(()))) {
+                break;
+            }
+        }
+        let flood_secs = started.elapsed().as_secs_f64();
+        // Let what the node took in drain, then stop the sender.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        stop.store(true, Ordering::Relaxed);
+        let messages = sends.await.unwrap_or(0);
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        reader.abort();
+        drain.abort();
+        put(&mut row, "requests", acked);
+        put(
+            &mut row,
+            "answers",
+            format!(
+                "{acked} acks written in {flood_secs:.1} s; the other member sent {messages} messages meanwhile"
+            ),
+        );
+        if let Ok(h) = latency.lock() {
+            latency_fields(&mut row, "other_member_sent", &h);
+        }
         watch.finish(&mut row).await;
         settle(pid, &mut row).await;
         report.rows.push(row);
