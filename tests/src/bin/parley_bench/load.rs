@@ -52,6 +52,10 @@ pub struct LoadArgs {
     /// Message body size in bytes (at least the stamp's digits).
     #[arg(long, default_value_t = 64)]
     pub body_bytes: usize,
+    /// Every client acknowledges each `message` frame it reads as
+    /// `delivered`, as the web app does: one `ack` per frame, up to its seq.
+    #[arg(long)]
+    pub ack_delivered: bool,
 }
 
 /// One load client: a connected user, member of one conversation.
@@ -183,6 +187,8 @@ struct Plan {
     interval: Duration,
     send_until: Instant,
     filler: Arc<str>,
+    /// Acknowledge each message frame read (`--ack-delivered`).
+    ack: bool,
 }
 
 async fn client_task(
@@ -233,7 +239,19 @@ async fn client_task(
                 }
             }
             msg = c.ws.next() => match msg {
-                Some(Ok(Message::Text(t))) => shared.on_frame(&t, c.user_id),
+                Some(Ok(Message::Text(t))) => {
+                    shared.on_frame(&t, c.user_id);
+                    if let Some(seq) = plan.ack.then(|| message_seq(&t)).flatten() {
+                        let ack = format!(
+                            r#"{{"type":"ack","conv_id":{},"seq":{seq},"kind":"delivered"}}"#,
+                            c.conv_id
+                        );
+                        if c.ws.send(Message::Text(ack.into())).await.is_err() {
+                            shared.closed.fetch_add(1, Ordering::Relaxed);
+                            return None;
+                        }
+                    }
+                }
                 Some(Ok(Message::Close(_))) | Some(Err(_)) | None => {
                     shared.closed.fetch_add(1, Ordering::Relaxed);
                     return None;
@@ -242,6 +260,16 @@ async fn client_task(
             },
         }
     }
+}
+
+/// The seq of a `message` frame, read without parsing the rest.
+fn message_seq(frame: &str) -> Option<u64> {
+    if !frame.starts_with(r#"{"type":"message""#) {
+        return None;
+    }
+    let at = frame.find(r#""seq":"#)? + r#""seq":"#.len();
+    let digits = frame[at..].split(|c: char| !c.is_ascii_digit()).next()?;
+    digits.parse().ok()
 }
 
 /// Runs one step at `rate` messages/s over `clients`; returns the clients
@@ -285,6 +313,7 @@ async fn run_step(
             interval: interval.unwrap_or_default(),
             send_until,
             filler: filler.clone(),
+            ack: args.ack_delivered,
         };
         handles.push(tokio::spawn(client_task(
             c,
@@ -537,6 +566,9 @@ pub struct PeersArgs {
     /// Measured seconds per step.
     #[arg(long, default_value_t = 15.0)]
     pub duration: f64,
+    /// Every client acknowledges each message it reads (see `fanout`).
+    #[arg(long)]
+    pub ack_delivered: bool,
 }
 
 /// Runs `peers`: `fanout` with the comparison's shape.
@@ -550,6 +582,7 @@ pub async fn peers(env: &Env, args: &PeersArgs) -> Result<Report> {
             warmup: 2.0,
             drain: 5.0,
             body_bytes: 64,
+            ack_delivered: args.ack_delivered,
         },
     };
     let mut report = fanout_with(env, &fanout_args, true).await?;
@@ -578,6 +611,7 @@ pub async fn direct(env: &Env, args: &DirectArgs) -> Result<Report> {
     put(&mut report.fields, "connections", clients.len());
     put(&mut report.fields, "body_bytes", args.load.body_bytes);
     put(&mut report.fields, "window_s", args.load.duration);
+    put(&mut report.fields, "ack_delivered", args.load.ack_delivered);
     run_steps(&servers, clients, &args.load, &mut report).await?;
     Ok(report)
 }
@@ -624,6 +658,7 @@ async fn fanout_with(env: &Env, args: &FanoutArgs, login_burst: bool) -> Result<
     put(&mut report.fields, "connections", clients.len());
     put(&mut report.fields, "body_bytes", args.load.body_bytes);
     put(&mut report.fields, "window_s", args.load.duration);
+    put(&mut report.fields, "ack_delivered", args.load.ack_delivered);
     run_steps(&servers, clients, &args.load, &mut report).await?;
     Ok(report)
 }
