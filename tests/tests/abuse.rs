@@ -775,3 +775,96 @@ async fn a_connect_loop_is_throttled_per_user() {
         .is_some_and(|e| e.contains("401")));
     session(&cluster, &bob).await.close().await;
 }
+
+#[tokio::test]
+async fn frames_naming_someone_elses_conversation_never_reach_it() {
+    // Conversations idle out after a second, so the gauge shows whether
+    // anything activated one.
+    let cluster = TestCluster::start_with_config(
+        1,
+        "conversation_idle_secs = 1\n[gateway]\nwrites_per_minute = 1\nwrite_burst = 2\n",
+    )
+    .await;
+    let node = &cluster.nodes[0];
+    let api = Api::new(node.http);
+    let (alice, bob, mallory) = (
+        api.user("alice").await,
+        api.user("bob").await,
+        api.user("mallory").await,
+    );
+    let group = api.group(&alice, "private", &[&bob]).await;
+    let mut a = session(&cluster, &alice).await;
+    a.send(json!({"type": "send", "conv_id": group, "client_msg_id": "hello", "body": "hi bob"}))
+        .await;
+    a.wait_for("sent", WAIT, |f| f["type"] == "sent").await;
+    let conversations = || async { node.metric("parley_conversations").await };
+    wait::until("the group's actor idles out", WAIT, || async {
+        (conversations().await == Some(0.0)).then_some(())
+    })
+    .await;
+
+    // Mallory names the group in every kind of frame, and a conversation
+    // that does not exist.
+    let mut m = session(&cluster, &mallory).await;
+    let frames = [
+        json!({"type": "typing", "conv_id": group, "ref": "t"}),
+        json!({"type": "ack", "conv_id": group, "seq": 1, "kind": "seen", "ref": "a"}),
+        json!({"type": "send", "conv_id": group, "client_msg_id": "s", "body": "let me in"}),
+        json!({"type": "react", "conv_id": group, "seq": 1, "emoji": "👍", "client_msg_id": "r"}),
+        json!({"type": "typing", "conv_id": 999_999, "ref": "nowhere"}),
+    ];
+    for frame in frames {
+        m.send(frame).await;
+    }
+    m.send(json!({"type": "ping"})).await;
+    m.wait_for("pong", WAIT, |f| f["type"] == "pong").await;
+    for (reference, code) in [
+        ("t", "forbidden"),
+        ("a", "forbidden"),
+        ("s", "forbidden"),
+        ("r", "forbidden"),
+        ("nowhere", "not_found"),
+    ] {
+        let errors = m.frames();
+        assert!(
+            errors
+                .iter()
+                .any(|f| f["type"] == "error" && f["ref"] == reference && f["code"] == code),
+            "{reference}: no {code} error in {errors:?}"
+        );
+    }
+    // Every refusal came from the gateway: no conversation woke up.
+    assert_eq!(conversations().await, Some(0.0));
+    assert!(a.of_type("typing").is_empty());
+
+    // Opening direct chats by sending to user after user is charged to the
+    // write budget (2 here): the third new chat is refused, a chat that
+    // exists is not.
+    let others: Vec<User> = vec![
+        api.user("carol").await,
+        api.user("dave").await,
+        api.user("erin").await,
+    ];
+    let mut answers = Vec::new();
+    for (i, other) in others.iter().enumerate() {
+        let id = format!("dm{i}");
+        m.send(json!({"type": "send", "to_user": other.id, "client_msg_id": id, "body": "hi"}))
+            .await;
+        answers.push(
+            m.wait_for(&id, WAIT, |f| {
+                (f["type"] == "sent" || f["type"] == "error")
+                    && (f["client_msg_id"] == id.as_str() || f["ref"] == id.as_str())
+            })
+            .await,
+        );
+    }
+    assert_eq!(answers[0]["type"], "sent", "{answers:?}");
+    assert_eq!(answers[1]["type"], "sent", "{answers:?}");
+    assert_eq!(answers[2]["code"], "rate_limited", "{answers:?}");
+    m.send(json!({"type": "send", "to_user": others[0].id, "client_msg_id": "again", "body": "still?"}))
+        .await;
+    m.wait_for("a send to an existing chat", WAIT, |f| {
+        f["type"] == "sent" && f["client_msg_id"] == "again"
+    })
+    .await;
+}

@@ -13,7 +13,7 @@ use actors::frames::{ErrorCode, ServerFrame};
 use axum::extract::State;
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
-use storage::chat::{ConvId, MessageKind, Millis, NewMessage, Seq};
+use storage::chat::{ConvId, MessageKind, Millis, NewMessage, Seq, UserId};
 use utoipa::{IntoParams, ToSchema};
 
 use super::extract::{Json, Path, Query};
@@ -33,6 +33,20 @@ pub(crate) fn sendable(state: &AppState, message: &NewMessage) -> Result<(), Err
         return Err(Error::TooLarge { limit_bytes: limit });
     }
     Ok(())
+}
+
+/// Fails unless `user_id` is an active member of `conv_id` (one store
+/// read): checked before a command is routed, so that naming someone
+/// else's conversation neither activates nor keeps alive its actor.
+pub(crate) async fn require_member(
+    state: &AppState,
+    user_id: UserId,
+    conv_id: ConvId,
+) -> Result<(), Error> {
+    state
+        .blocking(move |s| s.conversation(user_id, conv_id))
+        .await
+        .map(|_| ())
 }
 
 /// A committed send or event.
@@ -56,6 +70,7 @@ async fn submit(
     message: NewMessage,
 ) -> Result<Json<SentView>, Error> {
     sendable(state, &message)?;
+    require_member(state, message.sender, conv_id).await?;
     let answer = state
         .cluster
         .send_and_wait(conv_id, message, ANSWER_TIMEOUT)

@@ -2,7 +2,7 @@
 //! the reader (client frames to commands) and the writer (the session's
 //! queue, heartbeats, idle timeout, close codes).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -37,6 +37,9 @@ const CLOSE_TRY_LATER: u16 = 1013;
 /// Syncs a connection may have requested and not yet received `synced`
 /// for: one running and one waiting. More are refused.
 const MAX_PENDING_SYNCS: usize = 2;
+/// Conversations a connection remembers having checked the user's
+/// membership of (a few KiB at most); past it, it starts over.
+const MAX_KNOWN_CONVERSATIONS: usize = 1024;
 
 type Sink = SplitSink<WebSocket, Message>;
 type Stream = SplitStream<WebSocket>;
@@ -167,6 +170,7 @@ async fn run(state: AppState, sink: Sink, mut stream: Stream, who: Identity, ses
         close,
         pending_syncs,
         last_typing: HashMap::new(),
+        member_of: HashSet::new(),
     };
     let mut writer = writer;
     let mut session_running = true;
@@ -250,6 +254,12 @@ struct Reader<'a> {
     close: CloseSignal,
     pending_syncs: Arc<AtomicUsize>,
     last_typing: HashMap<ConvId, Instant>,
+    /// Conversations the store said the user is an active member of, the
+    /// first time this connection named each: a frame naming any other is
+    /// refused here, and never activates (claims, spawns, keeps alive) a
+    /// conversation actor. Forgotten past [`MAX_KNOWN_CONVERSATIONS`]; a
+    /// member removed since is refused by the conversation itself.
+    member_of: HashSet<ConvId>,
 }
 
 impl Reader<'_> {
@@ -303,22 +313,14 @@ impl Reader<'_> {
                     return self.fail(e, reference).await;
                 }
                 let conv_id = match (conv_id, to_user) {
-                    (Some(conv_id), None) => conv_id,
-                    (None, Some(other)) => {
-                        match self
-                            .state
-                            .blocking(move |s| s.open_direct_created(user_id, other))
-                            .await
-                        {
-                            Ok((conv, created)) => {
-                                if created {
-                                    self.state.cluster.introduce(user_id, &[other]).await;
-                                }
-                                conv.id
-                            }
-                            Err(e) => return self.fail(e, reference).await,
-                        }
-                    }
+                    (Some(conv_id), None) => match self.gate(conv_id).await {
+                        Ok(()) => conv_id,
+                        Err(e) => return self.fail(e, reference).await,
+                    },
+                    (None, Some(other)) => match self.direct_with(other).await {
+                        Ok(conv_id) => conv_id,
+                        Err(e) => return self.fail(e, reference).await,
+                    },
                     _ => {
                         let e = Error::BadRequest("give exactly one of conv_id and to_user".into());
                         return self.fail(e, reference).await;
@@ -383,6 +385,9 @@ impl Reader<'_> {
                     self.last_typing.clear();
                 }
                 self.last_typing.insert(conv_id, now);
+                if let Err(e) = self.gate(conv_id).await {
+                    return self.fail(e, reference.or(Some("typing".into()))).await;
+                }
                 let cmd = ConvCommand::Typing {
                     from,
                     reference,
@@ -396,6 +401,9 @@ impl Reader<'_> {
                 kind,
                 reference,
             } => {
+                if let Err(e) = self.gate(conv_id).await {
+                    return self.fail(e, reference.or(Some("ack".into()))).await;
+                }
                 let cmd = ConvCommand::Ack {
                     from,
                     reference,
@@ -434,7 +442,7 @@ impl Reader<'_> {
 
     /// Sends an edit, deletion or reaction: appended like a message.
     async fn event(
-        &self,
+        &mut self,
         from: SessionAddr,
         reference: Option<String>,
         conv_id: ConvId,
@@ -450,12 +458,58 @@ impl Reader<'_> {
         if let Err(e) = self.sendable(&message) {
             return self.fail(e, reference).await;
         }
+        if let Err(e) = self.gate(conv_id).await {
+            return self.fail(e, reference).await;
+        }
         let cmd = ConvCommand::Send {
             from,
             reference,
             message,
         };
         self.state.cluster.route(conv_id, cmd).await;
+    }
+
+    /// Lets a frame through to conversation `conv_id` only if the user is
+    /// an active member: the first time per conversation a store read,
+    /// then remembered. Otherwise the store's refusal (`forbidden`,
+    /// `not_found`), and nothing reaches the conversation.
+    async fn gate(&mut self, conv_id: ConvId) -> Result<(), Error> {
+        if self.member_of.contains(&conv_id) {
+            return Ok(());
+        }
+        crate::http::send::require_member(self.state, self.user_id, conv_id).await?;
+        if self.member_of.len() >= MAX_KNOWN_CONVERSATIONS {
+            self.member_of.clear();
+        }
+        self.member_of.insert(conv_id);
+        Ok(())
+    }
+
+    /// The direct chat with `other` for a `send` with `to_user`: found by
+    /// a read; opened (a write transaction, charged to the user's write
+    /// budget like `POST /api/direct/{user_id}`) only the first time, so
+    /// sends to user after user cannot open chats faster than HTTP can.
+    async fn direct_with(&mut self, other: UserId) -> Result<ConvId, Error> {
+        let user_id = self.user_id;
+        let found = self
+            .state
+            .blocking(move |s| s.direct_chat(user_id, other))
+            .await?;
+        let conv_id = match found {
+            Some(conv_id) => conv_id,
+            None => {
+                self.state.throttles.write(user_id)?;
+                let (conv, created) = self
+                    .state
+                    .blocking(move |s| s.open_direct_created(user_id, other))
+                    .await?;
+                if created {
+                    self.state.cluster.introduce(user_id, &[other]).await;
+                }
+                conv.id
+            }
+        };
+        Ok(conv_id)
     }
 
     /// Hands a `sync` to the session, which runs it between live messages.

@@ -67,6 +67,13 @@ impl ChatStore {
         self.open_direct_created(a, b).map(|(conv, _)| conv)
     }
 
+    /// The direct chat of two users, if they have one: a read, for the
+    /// common case of a send to a user one already chats with.
+    pub fn direct_chat(&self, a: UserId, b: UserId) -> Result<Option<ConvId>> {
+        let pair = (a.min(b), a.max(b));
+        self.db().read(|tx| get::<ConvId, _>(tx, keys::DM, &pair))
+    }
+
     /// [`ChatStore::open_direct`], also saying whether this call created
     /// it (the two users just became contacts).
     pub fn open_direct_created(&self, a: UserId, b: UserId) -> Result<(Conversation, bool)> {
