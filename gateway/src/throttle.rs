@@ -1,8 +1,9 @@
 //! The throttles of the HTTP API against hostile clients: login attempts
 //! per account name and per client address, registrations per address,
-//! writes per user and WebSocket connections per user. Each is a [`RateLimiter`] (token bucket) built from
-//! [`AbuseConfig`]; a refusal is the usual 429 `rate_limited` error with
-//! `Retry-After`, counted in `/metrics`.
+//! writes per user and WebSocket connections per user. Each is a
+//! [`RateLimiter`] (token bucket) built from [`AbuseConfig`]; a refusal is
+//! the usual 429 `rate_limited` error with `Retry-After`, counted in
+//! `/metrics`.
 
 use std::net::IpAddr;
 use std::sync::Arc;
