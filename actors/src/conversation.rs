@@ -14,7 +14,6 @@
 //! who acks every message, or a client that floods acks, costs the others
 //! one store call per batch, not one per ack.
 
-use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 
@@ -65,7 +64,7 @@ pub struct ConvState {
     flush_queued: bool,
     /// Acks waiting for the next `FlushAcks`, the highest per member,
     /// device and kind.
-    acks: HashMap<AckKey, QueuedAck>,
+    acks: HashMap<AckKey, WaitingAcks>,
     acks_queued: bool,
     last_activity: Instant,
     cluster: Cluster,
@@ -99,7 +98,26 @@ impl Pending {
 /// any) and which watermark.
 type AckKey = (UserId, Option<DeviceKey>, AckKind);
 
-/// The highest ack of one [`AckKey`] not yet written.
+/// The acks of one [`AckKey`] not yet written: the highest at or below
+/// the last seq this actor knows of, and the highest past it. This actor's
+/// last seq can lag the store's (another actor of the conversation,
+/// activated while this one's node hung, committed more before fencing
+/// it), so an ack past it is the store's to accept or refuse; kept apart,
+/// a refused one does not take the place of the good one below it.
+#[derive(Default)]
+struct WaitingAcks {
+    within: Option<QueuedAck>,
+    beyond: Option<QueuedAck>,
+}
+
+impl WaitingAcks {
+    /// Both, in the order they are written.
+    fn in_order(self) -> impl Iterator<Item = QueuedAck> {
+        self.within.into_iter().chain(self.beyond)
+    }
+}
+
+/// One ack not yet written.
 struct QueuedAck {
     /// Up to which message.
     seq: Seq,
@@ -197,16 +215,18 @@ impl Actor for ConversationActor {
             state.cluster.route_hops(state.conv_id, 1, cmd).await;
         }
         // So is every ack not yet written (fenced out before its turn).
-        for ((user_id, device, kind), queued) in state.acks.drain() {
-            let cmd = ConvCommand::Ack {
-                from: queued.from,
-                reference: queued.reference,
-                user_id,
-                device,
-                kind,
-                seq: queued.seq,
-            };
-            state.cluster.route_hops(state.conv_id, 1, cmd).await;
+        for ((user_id, device, kind), waiting) in state.acks.drain() {
+            for queued in waiting.in_order() {
+                let cmd = ConvCommand::Ack {
+                    from: queued.from,
+                    reference: queued.reference,
+                    user_id,
+                    device: device.clone(),
+                    kind,
+                    seq: queued.seq,
+                };
+                state.cluster.route_hops(state.conv_id, 1, cmd).await;
+            }
         }
         Ok(())
     }
@@ -385,9 +405,8 @@ impl ConvState {
     }
 
     /// Keeps an ack for the next `FlushAcks` (queued if it is not yet),
-    /// unless one at least as high is already waiting. An ack past the
-    /// last message is refused at once, as the store would: folded with
-    /// lower ones, it would take their place and then fail.
+    /// unless one at least as high is already waiting on the same side of
+    /// this actor's last seq ([`WaitingAcks`]).
     async fn queue_ack(
         &mut self,
         myself: &ActorRef<ConvMsg>,
@@ -397,32 +416,18 @@ impl ConvState {
         reference: Option<String>,
     ) {
         let last = self.next_seq.saturating_sub(1);
-        // Membership is the store's to decide (it answers non-members
-        // first); this actor's list can lag a change by a moment.
-        if seq > last && self.members.contains(&key.0) {
-            let e = Error::from(StoreError::invalid(
-                "seq",
-                format!("conversation {} ends at seq {last}", self.conv_id),
-            ));
-            let reference = reference.as_deref().unwrap_or("ack");
-            self.refuse(&from, e.code(), &e.to_string(), reference)
-                .await;
-            return;
-        }
-        let queued = QueuedAck {
-            seq,
-            from,
-            reference,
+        let waiting = self.acks.entry(key).or_default();
+        let slot = if seq > last {
+            &mut waiting.beyond
+        } else {
+            &mut waiting.within
         };
-        match self.acks.entry(key) {
-            Entry::Occupied(mut waiting) => {
-                if waiting.get().seq < seq {
-                    waiting.insert(queued);
-                }
-            }
-            Entry::Vacant(slot) => {
-                slot.insert(queued);
-            }
+        if slot.as_ref().is_none_or(|q| q.seq < seq) {
+            *slot = Some(QueuedAck {
+                seq,
+                from,
+                reference,
+            });
         }
         if !self.acks_queued {
             self.acks_queued = true;
@@ -437,16 +442,19 @@ impl ConvState {
         if self.acks.is_empty() {
             return;
         }
-        let queued: Vec<(AckKey, QueuedAck)> = self.acks.drain().collect();
-        let requests: Vec<AckRequest> = queued
-            .iter()
-            .map(|((user_id, device, kind), q)| AckRequest {
-                user_id: *user_id,
-                device: device.clone(),
-                kind: *kind,
-                seq: q.seq,
-            })
-            .collect();
+        let mut queued: Vec<(UserId, QueuedAck)> = Vec::new();
+        let mut requests: Vec<AckRequest> = Vec::new();
+        for ((user_id, device, kind), waiting) in self.acks.drain() {
+            for q in waiting.in_order() {
+                requests.push(AckRequest {
+                    user_id,
+                    device: device.clone(),
+                    kind,
+                    seq: q.seq,
+                });
+                queued.push((user_id, q));
+            }
+        }
         let conv_id = self.conv_id;
         let result = self
             .cluster
@@ -470,7 +478,7 @@ impl ConvState {
         // In the transaction's order: a member's last moved receipt
         // includes every earlier ack of theirs.
         let mut moved: BTreeMap<UserId, Receipt> = BTreeMap::new();
-        for (((user_id, _, _), q), answer) in queued.into_iter().zip(answers) {
+        for ((user_id, q), answer) in queued.into_iter().zip(answers) {
             match answer {
                 Ok((receipt, true)) => {
                     moved.insert(user_id, receipt);
