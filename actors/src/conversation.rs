@@ -10,9 +10,10 @@
 //! mailbox, and while one append transaction runs the next sends pile up for
 //! the following one. Acks (delivered, seen) group the same way behind a
 //! `FlushAcks`, and fold: watermarks and cursors only move up, so of a
-//! member's device's acks of one kind only the highest is written. A member
-//! who acks every message, or a client that floods acks, costs the others
-//! one store call per batch, not one per ack.
+//! member's device's acks of one kind only the highest is written (and the
+//! highest past this actor's last seq, which the store may know better:
+//! `WaitingAcks`). A member who acks every message, or a client that floods
+//! acks, costs the others one store call per batch, not one per ack.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::{Duration, Instant};

@@ -852,6 +852,41 @@ fn push_subscriptions_and_last_seen() {
 }
 
 #[test]
+fn contacts_come_with_their_last_seen_in_one_read() {
+    let f = fixture();
+    let (a, b, c, d) = (
+        f.user("alice"),
+        f.user("bob"),
+        f.user("carol"),
+        f.user("dave"),
+    );
+    f.store
+        .create_group(a.id, "g", "", &[b.id, c.id])
+        .expect("group");
+    f.store.open_direct(a.id, d.id).expect("dm");
+    f.store.set_last_seen(b.id, 70).expect("set");
+    f.store.set_last_seen(d.id, 90).expect("set");
+    let mut got = f.store.contacts_last_seen(a.id).expect("snapshot");
+    got.sort();
+    let mut want = vec![(b.id, Some(70)), (c.id, None), (d.id, Some(90))];
+    want.sort();
+    assert_eq!(got, want);
+    // The same contacts as `contacts`, which presence transitions go to.
+    let mut contacts = f.store.contacts(a.id).expect("contacts");
+    contacts.sort();
+    assert_eq!(contacts, got.iter().map(|(u, _)| *u).collect::<Vec<_>>());
+    // Carol shares only the group: alice and bob, not dave.
+    let carols: Vec<u64> = f
+        .store
+        .contacts_last_seen(c.id)
+        .expect("snapshot")
+        .into_iter()
+        .map(|(u, _)| u)
+        .collect();
+    assert!(carols.contains(&a.id) && carols.contains(&b.id) && !carols.contains(&d.id));
+}
+
+#[test]
 fn reopening_with_another_schema_version_is_refused() {
     let (db, _guard) = open_store();
     ChatStore::open(db.clone(), Limits::default()).expect("first open");

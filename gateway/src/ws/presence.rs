@@ -17,12 +17,14 @@ pub(crate) async fn presence(
     out: &Outbound,
 ) -> Result<(), Error> {
     let patience = Duration::from_secs(state.config.sync_patience_secs.max(1));
-    let contacts = state.blocking(move |s| s.contacts(user_id)).await?;
-    for contact in contacts {
-        // Read the slow part first and look at the process group last,
-        // right before queueing: a transition announced meanwhile then
-        // reaches the client after this snapshot, never before it.
-        let last_seen = state.blocking(move |s| s.last_seen(contact)).await?;
+    // Every contact's last-seen time in one store call, then the process
+    // group looked at last, right before queueing each: a transition
+    // announced after that look reaches the client after this snapshot's
+    // frame, never before it.
+    let contacts = state
+        .blocking(move |s| s.contacts_last_seen(user_id))
+        .await?;
+    for (contact, last_seen) in contacts {
         let online = state.cluster.is_online(contact);
         let last_seen = if online { None } else { last_seen };
         let frame = ServerFrame::Presence {

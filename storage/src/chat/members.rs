@@ -249,18 +249,21 @@ impl ChatStore {
     /// Everyone who shares at least one conversation with `user_id`: whose
     /// sessions hear about the user's presence.
     pub fn contacts(&self, user_id: UserId) -> Result<Vec<UserId>> {
-        self.db().read(|tx| {
-            let (begin, end) = keys::USER_CONV.range(&(user_id,));
-            let mut contacts = std::collections::BTreeSet::new();
-            for (key, _) in tx.get_range(&begin, &end, RangeOptions::default())? {
-                let (_, conv_id): (UserId, ConvId) = keys::USER_CONV.unpack(&key)?;
-                for m in active_members(tx, conv_id)? {
-                    if m.user_id != user_id {
-                        contacts.insert(m.user_id);
-                    }
-                }
-            }
-            Ok(contacts.into_iter().collect())
-        })
+        self.db().read(|tx| contacts_in(tx, user_id))
     }
+}
+
+/// [`ChatStore::contacts`] inside a transaction, in user id order.
+pub(crate) fn contacts_in(tx: &mut dyn Transaction, user_id: UserId) -> Result<Vec<UserId>> {
+    let (begin, end) = keys::USER_CONV.range(&(user_id,));
+    let mut contacts = std::collections::BTreeSet::new();
+    for (key, _) in tx.get_range(&begin, &end, RangeOptions::default())? {
+        let (_, conv_id): (UserId, ConvId) = keys::USER_CONV.unpack(&key)?;
+        for m in active_members(tx, conv_id)? {
+            if m.user_id != user_id {
+                contacts.insert(m.user_id);
+            }
+        }
+    }
+    Ok(contacts.into_iter().collect())
 }
