@@ -10,8 +10,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use storage::chat::{
-    AckKind, AckRequest, AppendOutcome, ChatStore, ConvKind, DeviceKey, Limits, MemberAction,
-    MessageStatus, NewMessage, NewUser, PasswordCost, PushTarget, Role, User, VapidKey,
+    AckBatch, AckKind, AckRequest, AppendOutcome, AppendRequest, ChatStore, ConvKind, DeviceKey,
+    Limits, MemberAction, MessageStatus, NewMessage, NewUser, PasswordCost, PushTarget, Role, User,
+    VapidKey,
 };
 use storage::{Database, Error, KeyValue, RangeOptions, UnknownResults};
 
@@ -656,6 +657,74 @@ fn acks_in_one_batch_each_get_their_answer_and_refusals_stand_alone() {
 }
 
 #[test]
+fn a_group_commit_carries_appends_and_acks_of_several_conversations() {
+    let f = fixture();
+    let (a, b, c) = (f.user("alice"), f.user("bob"), f.user("carol"));
+    let ab = f.store.open_direct(a.id, b.id).expect("dm").id;
+    let ac = f.store.open_direct(a.id, c.id).expect("dm").id;
+    let e_ab = f.store.activate_conversation(ab).expect("activate").epoch;
+    let e_ac = f.store.activate_conversation(ac).expect("activate").epoch;
+    f.send(ab, e_ab, 1, a.id, "first");
+    let ack = |user_id, kind, seq| AckRequest {
+        user_id,
+        device: None,
+        kind,
+        seq,
+    };
+    let (appended, acked) = f
+        .store
+        .commit_group(
+            &[
+                AppendRequest {
+                    conv_id: ab,
+                    epoch: e_ab,
+                    next_seq: 2,
+                    messages: vec![msg(a.id, "second", "again")],
+                    push_to: Vec::new(),
+                },
+                // A stale epoch: refused alone.
+                AppendRequest {
+                    conv_id: ac,
+                    epoch: e_ac + 1,
+                    next_seq: 1,
+                    messages: vec![msg(a.id, "fenced", "no")],
+                    push_to: Vec::new(),
+                },
+            ],
+            &[
+                AckBatch {
+                    conv_id: ab,
+                    // 2 is appended in this same transaction, before the acks.
+                    acks: vec![
+                        ack(b.id, AckKind::Seen, 1),
+                        ack(b.id, AckKind::Delivered, 2),
+                    ],
+                },
+                AckBatch {
+                    conv_id: ac,
+                    acks: vec![ack(c.id, AckKind::Seen, 1)],
+                },
+            ],
+        )
+        .expect("one transaction");
+    assert!(matches!(&appended[0], Ok(o) if o.len() == 1));
+    assert!(matches!(appended[1], Err(Error::StaleEpoch { .. })));
+    let bob = |i: usize| acked[0][i].as_ref().expect("accepted");
+    assert_eq!((bob(0).0.delivered_seq, bob(0).0.seen_seq), (1, 1));
+    assert_eq!((bob(1).0.delivered_seq, bob(1).0.seen_seq), (2, 1));
+    assert!(matches!(
+        acked[1][0],
+        Err(Error::Invalid { field: "seq", .. })
+    ));
+    let receipts = f.store.receipts(a.id, ab).expect("receipts");
+    let of_bob = receipts.iter().find(|r| r.user_id == b.id).expect("bob");
+    assert_eq!(
+        (of_bob.receipt.delivered_seq, of_bob.receipt.seen_seq),
+        (2, 1)
+    );
+}
+
+#[test]
 fn chat_list_orders_by_activity_with_unread_and_status() {
     let f = fixture();
     let (a, b, c) = (f.user("alice"), f.user("bob"), f.user("carol"));
@@ -704,8 +773,6 @@ fn chat_list_orders_by_activity_with_unread_and_status() {
 
 #[test]
 fn push_outbox_is_written_with_the_message_and_claimed_once() {
-    use storage::chat::AppendRequest;
-
     let f = fixture();
     let (a, b, c) = (f.user("alice"), f.user("bob"), f.user("carol"));
     let g = f
@@ -927,8 +994,6 @@ fn deleting_a_group_fences_its_appends() {
 
 #[test]
 fn append_many_commits_several_conversations_at_once() {
-    use storage::chat::AppendRequest;
-
     let f = fixture();
     let (a, b, c) = (f.user("alice"), f.user("bob"), f.user("carol"));
     let ab = f.store.open_direct(a.id, b.id).expect("dm").id;
@@ -1087,8 +1152,6 @@ fn registration_after_an_unknown_commit_outcome_answers_its_own_account() {
 /// writes nothing twice.
 #[test]
 fn group_commit_after_an_unknown_commit_outcome_answers_what_it_did() {
-    use storage::chat::AppendRequest;
-
     let f = fixture();
     let (a, b, c) = (f.user("alice"), f.user("bob"), f.user("carol"));
     let ab = f.store.open_direct(a.id, b.id).expect("dm").id;
@@ -1878,7 +1941,6 @@ fn search_pages_are_full_when_one_conversation_has_many_matches() {
 
 #[test]
 fn muted_members_are_pushed_only_when_mentioned() {
-    use storage::chat::AppendRequest;
     let f = fixture();
     let (a, b, c) = (f.user("alice"), f.user("bob"), f.user("carol"));
     let g = f

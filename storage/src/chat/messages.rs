@@ -12,12 +12,17 @@ use std::collections::HashMap;
 use serde::{Deserialize, Serialize};
 
 use super::conversations::{load_conv, require_member};
+use super::receipts::{AckBatch, AckResults};
 use super::{
     get, put, ChatStore, ConvId, ConvMeta, Member, MemberStatus, Message, MessageKind,
     MessageSummary, Receipt, Seq, UserId,
 };
 use crate::keys;
 use crate::{Error, RangeOptions, Result, Transaction};
+
+/// The outcome of each conversation's batch of a group commit, in order:
+/// its messages' outcomes, or why the whole batch was refused (fenced).
+pub type AppendResults = Vec<Result<Vec<Result<AppendOutcome>>>>;
 
 /// Characters of a message kept in the conversation's summary.
 const PREVIEW_CHARS: usize = 100;
@@ -160,18 +165,27 @@ impl ChatStore {
     /// [`ChatStore::append_batch`] would (a fenced conversation writes
     /// nothing and does not hold the others back). The outer error (an
     /// engine failure) means nothing at all was written.
-    pub fn append_many(
+    pub fn append_many(&self, requests: &[AppendRequest]) -> Result<AppendResults> {
+        self.commit_group(requests, &[]).map(|(appends, _)| appends)
+    }
+
+    /// [`ChatStore::append_many`] and, in the same transaction, the acks
+    /// of several conversations, each batch as [`ChatStore::ack_all`] would
+    /// write it (after the appends): members who acknowledge every message
+    /// then cost the node's writer no commit of their own.
+    pub fn commit_group(
         &self,
         requests: &[AppendRequest],
-    ) -> Result<Vec<Result<Vec<Result<AppendOutcome>>>>> {
+        acks: &[AckBatch],
+    ) -> Result<(AppendResults, Vec<AckResults>)> {
         let now = self.now();
         let limits = self.limits().clone();
         let reads: Vec<Vec<u8>> = requests
             .iter()
             .flat_map(|r| append_reads(r.conv_id, &r.messages))
             .collect();
-        // Idempotent: see `append_in`.
-        let results = self.db().run_idempotent(|tx| {
+        // Idempotent: see `append_in`; acks only move watermarks up.
+        let (results, acked) = self.db().run_idempotent(|tx| {
             // Every conversation's point reads in one round trip (on
             // FoundationDB), instead of several per conversation in turn.
             tx.prefetch(&reads)?;
@@ -198,12 +212,21 @@ impl ChatStore {
                     }
                 }
             }
-            Ok(results)
+            let mut acked = Vec::with_capacity(acks.len());
+            for batch in acks {
+                acked.push(super::receipts::ack_all_in(
+                    tx,
+                    now,
+                    batch.conv_id,
+                    &batch.acks,
+                )?);
+            }
+            Ok((results, acked))
         })?;
         if results.iter().flatten().any(|r| deletes_any(r)) {
             self.scrub_after_deletion();
         }
-        Ok(results)
+        Ok((results, acked))
     }
 
     /// A page of history, newest first: messages before `before_seq` (or the

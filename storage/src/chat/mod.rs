@@ -36,10 +36,10 @@ pub use blocks::Block;
 pub use chat_list::{ChatSummary, MessageStatus};
 pub use devices::{DeviceKey, SyncStart, MAX_DEVICE_ID_BYTES};
 pub use limits::Limits;
-pub use messages::{AppendOutcome, AppendRequest, NewMessage};
+pub use messages::{AppendOutcome, AppendRequest, AppendResults, NewMessage};
 pub use model::*;
 pub use push::{subscription_id, PushRecipient};
-pub use receipts::{AckKind, AckRequest, MemberReceipt};
+pub use receipts::{AckBatch, AckKind, AckRequest, AckResults, MemberReceipt};
 pub use search::{
     index_words, SearchHit, SearchPage, TextFragment, MAX_INDEXED_WORDS, MAX_WORD_BYTES,
 };

@@ -101,36 +101,10 @@ impl ChatStore {
     /// conversation actor gathered while its previous store call ran. A
     /// refusal (not a member, past the last message) is that ack's answer
     /// and leaves the others alone; a storage failure fails them all.
-    pub fn ack_all(
-        &self,
-        conv_id: ConvId,
-        acks: &[AckRequest],
-    ) -> Result<Vec<Result<(Receipt, bool)>>> {
+    pub fn ack_all(&self, conv_id: ConvId, acks: &[AckRequest]) -> Result<AckResults> {
         let now = self.now();
-        self.db().run_idempotent(|tx| {
-            let mut answers = Vec::with_capacity(acks.len());
-            for a in acks {
-                match ack_in(
-                    tx,
-                    now,
-                    conv_id,
-                    a.user_id,
-                    a.device.as_ref(),
-                    a.kind,
-                    a.seq,
-                ) {
-                    // Refusals are decided before the ack writes anything.
-                    Err(
-                        e @ (Error::NotMember { .. }
-                        | Error::Invalid { .. }
-                        | Error::NotFound { .. }),
-                    ) => answers.push(Err(e)),
-                    Err(e) => return Err(e),
-                    Ok(answer) => answers.push(Ok(answer)),
-                }
-            }
-            Ok(answers)
-        })
+        self.db()
+            .run_idempotent(|tx| ack_all_in(tx, now, conv_id, acks))
     }
 
     /// Every active member's watermarks in a conversation the actor is in.
@@ -177,6 +151,19 @@ pub(crate) fn own_unseen(
         .len() as u64)
 }
 
+/// One conversation's acks for [`ChatStore::commit_group`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AckBatch {
+    /// The conversation.
+    pub conv_id: ConvId,
+    /// Its acks, written in this order.
+    pub acks: Vec<AckRequest>,
+}
+
+/// The answers to one conversation's acks, in their order: the receipt
+/// and whether it moved, or that ack's refusal.
+pub type AckResults = Vec<Result<(Receipt, bool)>>;
+
 /// One acknowledgement of an [`ChatStore::ack_all`] batch.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AckRequest {
@@ -188,6 +175,37 @@ pub struct AckRequest {
     pub kind: AckKind,
     /// Up to which message.
     pub seq: Seq,
+}
+
+/// [`ChatStore::ack_all`] inside a transaction: the outer error is an
+/// engine failure (the transaction must not commit), the inner ones are
+/// refusals of single acks, which wrote nothing.
+pub(crate) fn ack_all_in(
+    tx: &mut dyn Transaction,
+    now: super::Millis,
+    conv_id: ConvId,
+    acks: &[AckRequest],
+) -> Result<AckResults> {
+    let mut answers = Vec::with_capacity(acks.len());
+    for a in acks {
+        match ack_in(
+            tx,
+            now,
+            conv_id,
+            a.user_id,
+            a.device.as_ref(),
+            a.kind,
+            a.seq,
+        ) {
+            // Refusals are decided before the ack writes anything.
+            Err(e @ (Error::NotMember { .. } | Error::Invalid { .. } | Error::NotFound { .. })) => {
+                answers.push(Err(e))
+            }
+            Err(e) => return Err(e),
+            Ok(answer) => answers.push(Ok(answer)),
+        }
+    }
+    Ok(answers)
 }
 
 /// [`ChatStore::ack`] inside a transaction. Every refusal is returned
