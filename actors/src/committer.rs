@@ -1,14 +1,16 @@
-//! The node's single writer of messages: a group commit across
+//! The node's single writer of messages and acks: a group commit across
 //! conversations.
 //!
-//! Each conversation actor already batches its own concurrent sends, but a
-//! node with many quiet conversations would still pay one store commit per
-//! message. Conversation actors therefore hand their batches to this one
-//! task, which takes everything queued at that moment (up to a cap), commits
-//! it in one transaction with [`ChatStore::append_many`], and answers each
-//! actor. A fenced conversation fails alone; an engine failure of the shared
-//! transaction makes every request retry in a transaction of its own, so
-//! one bad batch cannot fail its neighbours.
+//! Each conversation actor already batches its own concurrent sends (and
+//! folds its acks), but a node with many quiet conversations would still
+//! pay one store commit per message, and members who acknowledge every
+//! message one commit per ack. Conversation actors therefore hand their
+//! batches to this one task, which takes everything queued at that moment
+//! (up to a cap), commits it in one transaction with
+//! [`ChatStore::commit_group`], and answers each actor. A fenced
+//! conversation fails alone; an engine failure of the shared transaction
+//! makes every request retry in a transaction of its own, so one bad batch
+//! cannot fail its neighbours.
 //!
 //! A group commit also stays well inside FoundationDB's transaction limits
 //! (10 MB of writes, 5 s): it stops taking batches at [`MAX_COMMIT_BYTES`]
@@ -19,7 +21,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use storage::chat::{AppendOutcome, AppendRequest, ChatStore, NewMessage};
+use storage::chat::{AckBatch, AckResults, AppendOutcome, AppendRequest, ChatStore, NewMessage};
 use storage::chat::{MAX_INDEXED_WORDS, MAX_WORD_BYTES};
 use tokio::sync::{mpsc, oneshot};
 
@@ -61,9 +63,40 @@ fn write_bytes(request: &AppendRequest) -> usize {
     request.messages.iter().map(message_write_bytes).sum()
 }
 
-struct Job {
-    request: AppendRequest,
-    reply: oneshot::Sender<BatchResult>,
+/// Bytes one ack counts for against [`MAX_COMMIT_BYTES`]: its receipt
+/// and cursor rows, generously.
+const ACK_WRITE_BYTES: usize = 256;
+
+/// What a conversation hands the writer.
+enum Job {
+    /// A batch of sends and events.
+    Append {
+        request: AppendRequest,
+        reply: oneshot::Sender<BatchResult>,
+    },
+    /// A batch of acks.
+    Acks {
+        batch: AckBatch,
+        reply: oneshot::Sender<storage::Result<AckResults>>,
+    },
+}
+
+impl Job {
+    /// Messages it appends (what `max_messages` caps).
+    fn messages(&self) -> usize {
+        match self {
+            Job::Append { request, .. } => request.messages.len(),
+            Job::Acks { .. } => 0,
+        }
+    }
+
+    /// What it writes, at most.
+    fn write_bytes(&self) -> usize {
+        match self {
+            Job::Append { request, .. } => write_bytes(request),
+            Job::Acks { batch, .. } => batch.acks.len() * ACK_WRITE_BYTES,
+        }
+    }
 }
 
 /// Handle on the writer task. Cheap to clone.
@@ -88,7 +121,22 @@ impl Committer {
         request: AppendRequest,
     ) -> Result<Vec<storage::Result<AppendOutcome>>, crate::Error> {
         let (reply, answer) = oneshot::channel();
-        if self.jobs.send(Job { request, reply }).await.is_err() {
+        self.submit(Job::Append { request, reply }, answer).await
+    }
+
+    /// Writes one conversation's acks, together with whatever else is
+    /// queued: each ack's answer, in order.
+    pub async fn acks(&self, batch: AckBatch) -> Result<AckResults, crate::Error> {
+        let (reply, answer) = oneshot::channel();
+        self.submit(Job::Acks { batch, reply }, answer).await
+    }
+
+    async fn submit<T>(
+        &self,
+        job: Job,
+        answer: oneshot::Receiver<storage::Result<T>>,
+    ) -> Result<T, crate::Error> {
+        if self.jobs.send(job).await.is_err() {
             return Err(crate::Error::Spawn("the node's writer has stopped".into()));
         }
         match answer.await {
@@ -114,23 +162,37 @@ async fn run(
         for _ in 0..YIELDS_BEFORE_COMMIT {
             tokio::task::yield_now().await;
         }
-        let mut size = first.request.messages.len();
-        let mut bytes = write_bytes(&first.request);
+        let mut size = first.messages();
+        let mut bytes = first.write_bytes();
         let mut jobs = vec![first];
         while size < max_messages && bytes < MAX_COMMIT_BYTES {
             match rx.try_recv() {
                 Ok(job) => {
-                    size += job.request.messages.len();
-                    bytes += write_bytes(&job.request);
+                    size += job.messages();
+                    bytes += job.write_bytes();
                     jobs.push(job);
                 }
                 Err(_) => break,
             }
         }
-        let (requests, replies): (Vec<AppendRequest>, Vec<oneshot::Sender<BatchResult>>) =
-            jobs.into_iter().map(|j| (j.request, j.reply)).unzip();
+        let mut appends = Vec::new();
+        let mut append_replies = Vec::new();
+        let mut acks = Vec::new();
+        let mut ack_replies = Vec::new();
+        for job in jobs {
+            match job {
+                Job::Append { request, reply } => {
+                    appends.push(request);
+                    append_replies.push(reply);
+                }
+                Job::Acks { batch, reply } => {
+                    acks.push(batch);
+                    ack_replies.push(reply);
+                }
+            }
+        }
         let started = Instant::now();
-        let results = store.run(move |store| commit(store, requests)).await;
+        let results = store.run(move |store| commit(store, appends, acks)).await;
         metrics.commit_batches.inc();
         let took = started.elapsed();
         metrics.commit_seconds.observe(took.as_secs_f64());
@@ -138,8 +200,11 @@ async fn run(
             .commit_micros
             .inc_by(u64::try_from(took.as_micros()).unwrap_or(u64::MAX));
         match results {
-            Ok(results) => {
-                for (reply, result) in replies.into_iter().zip(results) {
+            Ok((appended, acked)) => {
+                for (reply, result) in append_replies.into_iter().zip(appended) {
+                    let _ = reply.send(result);
+                }
+                for (reply, result) in ack_replies.into_iter().zip(acked) {
                     let _ = reply.send(result);
                 }
             }
@@ -152,20 +217,29 @@ async fn run(
 }
 
 /// One transaction for all; on an engine failure, one per request.
-fn commit(store: &ChatStore, requests: Vec<AppendRequest>) -> Vec<BatchResult> {
-    if requests.len() > 1 {
-        match store.append_many(&requests) {
-            Ok(results) => return results,
+fn commit(
+    store: &ChatStore,
+    appends: Vec<AppendRequest>,
+    acks: Vec<AckBatch>,
+) -> (Vec<BatchResult>, Vec<storage::Result<AckResults>>) {
+    if appends.len() + acks.len() > 1 {
+        match store.commit_group(&appends, &acks) {
+            Ok((appended, acked)) => return (appended, acked.into_iter().map(Ok).collect()),
             Err(e) => tracing::warn!(error = %e, "group commit failed; committing one by one"),
         }
     }
-    // One request at a time, still through `append_many`: it also writes
-    // the request's push outbox rows.
-    requests
+    // One request at a time, appends still through `append_many`: it also
+    // writes the request's push outbox rows.
+    let appended = appends
         .iter()
         .map(|r| match store.append_many(std::slice::from_ref(r)) {
             Ok(mut results) => results.pop().unwrap_or_else(|| Ok(Vec::new())),
             Err(e) => Err(e),
         })
-        .collect()
+        .collect();
+    let acked = acks
+        .iter()
+        .map(|b| store.ack_all(b.conv_id, &b.acks))
+        .collect();
+    (appended, acked)
 }

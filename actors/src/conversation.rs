@@ -20,8 +20,8 @@ use std::time::{Duration, Instant};
 
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use storage::chat::{
-    AckKind, AckRequest, AppendOutcome, AppendRequest, ConvId, DeviceKey, NewMessage, Receipt, Seq,
-    UserId,
+    AckBatch, AckKind, AckRequest, AppendOutcome, AppendRequest, ConvId, DeviceKey, NewMessage,
+    Receipt, Seq, UserId,
 };
 use storage::Error as StoreError;
 use tracing::Instrument;
@@ -436,7 +436,8 @@ impl ConvState {
         }
     }
 
-    /// Writes the waiting acks in one store call; the members get one
+    /// Writes the waiting acks in one store call (the node's group commit,
+    /// with whatever else is queued); the members get one
     /// `receipt` per member whose watermarks moved (the latest), the
     /// senders of refused acks an `error` each.
     async fn flush_acks(&mut self) {
@@ -459,12 +460,12 @@ impl ConvState {
         let conv_id = self.conv_id;
         let result = self
             .cluster
-            .storage()
-            .clone()
-            .run(move |store| store.ack_all(conv_id, &requests))
-            .await
-            .map_err(Error::from)
-            .and_then(|r| r.map_err(Error::from));
+            .committer()
+            .acks(AckBatch {
+                conv_id,
+                acks: requests,
+            })
+            .await;
         let answers = match result {
             Ok(answers) => answers,
             Err(e) => {

@@ -11,11 +11,12 @@ pub struct Metrics {
     registry: Registry,
     /// Messages committed by this node's conversation actors.
     pub messages_committed: Counter,
-    /// Append transactions (each may carry many messages).
+    /// Transactions of the node's writer (each may carry many messages,
+    /// and acks; with acking clients some carry only acks).
     pub commit_batches: Counter,
-    /// Seconds per append transaction.
+    /// Seconds per writer transaction.
     pub commit_seconds: Histogram,
-    /// Microseconds spent in append transactions, summed (the admin view's
+    /// Microseconds spent in writer transactions, summed (the admin view's
     /// mean commit latency: the histogram's sum is not readable here).
     pub commit_micros: Counter,
     /// Frames queued to this node's WebSocket sessions.
@@ -132,7 +133,7 @@ impl Metrics {
         );
         r.register(
             "commit_batches",
-            "Append transactions",
+            "Transactions of the node's writer (messages and acks)",
             m.commit_batches.clone(),
         );
         r.register(
