@@ -520,6 +520,15 @@ impl Cluster {
     /// An actor linked to the supervisor ended: drop whatever registry
     /// entry still names it.
     pub(crate) fn actor_gone(&self, actor: ActorId) {
+        // Usually the actor's own `post_stop` has unregistered it already.
+        // A session still registered is found by its index (most actors
+        // that end are sessions, and a scan of every session under the
+        // lock that fan-outs take held them up at each disconnect); a
+        // conversation by a scan of the active ones.
+        if let Some(session_id) = self.inner.sessions.id_of(actor) {
+            self.session_gone(session_id);
+            return;
+        }
         let conv = self
             .convs()
             .iter()
@@ -531,9 +540,6 @@ impl Cluster {
                 self.inner.metrics.conversations.dec();
             }
             self.inner.conv_statuses.forget(conv_id);
-        }
-        if let Some(session_id) = self.inner.sessions.id_of(actor) {
-            self.session_gone(session_id);
         }
     }
 

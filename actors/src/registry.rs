@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-use ractor::ActorRef;
+use ractor::{ActorId, ActorRef};
 use storage::chat::{DeviceKey, UserId};
 
 use crate::session::SessionMsg;
@@ -17,6 +17,10 @@ struct Maps {
     by_id: HashMap<u64, (UserId, ActorRef<SessionMsg>)>,
     login: HashMap<u64, DeviceKey>,
     by_user: HashMap<UserId, Vec<u64>>,
+    /// The session id of each session actor: the supervisor names an
+    /// actor that ended by its id, once per session that closes, and a
+    /// scan of every session under this lock would hold up the fan-outs.
+    by_actor: HashMap<ActorId, u64>,
 }
 
 /// The local sessions. Cheap operations under one short lock.
@@ -41,6 +45,7 @@ impl LocalSessions {
         actor: ActorRef<SessionMsg>,
     ) {
         let mut m = self.lock();
+        m.by_actor.insert(actor.get_id(), session_id);
         m.by_id.insert(session_id, (user_id, actor));
         m.login.insert(session_id, login);
         m.by_user.entry(user_id).or_default().push(session_id);
@@ -50,9 +55,10 @@ impl LocalSessions {
     pub fn remove(&self, session_id: u64) -> bool {
         let mut m = self.lock();
         m.login.remove(&session_id);
-        let Some((user_id, _)) = m.by_id.remove(&session_id) else {
+        let Some((user_id, actor)) = m.by_id.remove(&session_id) else {
             return false;
         };
+        m.by_actor.remove(&actor.get_id());
         if let Some(ids) = m.by_user.get_mut(&user_id) {
             ids.retain(|&id| id != session_id);
             if ids.is_empty() {
@@ -63,12 +69,8 @@ impl LocalSessions {
     }
 
     /// The session id of a session actor, if it is registered.
-    pub fn id_of(&self, actor: ractor::ActorId) -> Option<u64> {
-        self.lock()
-            .by_id
-            .iter()
-            .find(|(_, (_, a))| a.get_id() == actor)
-            .map(|(id, _)| *id)
+    pub fn id_of(&self, actor: ActorId) -> Option<u64> {
+        self.lock().by_actor.get(&actor).copied()
     }
 
     /// One session.
@@ -129,5 +131,69 @@ impl LocalSessions {
     /// Whether none are.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use ractor::{Actor, ActorProcessingErr, ActorRef};
+
+    use super::*;
+
+    /// A stand-in for a session actor: only its address matters here.
+    struct Idle;
+
+    impl Actor for Idle {
+        type Msg = SessionMsg;
+        type State = ();
+        type Arguments = ();
+
+        async fn pre_start(
+            &self,
+            _myself: ActorRef<SessionMsg>,
+            _args: (),
+        ) -> Result<(), ActorProcessingErr> {
+            Ok(())
+        }
+    }
+
+    async fn session() -> ActorRef<SessionMsg> {
+        let (actor, _) = Actor::spawn(None, Idle, ()).await.expect("spawned");
+        actor
+    }
+
+    fn device(name: &str) -> DeviceKey {
+        DeviceKey::named(name).expect("a device id")
+    }
+
+    #[tokio::test]
+    async fn sessions_are_found_by_actor_and_the_oldest_beyond_a_limit() {
+        let sessions = LocalSessions::default();
+        let mut actors = Vec::new();
+        for id in 1..=4 {
+            let actor = session().await;
+            sessions.insert(id, 7, device("phone"), actor.clone());
+            actors.push(actor);
+        }
+        let other = session().await;
+        sessions.insert(9, 8, device("laptop"), other.clone());
+
+        assert_eq!(sessions.id_of(actors[2].get_id()), Some(3));
+        assert_eq!(sessions.id_of(other.get_id()), Some(9));
+        // User 7 keeps its 2 newest: the first two registered go.
+        let beyond: Vec<_> = sessions.beyond(7, 2).iter().map(|a| a.get_id()).collect();
+        assert_eq!(beyond, vec![actors[0].get_id(), actors[1].get_id()]);
+        assert!(sessions.beyond(7, 4).is_empty());
+        assert!(sessions.beyond(8, 1).is_empty());
+
+        // Removed, it is found by neither its id nor its actor.
+        assert!(sessions.remove(1));
+        assert!(!sessions.remove(1));
+        assert_eq!(sessions.id_of(actors[0].get_id()), None);
+        assert_eq!(sessions.beyond(7, 2).len(), 1);
+        assert_eq!(sessions.len(), 4);
+        for actor in actors.iter().chain([&other]) {
+            actor.stop(None);
+        }
     }
 }
