@@ -56,7 +56,7 @@ struct Inner {
     waiters: std::sync::Mutex<HashMap<u64, tokio::sync::oneshot::Sender<String>>>,
     /// The running conversation actors. A short synchronous lock: never
     /// held across an await.
-    conversations: std::sync::Mutex<HashMap<ConvId, ActorRef<ConvMsg>>>,
+    conversations: std::sync::Mutex<RunningConversations>,
     /// One lock per conversation being activated, so two commands for it
     /// start one actor while activations of others run concurrently.
     activating: std::sync::Mutex<HashMap<ConvId, Arc<tokio::sync::Mutex<()>>>>,
@@ -140,7 +140,7 @@ impl Cluster {
                 committer,
                 sessions: LocalSessions::default(),
                 waiters: std::sync::Mutex::new(HashMap::new()),
-                conversations: std::sync::Mutex::new(HashMap::new()),
+                conversations: std::sync::Mutex::new(RunningConversations::default()),
                 activating: std::sync::Mutex::new(HashMap::new()),
                 live: RwLock::new(BTreeSet::from([config.node_name.clone()])),
                 placed_on: RwLock::new(Vec::new()),
@@ -421,7 +421,7 @@ impl Cluster {
 
     /// The running conversation actors (poison-tolerant: every update is
     /// one insert or remove).
-    fn convs(&self) -> std::sync::MutexGuard<'_, HashMap<ConvId, ActorRef<ConvMsg>>> {
+    fn convs(&self) -> std::sync::MutexGuard<'_, RunningConversations> {
         self.inner
             .conversations
             .lock()
@@ -521,24 +521,17 @@ impl Cluster {
     /// entry still names it.
     pub(crate) fn actor_gone(&self, actor: ActorId) {
         // Usually the actor's own `post_stop` has unregistered it already.
-        // A session still registered is found by its index (most actors
-        // that end are sessions, and a scan of every session under the
-        // lock that fan-outs take held them up at each disconnect); a
-        // conversation by a scan of the active ones.
+        // Both registries find an actor by an index: the supervisor asks
+        // once for every actor that ends, most of them sessions, and a scan
+        // under the lock that fan-outs (or routing) take held those up at
+        // each disconnect.
         if let Some(session_id) = self.inner.sessions.id_of(actor) {
             self.session_gone(session_id);
             return;
         }
-        let conv = self
-            .convs()
-            .iter()
-            .find(|(_, a)| a.get_id() == actor)
-            .map(|(c, _)| *c);
+        let conv = self.convs().remove_actor(actor);
         if let Some(conv_id) = conv {
-            let mut convs = self.convs();
-            if convs.remove(&conv_id).is_some() {
-                self.inner.metrics.conversations.dec();
-            }
+            self.inner.metrics.conversations.dec();
             self.inner.conv_statuses.forget(conv_id);
         }
     }
@@ -572,7 +565,7 @@ impl Cluster {
     pub(crate) async fn forget_conversation(&self, conv_id: ConvId, actor: ActorId) {
         let mut convs = self.convs();
         if convs.get(&conv_id).is_some_and(|a| a.get_id() == actor) {
-            convs.remove(&conv_id);
+            convs.remove_actor(actor);
             self.inner.metrics.conversations.dec();
         }
     }
@@ -915,5 +908,100 @@ impl ClusterRuntime {
         self.presence.stop(None);
         self.host.stop(None);
         self.server.stop(None);
+    }
+}
+
+/// The conversation actors running on this node, by conversation and by
+/// actor: the supervisor names an actor that ended by its id.
+#[derive(Default)]
+struct RunningConversations {
+    by_conv: HashMap<ConvId, ActorRef<ConvMsg>>,
+    by_actor: HashMap<ActorId, ConvId>,
+}
+
+impl RunningConversations {
+    fn get(&self, conv_id: &ConvId) -> Option<&ActorRef<ConvMsg>> {
+        self.by_conv.get(conv_id)
+    }
+
+    /// Registers `actor` for `conv_id` (in place of a stopped one).
+    fn insert(&mut self, conv_id: ConvId, actor: ActorRef<ConvMsg>) {
+        self.by_actor.insert(actor.get_id(), conv_id);
+        if let Some(old) = self.by_conv.insert(conv_id, actor) {
+            self.by_actor.remove(&old.get_id());
+        }
+    }
+
+    /// Unregisters `actor`, if it is the one registered for its
+    /// conversation: the conversation it ran.
+    fn remove_actor(&mut self, actor: ActorId) -> Option<ConvId> {
+        let conv_id = self.by_actor.remove(&actor)?;
+        if self
+            .by_conv
+            .get(&conv_id)
+            .is_some_and(|a| a.get_id() == actor)
+        {
+            self.by_conv.remove(&conv_id);
+            return Some(conv_id);
+        }
+        None
+    }
+
+    fn values(&self) -> impl Iterator<Item = &ActorRef<ConvMsg>> {
+        self.by_conv.values()
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (&ConvId, &ActorRef<ConvMsg>)> {
+        self.by_conv.iter()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use ractor::{Actor, ActorProcessingErr};
+
+    use super::*;
+
+    /// A stand-in for a conversation actor: only its address matters here.
+    struct Idle;
+
+    impl Actor for Idle {
+        type Msg = ConvMsg;
+        type State = ();
+        type Arguments = ();
+
+        async fn pre_start(
+            &self,
+            _myself: ActorRef<ConvMsg>,
+            _args: (),
+        ) -> Result<(), ActorProcessingErr> {
+            Ok(())
+        }
+    }
+
+    async fn actor() -> ActorRef<ConvMsg> {
+        let (actor, _) = Actor::spawn(None, Idle, ()).await.expect("spawned");
+        actor
+    }
+
+    #[tokio::test]
+    async fn a_conversation_actor_is_found_and_removed_by_its_id() {
+        let mut running = RunningConversations::default();
+        let (first, second, other) = (actor().await, actor().await, actor().await);
+        running.insert(12, first.clone());
+        running.insert(13, other.clone());
+        // A newer actor of conversation 12 takes the place of the first.
+        running.insert(12, second.clone());
+        assert_eq!(running.get(&12).map(|a| a.get_id()), Some(second.get_id()));
+        // The first ending later unregisters nothing.
+        assert_eq!(running.remove_actor(first.get_id()), None);
+        assert!(running.get(&12).is_some());
+        assert_eq!(running.remove_actor(second.get_id()), Some(12));
+        assert!(running.get(&12).is_none());
+        assert_eq!(running.remove_actor(second.get_id()), None);
+        assert_eq!(running.iter().count(), 1);
+        for a in [first, second, other] {
+            a.stop(None);
+        }
     }
 }
