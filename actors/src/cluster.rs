@@ -958,36 +958,14 @@ impl RunningConversations {
 
 #[cfg(test)]
 mod tests {
-    use ractor::{Actor, ActorProcessingErr};
-
     use super::*;
-
-    /// A stand-in for a conversation actor: only its address matters here.
-    struct Idle;
-
-    impl Actor for Idle {
-        type Msg = ConvMsg;
-        type State = ();
-        type Arguments = ();
-
-        async fn pre_start(
-            &self,
-            _myself: ActorRef<ConvMsg>,
-            _args: (),
-        ) -> Result<(), ActorProcessingErr> {
-            Ok(())
-        }
-    }
-
-    async fn actor() -> ActorRef<ConvMsg> {
-        let (actor, _) = Actor::spawn(None, Idle, ()).await.expect("spawned");
-        actor
-    }
+    use crate::test_actor::idle;
 
     #[tokio::test]
     async fn a_conversation_actor_is_found_and_removed_by_its_id() {
         let mut running = RunningConversations::default();
-        let (first, second, other) = (actor().await, actor().await, actor().await);
+        let (first, second, other): (ActorRef<ConvMsg>, ActorRef<ConvMsg>, ActorRef<ConvMsg>) =
+            (idle().await, idle().await, idle().await);
         running.insert(12, first.clone());
         running.insert(13, other.clone());
         // A newer actor of conversation 12 takes the place of the first.

@@ -36,6 +36,8 @@ pub mod registry;
 pub mod session;
 pub mod store_pool;
 pub mod supervisor;
+#[cfg(test)]
+mod test_actor;
 pub mod wire;
 
 use serde::{Deserialize, Serialize};

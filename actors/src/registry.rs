@@ -136,31 +136,8 @@ impl LocalSessions {
 
 #[cfg(test)]
 mod tests {
-    use ractor::{Actor, ActorProcessingErr, ActorRef};
-
     use super::*;
-
-    /// A stand-in for a session actor: only its address matters here.
-    struct Idle;
-
-    impl Actor for Idle {
-        type Msg = SessionMsg;
-        type State = ();
-        type Arguments = ();
-
-        async fn pre_start(
-            &self,
-            _myself: ActorRef<SessionMsg>,
-            _args: (),
-        ) -> Result<(), ActorProcessingErr> {
-            Ok(())
-        }
-    }
-
-    async fn session() -> ActorRef<SessionMsg> {
-        let (actor, _) = Actor::spawn(None, Idle, ()).await.expect("spawned");
-        actor
-    }
+    use crate::test_actor::idle;
 
     fn device(name: &str) -> DeviceKey {
         DeviceKey::named(name).expect("a device id")
@@ -171,11 +148,11 @@ mod tests {
         let sessions = LocalSessions::default();
         let mut actors = Vec::new();
         for id in 1..=4 {
-            let actor = session().await;
+            let actor = idle().await;
             sessions.insert(id, 7, device("phone"), actor.clone());
             actors.push(actor);
         }
-        let other = session().await;
+        let other: ActorRef<SessionMsg> = idle().await;
         sessions.insert(9, 8, device("laptop"), other.clone());
 
         assert_eq!(sessions.id_of(actors[2].get_id()), Some(3));
