@@ -128,6 +128,13 @@ struct QueuedAck {
     reference: Option<String>,
 }
 
+impl QueuedAck {
+    /// What an `error` about it names: its `ref`, else "ack".
+    fn reference(&self) -> &str {
+        self.reference.as_deref().unwrap_or("ack")
+    }
+}
+
 /// The conversation actor.
 pub struct ConversationActor;
 
@@ -470,8 +477,7 @@ impl ConvState {
             Ok(answers) => answers,
             Err(e) => {
                 for (_, q) in &queued {
-                    let reference = q.reference.as_deref().unwrap_or("ack");
-                    self.refuse(&q.from, e.code(), &e.to_string(), reference)
+                    self.refuse(&q.from, e.code(), &e.to_string(), q.reference())
                         .await;
                 }
                 return;
@@ -488,8 +494,7 @@ impl ConvState {
                 Ok((_, false)) => {}
                 Err(e) => {
                     let e = Error::from(e);
-                    let reference = q.reference.as_deref().unwrap_or("ack");
-                    self.refuse(&q.from, e.code(), &e.to_string(), reference)
+                    self.refuse(&q.from, e.code(), &e.to_string(), q.reference())
                         .await;
                 }
             }
