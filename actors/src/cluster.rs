@@ -24,6 +24,7 @@ use crate::conversation::{ConvMsg, ConversationActor};
 use crate::events::{ClusterEvent, Events};
 use crate::frames::{ErrorCode, ServerFrame};
 use crate::host::{HostActor, HostMsg};
+use crate::indexer::Indexer;
 use crate::metrics::Metrics;
 use crate::outbound::SharedText;
 use crate::presence::PresenceActor;
@@ -50,6 +51,8 @@ struct Inner {
     metrics: Arc<Metrics>,
     push: PushService,
     committer: Committer,
+    /// The search index follower, told of conversations whose index lags.
+    indexer: Indexer,
     sessions: LocalSessions,
     /// HTTP requests waiting for a conversation actor's answer, by the
     /// session id each borrowed for its reply address.
@@ -115,7 +118,13 @@ impl Cluster {
             metrics.storage_queued.clone(),
         )
         .map_err(|e| Error::Spawn(format!("storage threads: {e}")))?;
-        let committer = Committer::start(pool.clone(), metrics.clone(), config.max_batch);
+        let indexer = Indexer::start(pool.clone(), metrics.clone());
+        let committer = Committer::start(
+            pool.clone(),
+            metrics.clone(),
+            config.max_batch,
+            indexer.clone(),
+        );
         let users_scope = format!("{}/users", config.cluster_name);
         let scope = users_scope.clone();
         let push = PushService::start(
@@ -138,6 +147,7 @@ impl Cluster {
                 metrics,
                 push,
                 committer,
+                indexer,
                 sessions: LocalSessions::default(),
                 waiters: std::sync::Mutex::new(HashMap::new()),
                 conversations: std::sync::Mutex::new(RunningConversations::default()),
@@ -255,6 +265,11 @@ impl Cluster {
     /// The node's message writer.
     pub fn committer(&self) -> &Committer {
         &self.inner.committer
+    }
+
+    /// The node's search index follower.
+    pub fn indexer(&self) -> &Indexer {
+        &self.inner.indexer
     }
 
     /// The sessions connected to this node.

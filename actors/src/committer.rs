@@ -25,6 +25,7 @@ use storage::chat::{AckBatch, AckResults, AppendOutcome, AppendRequest, ChatStor
 use storage::chat::{MAX_INDEXED_WORDS, MAX_WORD_BYTES};
 use tokio::sync::{mpsc, oneshot};
 
+use crate::indexer::Indexer;
 use crate::metrics::Metrics;
 use crate::store_pool::StorePool;
 
@@ -107,10 +108,16 @@ pub struct Committer {
 
 impl Committer {
     /// Starts the writer; a transaction carries at most `max_messages`
-    /// messages (one conversation's batch is never split).
-    pub fn start(store: StorePool, metrics: Arc<Metrics>, max_messages: usize) -> Self {
+    /// messages (one conversation's batch is never split). The
+    /// conversations it commits to are marked for `indexer`.
+    pub fn start(
+        store: StorePool,
+        metrics: Arc<Metrics>,
+        max_messages: usize,
+        indexer: Indexer,
+    ) -> Self {
         let (jobs, rx) = mpsc::channel(4096);
-        tokio::spawn(run(store, metrics, max_messages.max(1), rx));
+        tokio::spawn(run(store, metrics, max_messages.max(1), indexer, rx));
         Self { jobs }
     }
 
@@ -152,6 +159,7 @@ async fn run(
     store: StorePool,
     metrics: Arc<Metrics>,
     max_messages: usize,
+    indexer: Indexer,
     mut rx: mpsc::Receiver<Job>,
 ) {
     while let Some(first) = rx.recv().await {
@@ -191,6 +199,7 @@ async fn run(
                 }
             }
         }
+        let convs: Vec<_> = appends.iter().map(|r| r.conv_id).collect();
         let started = Instant::now();
         let results = store.run(move |store| commit(store, appends, acks)).await;
         metrics.commit_batches.inc();
@@ -201,6 +210,14 @@ async fn run(
             .inc_by(u64::try_from(took.as_micros()).unwrap_or(u64::MAX));
         match results {
             Ok((appended, acked)) => {
+                // What the index follower has to catch up with.
+                indexer.mark(convs.into_iter().zip(&appended).filter_map(|(c, r)| {
+                    let new = r.iter().flatten().flatten();
+                    let any = new
+                        .into_iter()
+                        .any(|o| matches!(o, AppendOutcome::Appended(m) if !m.is_event()));
+                    any.then_some(c)
+                }));
                 for (reply, result) in append_replies.into_iter().zip(appended) {
                     let _ = reply.send(result);
                 }

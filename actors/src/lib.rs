@@ -8,6 +8,7 @@
 //! - [`presence`]: turns process-group changes into presence frames;
 //! - [`push`]: notifications for users with no live session;
 //! - [`committer`]: the node's one message writer (group commit);
+//!   [`indexer`]: the search index, built after the commit;
 //! - [`supervisor`]: cleans up after conversation and session actors that die;
 //! - [`host`]: each node's mailbox for its peers; [`wire`]: what they say;
 //! - [`membership`]: leases and reconnection; [`placement`]: rendezvous hashing;
@@ -25,6 +26,7 @@ pub mod error;
 pub mod events;
 pub mod frames;
 pub mod host;
+pub mod indexer;
 pub mod lease_clock;
 pub mod membership;
 pub mod metrics;

@@ -19,6 +19,16 @@ pub struct Metrics {
     /// Microseconds spent in writer transactions, summed (the admin view's
     /// mean commit latency: the histogram's sum is not readable here).
     pub commit_micros: Counter,
+    /// Steps of the search index follower (one transaction each).
+    pub index_steps: Counter,
+    /// Microseconds spent in index follower steps, summed.
+    pub index_micros: Counter,
+    /// Log rows (messages and events) the index follower went over.
+    pub log_rows_indexed: Counter,
+    /// Conversations waiting for the index follower.
+    pub index_backlog: Gauge,
+    /// Times the index follower panicked and was restarted.
+    pub index_restarts: Counter,
     /// Frames queued to this node's WebSocket sessions.
     pub frames_delivered: Counter,
     /// Connected WebSocket sessions on this node.
@@ -97,6 +107,11 @@ impl Metrics {
             commit_batches: Counter::default(),
             commit_seconds: Histogram::new(exponential_buckets(0.0001, 2.0, 16)),
             commit_micros: Counter::default(),
+            index_steps: Counter::default(),
+            index_micros: Counter::default(),
+            log_rows_indexed: Counter::default(),
+            index_backlog: Gauge::default(),
+            index_restarts: Counter::default(),
             frames_delivered: Counter::default(),
             sessions: Gauge::default(),
             conversations: Gauge::default(),
@@ -145,6 +160,31 @@ impl Metrics {
             "commit_micros",
             "Microseconds spent in append transactions",
             m.commit_micros.clone(),
+        );
+        r.register(
+            "index_steps",
+            "Steps (transactions) of the search index follower",
+            m.index_steps.clone(),
+        );
+        r.register(
+            "index_micros",
+            "Microseconds spent in search index follower steps",
+            m.index_micros.clone(),
+        );
+        r.register(
+            "log_rows_indexed",
+            "Log rows the search index follower went over",
+            m.log_rows_indexed.clone(),
+        );
+        r.register(
+            "index_backlog",
+            "Conversations waiting for the search index follower",
+            m.index_backlog.clone(),
+        );
+        r.register(
+            "index_restarts",
+            "Times the search index follower panicked and was restarted",
+            m.index_restarts.clone(),
         );
         r.register(
             "frames_delivered",

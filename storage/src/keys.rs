@@ -39,11 +39,18 @@
 //! | `mention` | (user_id, conv_id, seq) | `()`: the message mentions the user |
 //! | `mute` | (user_id, conv_id) | [`Mute`](crate::chat::model::Mute) |
 //! | `search` | (conv_id, token, sent_at, seq) | `()`: inverted index of text messages |
+//! | `search_cursor` | (conv_id) | `u64` seq: every message up to it is in `search` (or needs no row) |
 //!
 //! Schema 3 added the message kinds (edit, delete, reaction events),
 //! replies, mentions and tombstones to [`Message`](crate::chat::model::Message)
 //! and the six families above; a schema-2 store is migrated at open
 //! ([`crate::chat::migrate`]).
+//!
+//! Schema 4 builds the search index after the commit instead of in the
+//! message's own transaction: `search_cursor` says how far the follower
+//! ([`crate::chat::ChatStore::index_pending`]) got. A schema-3 store indexed
+//! every message in its transaction, so migrating sets each conversation's
+//! cursor to the last seq of its log.
 //!
 //! `user_by_skeleton` was added without a version bump: a store that lacks
 //! it is indexed once at open (marker [`meta::SKELETONS_INDEXED`]).
@@ -51,7 +58,7 @@
 use foundationdb_tuple::{Subspace, TuplePack};
 
 /// The schema version this build reads and writes.
-pub const SCHEMA_VERSION: u32 = 3;
+pub const SCHEMA_VERSION: u32 = 4;
 
 /// The tuple element every Parley key starts with.
 const ROOT: &str = "parley";
@@ -190,8 +197,14 @@ families! {
     /// Muted conversations of each user.
     MUTE = "mute";
     /// Full-text index: each word of each text message, per conversation,
-    /// newest last, written in the message's own transaction.
+    /// newest last, written after the commit by the index follower (up to
+    /// [`SEARCH_CURSOR`]); edits and deletions of indexed messages update
+    /// it in their own transaction.
     SEARCH = "search";
+    /// How far the search index follower got in each conversation: every
+    /// message at or below this seq is indexed. Searches scan the log
+    /// above it directly, so a message is findable once committed.
+    SEARCH_CURSOR = "search_cursor";
 }
 
 /// Names of the counters and markers in [`META`].

@@ -2149,3 +2149,211 @@ fn edits_reactions_and_mentions_stop_at_their_limits() {
         .append(g, epoch, seq, &event(a.id, "ra", kind, ""))
         .expect("another member's reaction");
 }
+
+/// The search index rows of message `seq` of `conv` (their words).
+fn index_rows(f: &Fixture, conv: u64, seq: u64) -> Vec<String> {
+    let (begin, end) = storage::keys::SEARCH.range(&(conv,));
+    f.store
+        .db()
+        .read(|tx| tx.get_range(&begin, &end, RangeOptions::default()))
+        .expect("index rows")
+        .into_iter()
+        .filter_map(|(k, _)| {
+            let (_, word, _, s): (u64, String, u64, u64) =
+                storage::keys::SEARCH.unpack(&k).expect("index key");
+            (s == seq).then_some(word)
+        })
+        .collect()
+}
+
+/// Runs the index follower over `convs` until it has nothing left.
+fn index_all(f: &Fixture, convs: &[u64]) -> usize {
+    let mut rows = 0;
+    loop {
+        let steps = f.store.index_pending(convs, 2).expect("index step");
+        rows += steps.iter().map(|s| s.messages).sum::<usize>();
+        if steps.iter().all(|s| !s.more) {
+            return rows;
+        }
+    }
+}
+
+#[test]
+fn a_message_is_found_the_moment_it_is_committed_and_after_the_follower_indexes_it() {
+    let f = fixture();
+    let (a, b) = (f.user("alice"), f.user("bob"));
+    let conv = f.store.open_direct(a.id, b.id).expect("direct").id;
+    let epoch = f.store.activate_conversation(conv).expect("activate").epoch;
+    for (seq, body) in [
+        (1, "meet at the quarry"),
+        (2, "bring rope"),
+        (3, "quarry gate code"),
+    ] {
+        f.tick(1);
+        f.store
+            .append(conv, epoch, seq, &msg(a.id, &format!("c{seq}"), body))
+            .expect("send");
+    }
+    let found = |q: &str| -> Vec<u64> {
+        f.store
+            .search(b.id, q, None, 10)
+            .expect("search")
+            .hits
+            .iter()
+            .map(|h| h.message.seq)
+            .collect()
+    };
+    // Nothing indexed yet: the commit wrote no index row, and the search
+    // finds the messages in the log above the cursor.
+    assert!(
+        index_rows(&f, conv, 1).is_empty(),
+        "indexed in the message's transaction"
+    );
+    assert_eq!(found("quarry"), [3, 1]);
+    // The follower, in steps of two rows: three rows, then nothing more.
+    assert_eq!(index_all(&f, &[conv]), 3);
+    assert_eq!(index_rows(&f, conv, 3).len(), 3);
+    assert_eq!(found("quarry"), [3, 1]);
+    assert_eq!(found("quarry gate"), [3]);
+    // Run again (a restart after a crash): nothing new, the same rows.
+    let again = f.store.index_pending(&[conv], 10).expect("again");
+    assert_eq!(
+        (again[0].messages, again[0].cursor, again[0].more),
+        (0, 3, false)
+    );
+    // A later message is found before the follower reaches it, next to
+    // indexed ones, and pages through both.
+    f.tick(1);
+    f.store
+        .append(conv, epoch, 4, &msg(b.id, "c4", "quarry is closed"))
+        .expect("send");
+    assert_eq!(found("quarry"), [4, 3, 1]);
+    let mut cursor = None;
+    let mut paged = Vec::new();
+    loop {
+        let page = f
+            .store
+            .search(a.id, "quarry", cursor.as_deref(), 1)
+            .expect("page");
+        paged.extend(page.hits.iter().map(|h| h.message.seq));
+        match page.next_cursor {
+            Some(c) => cursor = Some(c),
+            None => break,
+        }
+    }
+    assert_eq!(paged, [4, 3, 1]);
+}
+
+#[test]
+fn edits_and_deletions_never_show_old_text_before_or_after_the_follower() {
+    use storage::chat::MessageKind as K;
+    for index_first in [false, true] {
+        let f = fixture();
+        let (a, b) = (f.user("alice"), f.user("bob"));
+        let conv = f.store.open_direct(a.id, b.id).expect("direct").id;
+        let epoch = f.store.activate_conversation(conv).expect("activate").epoch;
+        f.store
+            .append(conv, epoch, 1, &msg(a.id, "s1", "walrus ledger"))
+            .expect("send");
+        f.store
+            .append(conv, epoch, 2, &msg(a.id, "s2", "walrus accounts"))
+            .expect("send");
+        if index_first {
+            index_all(&f, &[conv]);
+        }
+        f.store
+            .append(
+                conv,
+                epoch,
+                3,
+                &event(a.id, "e1", K::Edit { target: 1 }, "narwhal ledger"),
+            )
+            .expect("edit");
+        f.store
+            .append(
+                conv,
+                epoch,
+                4,
+                &event(a.id, "d1", K::Delete { target: 2 }, ""),
+            )
+            .expect("delete");
+        let found = |q: &str| -> Vec<u64> {
+            f.store
+                .search(b.id, q, None, 10)
+                .expect("search")
+                .hits
+                .iter()
+                .map(|h| h.message.seq)
+                .collect()
+        };
+        for indexed in [index_first, true] {
+            let when = if indexed {
+                "indexed"
+            } else {
+                "not yet indexed"
+            };
+            assert!(
+                found("walrus").is_empty(),
+                "{when}: old or deleted text found"
+            );
+            assert!(found("accounts").is_empty(), "{when}: deleted text found");
+            assert_eq!(found("narwhal"), [1], "{when}: edited text not found");
+            // The deleted message left no word in the index; the edited
+            // one holds its current words only.
+            assert!(index_rows(&f, conv, 2).is_empty(), "{when}");
+            let mut words = index_rows(&f, conv, 1);
+            words.sort();
+            assert!(
+                words.is_empty() || words == ["ledger", "narwhal"],
+                "{when}: {words:?}"
+            );
+            index_all(&f, &[conv]);
+        }
+    }
+}
+
+#[test]
+fn a_schema_3_store_is_migrated_with_its_index_complete() {
+    let (db, _guard) = open_store();
+    let store = ChatStore::open(db.clone(), Limits::default()).expect("open");
+    let register = |name: &str| {
+        store
+            .register(&NewUser {
+                name: name.into(),
+                phone: None,
+                password: "correct horse".into(),
+            })
+            .expect("register")
+    };
+    let (a, b) = (register("alice"), register("bob"));
+    let conv = store.open_direct(a.id, b.id).expect("direct").id;
+    let epoch = store.activate_conversation(conv).expect("activate").epoch;
+    for seq in 1..=3u64 {
+        store
+            .append(
+                conv,
+                epoch,
+                seq,
+                &msg(a.id, &format!("m{seq}"), "gazebo plans"),
+            )
+            .expect("send");
+    }
+    // As schema 3 left it: every message indexed in its transaction, no
+    // cursor rows.
+    store.index_pending(&[conv], 10).expect("index");
+    let version = storage::keys::META.key(&(storage::keys::meta::SCHEMA_VERSION,));
+    let three = bincode::serde::encode_to_vec(3u32, bincode::config::standard()).expect("encode");
+    let (cb, ce) = storage::keys::SEARCH_CURSOR.all();
+    db.run(|tx| {
+        tx.clear_range(&cb, &ce)?;
+        tx.set(&version, &three)
+    })
+    .expect("write a schema-3 store");
+    let store = ChatStore::open(db.clone(), Limits::default()).expect("migrating open");
+    // The cursor starts at the last seq: nothing is indexed twice.
+    let step = store.index_pending(&[conv], 10).expect("index");
+    assert_eq!((step[0].messages, step[0].cursor), (0, 3));
+    let hits = store.search(b.id, "gazebo", None, 10).expect("search").hits;
+    assert_eq!(hits.len(), 3);
+    ChatStore::open(db, Limits::default()).expect("reopens at the new version");
+}

@@ -183,20 +183,27 @@ pub(crate) fn edit(
         body: std::mem::take(&mut m.body),
         since: m.edited_at.unwrap_or(m.sent_at),
     };
-    super::search::unindex(
-        tx,
-        &Message {
-            body: replaced.body.clone(),
-            ..m.clone()
-        },
-    )?;
+    // An indexed message is reindexed here; one the follower has not
+    // reached yet it will index by the text it finds then.
+    let indexed = super::search::is_indexed(tx, conv_id, target)?;
+    if indexed {
+        super::search::unindex(
+            tx,
+            &Message {
+                body: replaced.body.clone(),
+                ..m.clone()
+            },
+        )?;
+    }
     put(tx, keys::MSG_VERSION, &(conv_id, target, seq), &replaced)?;
     forget_mentions(tx, &m)?;
     m.body = body.to_owned();
     m.edited_at = Some(now);
     m.mentions = mentions(tx, conv_id, author, body)?;
     note_mentions(tx, &m)?;
-    super::search::index(tx, &m)?;
+    if indexed {
+        super::search::index(tx, &m)?;
+    }
     put(tx, keys::MSG, &(conv_id, target), &m)?;
     refresh_preview(meta, &m);
     Ok(m.mentions)
@@ -225,7 +232,11 @@ pub(crate) fn delete(
             ));
         }
     }
-    super::search::unindex(tx, &m)?;
+    // Its words leave the index before the deletion is acknowledged; the
+    // follower never indexes a deleted message.
+    if super::search::is_indexed(tx, conv_id, target)? {
+        super::search::unindex(tx, &m)?;
+    }
     let (begin, end) = keys::MSG_VERSION.range(&(conv_id, target));
     for (key, _) in tx.get_range(&begin, &end, RangeOptions::default())? {
         let (_, _, edit_seq): (ConvId, Seq, Seq) = keys::MSG_VERSION.unpack(&key)?;

@@ -526,10 +526,10 @@ fn append_in(
                 reactions: Vec::new(),
             };
             put(tx, keys::MSG, &(conv_id, seq), &message)?;
+            // The search index follows the log (`search::index_pending`).
             if event {
                 put(tx, keys::MSG_EVENT, &(conv_id, seq), &())?;
             } else {
-                super::search::index(tx, &message)?;
                 super::events::note_mentions(tx, &message)?;
             }
             put(

@@ -41,7 +41,8 @@ pub use model::*;
 pub use push::{subscription_id, PushRecipient};
 pub use receipts::{AckBatch, AckKind, AckRequest, AckResults, MemberReceipt};
 pub use search::{
-    index_words, SearchHit, SearchPage, TextFragment, MAX_INDEXED_WORDS, MAX_WORD_BYTES,
+    index_words, IndexStep, SearchHit, SearchPage, TextFragment, MAX_INDEXED_WORDS, MAX_TAIL_SCAN,
+    MAX_WORD_BYTES,
 };
 pub use users::NewUser;
 

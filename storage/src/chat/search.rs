@@ -1,11 +1,24 @@
 //! Full-text search over the messages a user may read.
 //!
 //! The index is part of the key space (family `search`), so it works on
-//! every backend and is written in the same transaction as the message it
-//! indexes: a committed message is findable, an erased one is not. A row is
-//! `(conv_id, word, sent_at, seq)`, so within a conversation and a word the
-//! rows run oldest to newest, and a reverse range read gives the newest
-//! matches first.
+//! every backend. A row is `(conv_id, word, sent_at, seq)`, so within a
+//! conversation and a word the rows run oldest to newest, and a reverse
+//! range read gives the newest matches first.
+//!
+//! The index follows the message log instead of riding in each message's
+//! transaction (that made a message touch two or more scattered pages
+//! more): the node's follower calls [`ChatStore::index_pending`], which
+//! indexes a conversation's messages above its `search_cursor` in batches
+//! and moves the cursor in the same transaction (so a rerun after a crash
+//! writes the same rows again, harmlessly). What users see does not lag:
+//! - a search reads the index up to the cursor and scans the log above it,
+//!   so a message is findable as soon as its `sent` arrives;
+//! - every candidate is checked against the message as it is now, so an
+//!   edited or deleted text is never found by its old words;
+//! - an edit or deletion of an indexed message updates the index in its own
+//!   transaction (a deletion erases the words before it is acknowledged);
+//!   the follower never indexes a deleted message, and indexes an edited
+//!   one by its current text.
 //!
 //! Words are maximal runs of letters and digits, in NFKC form and
 //! lowercased: the same function makes index and query words, so `Ｈｅｌｌｏ`
@@ -24,6 +37,18 @@ use crate::{Error, RangeOptions, Result, Transaction};
 
 /// Longest indexed word, in bytes; longer words are cut (at a character).
 pub const MAX_WORD_BYTES: usize = 64;
+/// Log rows a search scans above a conversation's cursor, at most: the
+/// follower keeps the unindexed tail far shorter; past this many, the
+/// newest are scanned and the page ends where the scan stopped.
+pub const MAX_TAIL_SCAN: usize = 2_048;
+
+/// Bytes of log read and index rows written after which one
+/// [`ChatStore::index_pending`] step leaves the remaining conversations to
+/// the next. One conversation's part can add at most `max_per_conv`
+/// messages of at most [`MAX_INDEXED_WORDS`] rows each on top, so a step
+/// stays far inside FoundationDB's 10 MB transactions.
+pub const INDEX_STEP_BYTES: usize = 1024 * 1024;
+
 /// Most distinct words indexed per message: bounds the index rows one
 /// message can write (a 4 KiB message of one-letter words would otherwise
 /// write a thousand).
@@ -103,18 +128,45 @@ pub fn index_words(text: &str) -> Vec<String> {
         .collect()
 }
 
-/// Indexes a text message (a no-op for events and tombstones).
-pub(crate) fn index(tx: &mut dyn Transaction, m: &Message) -> Result<()> {
+/// Indexes a text message (a no-op for events and tombstones); the bytes
+/// of key it wrote.
+pub(crate) fn index(tx: &mut dyn Transaction, m: &Message) -> Result<usize> {
     if m.is_event() || m.deleted_at.is_some() {
-        return Ok(());
+        return Ok(0);
     }
+    let mut written = 0;
     for word in index_words(&m.body) {
-        tx.set(
-            &keys::SEARCH.key(&(m.conv_id, &word, m.sent_at, m.seq)),
-            &[],
-        )?;
+        let key = keys::SEARCH.key(&(m.conv_id, &word, m.sent_at, m.seq));
+        written += key.len();
+        tx.set(&key, &[])?;
     }
-    Ok(())
+    Ok(written)
+}
+
+/// How far the index follower got in `conv_id`: every message up to the
+/// returned seq is indexed (0: none yet).
+pub(crate) fn cursor(tx: &mut dyn Transaction, conv_id: ConvId) -> Result<Seq> {
+    Ok(get(tx, keys::SEARCH_CURSOR, &(conv_id,))?.unwrap_or(0))
+}
+
+/// Whether message `seq` of `conv_id` is in the index already (so an edit
+/// or deletion must update the index itself; otherwise the follower will
+/// index the message as it is then).
+pub(crate) fn is_indexed(tx: &mut dyn Transaction, conv_id: ConvId, seq: Seq) -> Result<bool> {
+    Ok(seq <= cursor(tx, conv_id)?)
+}
+
+/// What one conversation's step of [`ChatStore::index_pending`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IndexStep {
+    /// The conversation.
+    pub conv_id: ConvId,
+    /// Log rows read (messages and events).
+    pub messages: usize,
+    /// Its cursor after the step (0 when the step left it for the next).
+    pub cursor: Seq,
+    /// Whether more of its log waits above the cursor.
+    pub more: bool,
 }
 
 /// Removes a text message's words from the index (before an edit replaces
@@ -173,6 +225,55 @@ fn fragments(text: &str, query: &HashSet<String>) -> Vec<TextFragment> {
 }
 
 impl ChatStore {
+    /// The index follower's step: for each conversation, indexes at most
+    /// `max_per_conv` log rows above its cursor and moves the cursor over
+    /// them, all in one transaction. Deleted messages and events write no
+    /// row; an edited message is indexed by its current text. Idempotent:
+    /// after a crash, the next step starts from the committed cursor.
+    ///
+    /// A step stops taking conversations once it read [`INDEX_STEP_BYTES`]
+    /// of log (each conversation's part bounded by `max_per_conv` rows):
+    /// the rest come back with `more` set and nothing done, so one step
+    /// stays well inside FoundationDB's transaction limits.
+    pub fn index_pending(&self, convs: &[ConvId], max_per_conv: usize) -> Result<Vec<IndexStep>> {
+        let max = max_per_conv.max(1);
+        self.db().run_idempotent(|tx| {
+            let mut steps = Vec::with_capacity(convs.len());
+            let mut read = 0;
+            for &conv_id in convs {
+                if read >= INDEX_STEP_BYTES {
+                    steps.push(IndexStep {
+                        conv_id,
+                        messages: 0,
+                        cursor: 0,
+                        more: true,
+                    });
+                    continue;
+                }
+                let from = cursor(tx, conv_id)?;
+                let (_, end) = keys::MSG.range(&(conv_id,));
+                let begin = keys::MSG.key(&(conv_id, from.saturating_add(1)));
+                let rows = tx.get_range(&begin, &end, RangeOptions::forward(max))?;
+                let mut step = IndexStep {
+                    conv_id,
+                    messages: rows.len(),
+                    cursor: from,
+                    more: rows.len() == max,
+                };
+                for (_, value) in &rows {
+                    let m: Message = crate::codec::decode(keys::MSG.name, value)?;
+                    read += value.len() + index(tx, &m)?;
+                    step.cursor = step.cursor.max(m.seq);
+                }
+                if step.cursor > from {
+                    super::put(tx, keys::SEARCH_CURSOR, &(conv_id,), &step.cursor)?;
+                }
+                steps.push(step);
+            }
+            Ok(steps)
+        })
+    }
+
     /// Messages of the user's conversations holding every word of `query`,
     /// newest first, `limit` at most (clamped to the page limit), after
     /// `cursor` (the previous page's `next_cursor`).
@@ -182,9 +283,11 @@ impl ChatStore {
     /// received. Deleted messages are never found; edited ones by their
     /// current text.
     ///
-    /// Work per call: one reverse range read of at most `limit + 1` index
-    /// rows per conversation of the user (for the query's longest word),
-    /// then one read per candidate until the page is full.
+    /// Work per call, per conversation of the user: its cursor, one
+    /// reverse range read of at most `limit + 1` index rows (for the
+    /// query's longest word) and one of the log above the cursor (at most
+    /// [`MAX_TAIL_SCAN`] rows, usually none); then one read per candidate
+    /// until the page is full.
     pub fn search(
         &self,
         user_id: UserId,
@@ -264,8 +367,22 @@ impl ChatStore {
                 if rows.len() == scan {
                     frontier = frontier.max(oldest);
                 }
+                // The log above the cursor, not yet indexed: read-your-writes.
+                let tail = unindexed_tail(tx, conv_id, &driver)?;
+                if tail.cut_at.is_some() {
+                    frontier = frontier.max(tail.cut_at);
+                }
+                candidates.extend(
+                    tail.matches
+                        .into_iter()
+                        .filter(|&(_, _, seq)| seq > joined.joined_seq)
+                        .filter(|&p| cursor.is_none_or(|c| p < c)),
+                );
             }
             candidates.sort_unstable_by(|a, b| b.cmp(a));
+            // A message both indexed and above the cursor (a cursor set
+            // behind rows already written) is one result.
+            candidates.dedup();
             let mut hits = Vec::new();
             let mut last = None;
             for position in candidates {
@@ -297,6 +414,43 @@ impl ChatStore {
             Ok(SearchPage { hits, next_cursor })
         })
     }
+}
+
+/// The part of a search done on the log above a conversation's cursor.
+struct Tail {
+    /// Positions of text messages holding the driving word.
+    matches: Vec<Position>,
+    /// Where the scan stopped when the tail was longer than
+    /// [`MAX_TAIL_SCAN`]: older positions were not examined.
+    cut_at: Option<Position>,
+}
+
+/// Scans the not-yet-indexed messages of `conv_id`, newest first, for
+/// `driver` (one of the query's words; the caller checks the rest).
+fn unindexed_tail(tx: &mut dyn Transaction, conv_id: ConvId, driver: &str) -> Result<Tail> {
+    let from = cursor(tx, conv_id)?;
+    let (_, end) = keys::MSG.range(&(conv_id,));
+    let begin = keys::MSG.key(&(conv_id, from.saturating_add(1)));
+    let rows = tx.get_range(&begin, &end, RangeOptions::reverse(MAX_TAIL_SCAN))?;
+    let mut tail = Tail {
+        matches: Vec::new(),
+        cut_at: None,
+    };
+    let full = rows.len() == MAX_TAIL_SCAN;
+    for (_, value) in &rows {
+        let m: Message = crate::codec::decode(keys::MSG.name, value)?;
+        let position = (m.sent_at, conv_id, m.seq);
+        if full {
+            tail.cut_at = Some(position);
+        }
+        if m.is_event() || m.deleted_at.is_some() {
+            continue;
+        }
+        if words(&m.body).iter().any(|(_, _, w)| w == driver) {
+            tail.matches.push(position);
+        }
+    }
+    Ok(tail)
 }
 
 #[cfg(test)]

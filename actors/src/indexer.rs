@@ -1,0 +1,156 @@
+//! The search index follower: builds the index after the commit.
+//!
+//! A message's own transaction no longer writes its search rows (two or
+//! more scattered pages per message). Instead the node's writer marks the
+//! conversations it committed to, and this task, a moment later, indexes
+//! their new messages in one transaction per step
+//! ([`ChatStore::index_pending`](storage::chat::ChatStore::index_pending)),
+//! many conversations at once, moving each conversation's cursor with its
+//! rows. Searches read the log above the cursor themselves, so nothing a
+//! user sent is ever missing from a search while this task catches up.
+//!
+//! Crash safety lives in the store, not here: the cursor moves in the same
+//! transaction as the rows it covers, so after a kill -9 the next step
+//! starts where the last committed one ended. A conversation whose tail was
+//! left unindexed by a crash is marked again when its actor activates.
+//!
+//! The task is restarted if it panics (logged as an error and counted in
+//! `parley_index_restarts_total`), so the index never silently stops
+//! following the log.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use storage::chat::ConvId;
+use tokio::sync::Notify;
+
+use crate::metrics::Metrics;
+use crate::store_pool::StorePool;
+
+/// How long the follower lets marks gather after the first one, so that
+/// one step covers many commits (and, on SQLite, takes the writer's turn
+/// once rather than after every commit).
+pub const GATHER: Duration = Duration::from_millis(50);
+
+/// Conversations per step.
+const CONVS_PER_STEP: usize = 128;
+
+/// Log rows per conversation per step; a conversation with more is
+/// marked again and continues in the next step.
+const ROWS_PER_CONV: usize = 256;
+
+/// How long the follower waits after a failed step before trying again.
+const RETRY_AFTER: Duration = Duration::from_millis(500);
+
+/// The conversations whose log has rows the index does not have yet.
+#[derive(Default)]
+struct Backlog {
+    dirty: Mutex<HashSet<ConvId>>,
+    wake: Notify,
+}
+
+impl Backlog {
+    fn take(&self) -> Vec<ConvId> {
+        match self.dirty.lock() {
+            Ok(mut dirty) => dirty.drain().collect(),
+            Err(poisoned) => poisoned.into_inner().drain().collect(),
+        }
+    }
+
+    fn mark(&self, convs: impl IntoIterator<Item = ConvId>) -> usize {
+        let mut dirty = match self.dirty.lock() {
+            Ok(dirty) => dirty,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        dirty.extend(convs);
+        dirty.len()
+    }
+}
+
+/// Handle on the node's index follower. Cheap to clone.
+#[derive(Clone)]
+pub struct Indexer {
+    backlog: Arc<Backlog>,
+    metrics: Arc<Metrics>,
+}
+
+impl Indexer {
+    /// Starts the follower (and its restart-on-panic loop).
+    pub fn start(store: StorePool, metrics: Arc<Metrics>) -> Self {
+        let backlog = Arc::new(Backlog::default());
+        let indexer = Self {
+            backlog: backlog.clone(),
+            metrics: metrics.clone(),
+        };
+        tokio::spawn(async move {
+            loop {
+                let task = tokio::spawn(run(store.clone(), metrics.clone(), backlog.clone()));
+                match task.await {
+                    Ok(()) => return,
+                    Err(e) if e.is_panic() => {
+                        metrics.index_restarts.inc();
+                        tracing::error!(error = %e, "the search index follower panicked; restarting it");
+                        // Whatever it held is still in the store above the
+                        // cursors; marks made meanwhile are in the backlog.
+                        backlog.wake.notify_one();
+                    }
+                    Err(_) => return,
+                }
+            }
+        });
+        indexer
+    }
+
+    /// Notes that `convs` have committed messages the index lacks.
+    pub fn mark(&self, convs: impl IntoIterator<Item = ConvId>) {
+        let waiting = self.backlog.mark(convs);
+        self.metrics
+            .index_backlog
+            .set(i64::try_from(waiting).unwrap_or(i64::MAX));
+        self.backlog.wake.notify_one();
+    }
+}
+
+async fn run(store: StorePool, metrics: Arc<Metrics>, backlog: Arc<Backlog>) {
+    loop {
+        backlog.wake.notified().await;
+        tokio::time::sleep(GATHER).await;
+        let convs = backlog.take();
+        metrics.index_backlog.set(0);
+        for chunk in convs.chunks(CONVS_PER_STEP) {
+            let work = chunk.to_vec();
+            let started = Instant::now();
+            let result = store
+                .run(move |store| store.index_pending(&work, ROWS_PER_CONV))
+                .await;
+            metrics.index_steps.inc();
+            metrics
+                .index_micros
+                .inc_by(u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX));
+            let again: Vec<ConvId> = match result {
+                Ok(Ok(steps)) => {
+                    let rows: usize = steps.iter().map(|s| s.messages).sum();
+                    metrics
+                        .log_rows_indexed
+                        .inc_by(u64::try_from(rows).unwrap_or(u64::MAX));
+                    steps.iter().filter(|s| s.more).map(|s| s.conv_id).collect()
+                }
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, "search index step failed; retrying");
+                    tokio::time::sleep(RETRY_AFTER).await;
+                    chunk.to_vec()
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "search index step not run; retrying");
+                    tokio::time::sleep(RETRY_AFTER).await;
+                    chunk.to_vec()
+                }
+            };
+            if !again.is_empty() {
+                backlog.mark(again);
+                backlog.wake.notify_one();
+            }
+        }
+    }
+}
