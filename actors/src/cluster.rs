@@ -118,11 +118,19 @@ impl Cluster {
             metrics.storage_queued.clone(),
         )
         .map_err(|e| Error::Spawn(format!("storage threads: {e}")))?;
-        let indexer = Indexer::start(pool.clone(), metrics.clone());
+        let indexer = Indexer::start(pool.clone(), metrics.clone(), config.index_delay);
+        // One transaction at a time where the engine serializes writers
+        // anyway (SQLite); several where they run concurrently.
+        let pipeline = if store.db().serializes_writers() {
+            1
+        } else {
+            config.commit_pipeline.max(1)
+        };
         let committer = Committer::start(
             pool.clone(),
             metrics.clone(),
             config.max_batch,
+            pipeline,
             indexer.clone(),
         );
         let users_scope = format!("{}/users", config.cluster_name);

@@ -23,7 +23,7 @@ use std::time::Instant;
 
 use storage::chat::{AckBatch, AckResults, AppendOutcome, AppendRequest, ChatStore, NewMessage};
 use storage::chat::{MAX_INDEXED_WORDS, MAX_WORD_BYTES};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, Semaphore};
 
 use crate::indexer::Indexer;
 use crate::metrics::Metrics;
@@ -110,14 +110,22 @@ impl Committer {
     /// Starts the writer; a transaction carries at most `max_messages`
     /// messages (one conversation's batch is never split). The
     /// conversations it commits to are marked for `indexer`.
+    ///
+    /// At most `pipeline` transactions are in flight at once. Each
+    /// conversation waits for its batch's answer before it hands over the
+    /// next, so concurrent transactions never carry the same conversation:
+    /// a conversation's order holds, and a failed transaction fails only
+    /// the batches it carried (their senders get errors and resend).
     pub fn start(
         store: StorePool,
         metrics: Arc<Metrics>,
         max_messages: usize,
+        pipeline: usize,
         indexer: Indexer,
     ) -> Self {
         let (jobs, rx) = mpsc::channel(4096);
-        tokio::spawn(run(store, metrics, max_messages.max(1), indexer, rx));
+        let slots = Arc::new(Semaphore::new(pipeline.max(1)));
+        tokio::spawn(run(store, metrics, max_messages.max(1), slots, indexer, rx));
         Self { jobs }
     }
 
@@ -159,10 +167,16 @@ async fn run(
     store: StorePool,
     metrics: Arc<Metrics>,
     max_messages: usize,
+    slots: Arc<Semaphore>,
     indexer: Indexer,
     mut rx: mpsc::Receiver<Job>,
 ) {
     while let Some(first) = rx.recv().await {
+        // Wait for a free slot first: what queues meanwhile joins this
+        // transaction (with one slot, this is one commit after another).
+        let Ok(slot) = slots.clone().acquire_owned().await else {
+            return;
+        };
         // Let every task that is ready run first (tokio defers a yielded
         // task until it has polled for I/O): under load they are sessions
         // and conversations about to queue batches, which then share this
@@ -199,36 +213,63 @@ async fn run(
                 }
             }
         }
-        let convs: Vec<_> = appends.iter().map(|r| r.conv_id).collect();
-        let started = Instant::now();
-        let results = store.run(move |store| commit(store, appends, acks)).await;
-        metrics.commit_batches.inc();
-        let took = started.elapsed();
-        metrics.commit_seconds.observe(took.as_secs_f64());
-        metrics
-            .commit_micros
-            .inc_by(u64::try_from(took.as_micros()).unwrap_or(u64::MAX));
-        match results {
-            Ok((appended, acked)) => {
-                // What the index follower has to catch up with.
-                indexer.mark(convs.into_iter().zip(&appended).filter_map(|(c, r)| {
-                    let new = r.iter().flatten().flatten();
-                    let any = new
-                        .into_iter()
-                        .any(|o| matches!(o, AppendOutcome::Appended(m) if !m.is_event()));
-                    any.then_some(c)
-                }));
-                for (reply, result) in append_replies.into_iter().zip(appended) {
-                    let _ = reply.send(result);
-                }
-                for (reply, result) in ack_replies.into_iter().zip(acked) {
-                    let _ = reply.send(result);
-                }
+        let store = store.clone();
+        let metrics = metrics.clone();
+        let indexer = indexer.clone();
+        tokio::spawn(async move {
+            commit_and_answer(
+                &store,
+                &metrics,
+                &indexer,
+                (appends, append_replies),
+                (acks, ack_replies),
+            )
+            .await;
+            drop(slot);
+        });
+    }
+}
+
+/// Replies awaited by the conversations whose jobs a transaction carries.
+type Replies<T> = Vec<oneshot::Sender<T>>;
+
+/// Runs one group commit and answers every job it carried.
+async fn commit_and_answer(
+    store: &StorePool,
+    metrics: &Metrics,
+    indexer: &Indexer,
+    (appends, append_replies): (Vec<AppendRequest>, Replies<BatchResult>),
+    (acks, ack_replies): (Vec<AckBatch>, Replies<storage::Result<AckResults>>),
+) {
+    let convs: Vec<_> = appends.iter().map(|r| r.conv_id).collect();
+    let started = Instant::now();
+    let results = store.run(move |store| commit(store, appends, acks)).await;
+    metrics.commit_batches.inc();
+    let took = started.elapsed();
+    metrics.commit_seconds.observe(took.as_secs_f64());
+    metrics
+        .commit_micros
+        .inc_by(u64::try_from(took.as_micros()).unwrap_or(u64::MAX));
+    match results {
+        Ok((appended, acked)) => {
+            // What the index follower has to catch up with.
+            indexer.mark(convs.into_iter().zip(&appended).filter_map(|(c, r)| {
+                let new = r.iter().flatten().flatten();
+                let any = new
+                    .into_iter()
+                    .any(|o| matches!(o, AppendOutcome::Appended(m) if !m.is_event()));
+                any.then_some(c)
+            }));
+            for (reply, result) in append_replies.into_iter().zip(appended) {
+                let _ = reply.send(result);
             }
-            Err(e) => {
-                tracing::error!(error = %e, "the writer's storage task failed");
-                // The replies are dropped: each actor reports the failure.
+            for (reply, result) in ack_replies.into_iter().zip(acked) {
+                let _ = reply.send(result);
             }
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "the writer's storage task failed");
+            // The replies are dropped: each actor reports the failure.
         }
     }
 }

@@ -32,6 +32,13 @@ pub struct ClusterConfig {
     pub conversation_idle: Duration,
     /// Most messages committed in one append transaction.
     pub max_batch: usize,
+    /// Transactions of the node's writer in flight at once, on engines with
+    /// concurrent writers (FoundationDB); SQLite runs one at a time
+    /// whatever this says.
+    pub commit_pipeline: usize,
+    /// How long the search index follower lets commits gather before it
+    /// indexes them.
+    pub index_delay: Duration,
     /// Threads running blocking store calls (the storage pool).
     pub storage_threads: usize,
     /// Timeout of one push notification request.

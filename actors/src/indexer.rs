@@ -28,11 +28,6 @@ use tokio::sync::Notify;
 use crate::metrics::Metrics;
 use crate::store_pool::StorePool;
 
-/// How long the follower lets marks gather after the first one, so that
-/// one step covers many commits (and, on SQLite, takes the writer's turn
-/// once rather than after every commit).
-pub const GATHER: Duration = Duration::from_millis(50);
-
 /// Conversations per step.
 const CONVS_PER_STEP: usize = 128;
 
@@ -76,8 +71,10 @@ pub struct Indexer {
 }
 
 impl Indexer {
-    /// Starts the follower (and its restart-on-panic loop).
-    pub fn start(store: StorePool, metrics: Arc<Metrics>) -> Self {
+    /// Starts the follower (and its restart-on-panic loop). After the first
+    /// mark it lets `gather` pass, so one step covers many commits (and, on
+    /// SQLite, takes the writer's turn once rather than after every commit).
+    pub fn start(store: StorePool, metrics: Arc<Metrics>, gather: Duration) -> Self {
         let backlog = Arc::new(Backlog::default());
         let indexer = Self {
             backlog: backlog.clone(),
@@ -85,7 +82,8 @@ impl Indexer {
         };
         tokio::spawn(async move {
             loop {
-                let task = tokio::spawn(run(store.clone(), metrics.clone(), backlog.clone()));
+                let task =
+                    tokio::spawn(run(store.clone(), metrics.clone(), backlog.clone(), gather));
                 match task.await {
                     Ok(()) => return,
                     Err(e) if e.is_panic() => {
@@ -112,10 +110,10 @@ impl Indexer {
     }
 }
 
-async fn run(store: StorePool, metrics: Arc<Metrics>, backlog: Arc<Backlog>) {
+async fn run(store: StorePool, metrics: Arc<Metrics>, backlog: Arc<Backlog>, gather: Duration) {
     loop {
         backlog.wake.notified().await;
-        tokio::time::sleep(GATHER).await;
+        tokio::time::sleep(gather).await;
         let convs = backlog.take();
         metrics.index_backlog.set(0);
         for chunk in convs.chunks(CONVS_PER_STEP) {

@@ -59,6 +59,15 @@ pub struct Config {
     pub conversation_idle_secs: u64,
     /// Most messages in one append transaction. Default 256.
     pub max_batch: usize,
+    /// How long the search index follower lets committed messages gather
+    /// before it indexes them, in milliseconds (searches read the messages
+    /// it has not reached, so nothing waits on it). Default 50.
+    pub index_delay_ms: u64,
+    /// Group commits in flight at once on FoundationDB (each carries many
+    /// conversations' batches; a conversation has at most one in flight,
+    /// so its order holds). The embedded store commits one at a time
+    /// whatever this says. Default 8.
+    pub commit_pipeline: usize,
     /// Timeout of a push notification request, in milliseconds. Default 5000.
     pub push_timeout_ms: u64,
     /// How long a store transaction waits for another's lock, in
@@ -103,6 +112,8 @@ impl Default for Config {
             lease_ttl_ms: 5000,
             conversation_idle_secs: 300,
             max_batch: 256,
+            commit_pipeline: 8,
+            index_delay_ms: 50,
             push_timeout_ms: 5000,
             busy_timeout_ms: 5000,
             fsync: false,
@@ -281,6 +292,8 @@ impl Config {
             lease_ttl: Duration::from_millis(self.lease_ttl_ms),
             conversation_idle: Duration::from_secs(self.conversation_idle_secs.max(1)),
             max_batch: self.max_batch.max(1),
+            commit_pipeline: self.commit_pipeline.max(1),
+            index_delay: Duration::from_millis(self.index_delay_ms),
             storage_threads: self.storage_threads.max(1),
             push_timeout: Duration::from_millis(self.push_timeout_ms),
             push: self.push.clone(),

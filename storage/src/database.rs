@@ -141,6 +141,13 @@ impl Database {
         self
     }
 
+    /// Whether the engine runs one write transaction at a time (SQLite):
+    /// concurrent writers would only queue behind each other. FoundationDB
+    /// runs them concurrently, with optimistic conflict checks.
+    pub fn serializes_writers(&self) -> bool {
+        self.backend.serializes_writers()
+    }
+
     /// How many counter keys an id family is spread over: 1 on an engine
     /// that serializes writers anyway (ids stay dense: 1, 2, 3...),
     /// [`ID_SHARDS`] on an optimistic one, so concurrent registrations or

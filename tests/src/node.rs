@@ -100,6 +100,12 @@ impl Node {
         self
     }
 
+    /// Drops an environment variable [`Node::env`] added, for the next
+    /// start (a restart with other settings).
+    pub fn remove_env(&mut self, key: &str) {
+        self.extra_env.retain(|(k, _)| k != key);
+    }
+
     /// Starts the process and waits until its gateway answers.
     pub async fn start(&mut self) {
         assert!(self.child.is_none(), "{} already running", self.name);

@@ -605,6 +605,100 @@ async fn search_finds_only_what_the_user_could_read() {
     assert_eq!(status, 401);
 }
 
+/// The `body`s a search by `user` finds, newest first.
+async fn search_bodies(api: &Api, user: &User, q: &str) -> Vec<String> {
+    let (status, got) = api
+        .call(
+            "GET",
+            &format!("/api/search?q={q}&limit=200"),
+            Some(&user.token),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{got}");
+    got["hits"]
+        .as_array()
+        .expect("hits")
+        .iter()
+        .map(|h| h["body"].as_str().expect("body").to_owned())
+        .collect()
+}
+
+#[tokio::test]
+async fn search_is_immediate_and_the_index_catches_up_after_kill_9() {
+    // A follower that would wait ten minutes: nothing gets indexed before
+    // the kill, so every search below until the restart reads the log.
+    let mut cluster = TestCluster::start_with_config(1, "index_delay_ms = 600000\n").await;
+    let api = Api::new(cluster.nodes[0].http);
+    let (alice, bob) = (api.user("alice").await, api.user("bob").await);
+    let dm = api.direct(&alice, &bob).await;
+    let mut a = connect(&cluster.nodes[0], &alice).await;
+    for i in 1..=20 {
+        let seq = sent(
+            &mut a,
+            json!({"type": "send", "conv_id": dm, "client_msg_id": format!("p{i}"), "body": format!("pelican {i}")}),
+        )
+        .await;
+        // Read-your-writes: found the moment its `sent` arrived.
+        let found = search_bodies(&api, &bob, "pelican").await;
+        assert_eq!(found.len(), i, "after seq {seq}: {found:?}");
+        assert_eq!(found[0], format!("pelican {i}"));
+    }
+    let edited = sent(
+        &mut a,
+        json!({"type": "edit", "conv_id": dm, "seq": 3, "body": "cormorant 3", "client_msg_id": "e1"}),
+    )
+    .await;
+    sent(
+        &mut a,
+        json!({"type": "delete", "conv_id": dm, "seq": 4, "client_msg_id": "d1"}),
+    )
+    .await;
+    assert_eq!(
+        search_bodies(&api, &bob, "cormorant").await,
+        ["cormorant 3"]
+    );
+    assert_eq!(search_bodies(&api, &bob, "pelican").await.len(), 18);
+    assert_eq!(
+        cluster.nodes[0]
+            .metric("parley_log_rows_indexed_total")
+            .await,
+        Some(0.0),
+        "indexed before the kill"
+    );
+    drop(a);
+
+    cluster.nodes[0].kill();
+    cluster.nodes[0].remove_env("PARLEY_CONFIG");
+    cluster.nodes[0].start().await;
+    // The next message activates the conversation again: the follower
+    // starts from the committed cursor and goes over the whole log left
+    // unindexed by the crash (20 messages, the edit, the deletion, this).
+    let mut a = connect(&cluster.nodes[0], &alice).await;
+    let last = sent(
+        &mut a,
+        json!({"type": "send", "conv_id": dm, "client_msg_id": "p21", "body": "pelican 21"}),
+    )
+    .await;
+    assert_eq!(last, edited + 2);
+    let node = &cluster.nodes[0];
+    until(
+        "the index follower to catch up after the restart",
+        T,
+        || async {
+            (node.metric("parley_log_rows_indexed_total").await >= Some(last as f64)).then_some(())
+        },
+    )
+    .await;
+    let found = search_bodies(&api, &bob, "pelican").await;
+    assert_eq!(found.len(), 19, "{found:?}");
+    assert!(!found.iter().any(|b| b == "pelican 3" || b == "pelican 4"));
+    assert_eq!(
+        search_bodies(&api, &bob, "cormorant").await,
+        ["cormorant 3"]
+    );
+}
+
 #[tokio::test]
 async fn mute_is_marked_in_the_chat_list_and_checked() {
     let cluster = TestCluster::start(1).await;

@@ -52,6 +52,8 @@ async fn fixture() -> Fixture {
         lease_ttl: Duration::from_secs(5),
         conversation_idle: Duration::from_secs(5),
         max_batch: 64,
+        commit_pipeline: 1,
+        index_delay: Duration::from_millis(50),
         storage_threads: 4,
         push_timeout: Duration::from_secs(1),
         push: actors::PushConfig::default(),

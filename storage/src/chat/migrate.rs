@@ -70,10 +70,7 @@ pub(crate) fn upgrade(db: &Database, found: u32) -> Result<()> {
     rewrite(db, 3, keys::CONV, |tx, key, _| {
         let (conv_id,): (ConvId,) = keys::CONV.unpack(key)?;
         let (begin, end) = keys::MSG.range(&(conv_id,));
-        let Some((last, _)) = tx
-            .get_range(&begin, &end, RangeOptions::reverse(1))?
-            .pop()
-        else {
+        let Some((last, _)) = tx.get_range(&begin, &end, RangeOptions::reverse(1))?.pop() else {
             return Ok(());
         };
         let (_, seq): (ConvId, Seq) = keys::MSG.unpack(&last)?;
