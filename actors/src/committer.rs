@@ -255,10 +255,12 @@ async fn commit_and_answer(
             // What the index follower has to catch up with.
             indexer.mark(convs.into_iter().zip(&appended).filter_map(|(c, r)| {
                 let new = r.iter().flatten().flatten();
-                let any = new
-                    .into_iter()
-                    .any(|o| matches!(o, AppendOutcome::Appended(m) if !m.is_event()));
-                any.then_some(c)
+                let seqs = new.into_iter().filter_map(|o| match o {
+                    AppendOutcome::Appended(m) => Some(m.seq),
+                    AppendOutcome::Duplicate(_) => None,
+                });
+                let (rows, up_to) = seqs.fold((0, 0), |(n, top), seq| (n + 1, seq.max(top)));
+                (rows > 0).then_some((c, up_to, rows))
             }));
             for (reply, result) in append_replies.into_iter().zip(appended) {
                 let _ = reply.send(result);

@@ -266,7 +266,7 @@ async fn activate(myself: ActorRef<ConvMsg>, state: &mut ConvState) {
             state.next_seq = meta.last_seq + 1;
             // A crash may have left its newest messages unindexed.
             if meta.last_seq > 0 {
-                state.cluster.indexer().mark([conv_id]);
+                state.cluster.indexer().mark([(conv_id, meta.last_seq, 0)]);
             }
             state.members = members;
             state.status.activated(meta.epoch, meta.last_seq);

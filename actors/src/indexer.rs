@@ -2,8 +2,9 @@
 //!
 //! A message's own transaction no longer writes its search rows (two or
 //! more scattered pages per message). Instead the node's writer marks the
-//! conversations it committed to, and this task, a moment later, indexes
-//! their new messages in one transaction per step
+//! conversations it committed to, and this task, a moment later
+//! (`index_delay`, sooner once a conversation has [`ROWS_PER_CONV`]
+//! waiting), indexes their new messages in one transaction per step
 //! ([`ChatStore::index_pending`](storage::chat::ChatStore::index_pending)),
 //! many conversations at once, moving each conversation's cursor with its
 //! rows. Searches read the log above the cursor themselves, so nothing a
@@ -18,11 +19,11 @@
 //! `parley_index_restarts_total`), so the index never silently stops
 //! following the log.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use storage::chat::ConvId;
+use storage::chat::{ConvId, Seq};
 use tokio::sync::Notify;
 
 use crate::metrics::Metrics;
@@ -38,28 +39,55 @@ const ROWS_PER_CONV: usize = 256;
 /// How long the follower waits after a failed step before trying again.
 const RETRY_AFTER: Duration = Duration::from_millis(500);
 
+/// What the follower knows of a conversation it has to catch up with.
+#[derive(Debug, Clone, Copy, Default)]
+struct Waiting {
+    /// The highest seq known committed: the step reads up to it, never
+    /// past (see [`storage::chat::ChatStore::index_pending`]).
+    up_to: Seq,
+    /// Messages committed since the last step, about.
+    rows: usize,
+}
+
 /// The conversations whose log has rows the index does not have yet.
 #[derive(Default)]
 struct Backlog {
-    dirty: Mutex<HashSet<ConvId>>,
+    dirty: Mutex<HashMap<ConvId, Waiting>>,
+    /// The first mark after a step.
     wake: Notify,
+    /// A conversation's backlog reached [`ROWS_PER_CONV`]: do not wait out
+    /// the gathering time (its searches would scan a long unindexed tail).
+    full: Notify,
 }
 
 impl Backlog {
-    fn take(&self) -> Vec<ConvId> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<ConvId, Waiting>> {
         match self.dirty.lock() {
-            Ok(mut dirty) => dirty.drain().collect(),
-            Err(poisoned) => poisoned.into_inner().drain().collect(),
+            Ok(dirty) => dirty,
+            Err(poisoned) => poisoned.into_inner(),
         }
     }
 
-    fn mark(&self, convs: impl IntoIterator<Item = ConvId>) -> usize {
-        let mut dirty = match self.dirty.lock() {
-            Ok(dirty) => dirty,
-            Err(poisoned) => poisoned.into_inner(),
-        };
-        dirty.extend(convs);
-        dirty.len()
+    fn take(&self) -> Vec<(ConvId, Seq)> {
+        self.lock()
+            .drain()
+            .map(|(conv, w)| (conv, w.up_to))
+            .collect()
+    }
+
+    /// Notes `rows` more messages of each conversation, committed up to
+    /// the given seq; the number of conversations waiting, and whether one
+    /// of them is full.
+    fn mark(&self, convs: impl IntoIterator<Item = (ConvId, Seq, usize)>) -> (usize, bool) {
+        let mut dirty = self.lock();
+        let mut full = false;
+        for (conv, up_to, rows) in convs {
+            let waiting = dirty.entry(conv).or_default();
+            waiting.up_to = waiting.up_to.max(up_to);
+            waiting.rows = waiting.rows.saturating_add(rows);
+            full |= waiting.rows >= ROWS_PER_CONV;
+        }
+        (dirty.len(), full)
     }
 }
 
@@ -100,20 +128,27 @@ impl Indexer {
         indexer
     }
 
-    /// Notes that `convs` have committed messages the index lacks.
-    pub fn mark(&self, convs: impl IntoIterator<Item = ConvId>) {
-        let waiting = self.backlog.mark(convs);
+    /// Notes that each of `(conversation, up_to, rows)` committed `rows`
+    /// messages, the newest at seq `up_to`, that the index lacks.
+    pub fn mark(&self, convs: impl IntoIterator<Item = (ConvId, Seq, usize)>) {
+        let (waiting, full) = self.backlog.mark(convs);
         self.metrics
             .index_backlog
             .set(i64::try_from(waiting).unwrap_or(i64::MAX));
         self.backlog.wake.notify_one();
+        if full {
+            self.backlog.full.notify_one();
+        }
     }
 }
 
 async fn run(store: StorePool, metrics: Arc<Metrics>, backlog: Arc<Backlog>, gather: Duration) {
     loop {
         backlog.wake.notified().await;
-        tokio::time::sleep(gather).await;
+        tokio::select! {
+            _ = tokio::time::sleep(gather) => {}
+            _ = backlog.full.notified() => {}
+        }
         let convs = backlog.take();
         metrics.index_backlog.set(0);
         for chunk in convs.chunks(CONVS_PER_STEP) {
@@ -126,13 +161,18 @@ async fn run(store: StorePool, metrics: Arc<Metrics>, backlog: Arc<Backlog>, gat
             metrics
                 .index_micros
                 .inc_by(u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX));
-            let again: Vec<ConvId> = match result {
+            let again: Vec<(ConvId, Seq)> = match result {
                 Ok(Ok(steps)) => {
                     let rows: usize = steps.iter().map(|s| s.messages).sum();
                     metrics
                         .log_rows_indexed
                         .inc_by(u64::try_from(rows).unwrap_or(u64::MAX));
-                    steps.iter().filter(|s| s.more).map(|s| s.conv_id).collect()
+                    steps
+                        .iter()
+                        .zip(chunk)
+                        .filter(|(s, _)| s.more)
+                        .map(|(_, &c)| c)
+                        .collect()
                 }
                 Ok(Err(e)) => {
                     tracing::warn!(error = %e, "search index step failed; retrying");
@@ -146,8 +186,13 @@ async fn run(store: StorePool, metrics: Arc<Metrics>, backlog: Arc<Backlog>, gat
                 }
             };
             if !again.is_empty() {
-                backlog.mark(again);
+                backlog.mark(
+                    again
+                        .into_iter()
+                        .map(|(conv, up_to)| (conv, up_to, ROWS_PER_CONV)),
+                );
                 backlog.wake.notify_one();
+                backlog.full.notify_one();
             }
         }
     }

@@ -61,7 +61,8 @@ pub struct Config {
     pub max_batch: usize,
     /// How long the search index follower lets committed messages gather
     /// before it indexes them, in milliseconds (searches read the messages
-    /// it has not reached, so nothing waits on it). Default 50.
+    /// it has not reached, so nothing waits on it); a conversation with 256
+    /// messages waiting is indexed at once. Default 1000.
     pub index_delay_ms: u64,
     /// Group commits in flight at once on FoundationDB (each carries many
     /// conversations' batches; a conversation has at most one in flight,
@@ -113,7 +114,7 @@ impl Default for Config {
             conversation_idle_secs: 300,
             max_batch: 256,
             commit_pipeline: 8,
-            index_delay_ms: 50,
+            index_delay_ms: 1000,
             push_timeout_ms: 5000,
             busy_timeout_ms: 5000,
             fsync: false,

@@ -2166,11 +2166,13 @@ fn index_rows(f: &Fixture, conv: u64, seq: u64) -> Vec<String> {
         .collect()
 }
 
-/// Runs the index follower over `convs` until it has nothing left.
+/// Runs the index follower over `convs` (everything committed) until it
+/// has nothing left.
 fn index_all(f: &Fixture, convs: &[u64]) -> usize {
+    let convs: Vec<(u64, u64)> = convs.iter().map(|&c| (c, u64::MAX)).collect();
     let mut rows = 0;
     loop {
-        let steps = f.store.index_pending(convs, 2).expect("index step");
+        let steps = f.store.index_pending(&convs, 2).expect("index step");
         rows += steps.iter().map(|s| s.messages).sum::<usize>();
         if steps.iter().all(|s| !s.more) {
             return rows;
@@ -2216,7 +2218,7 @@ fn a_message_is_found_the_moment_it_is_committed_and_after_the_follower_indexes_
     assert_eq!(found("quarry"), [3, 1]);
     assert_eq!(found("quarry gate"), [3]);
     // Run again (a restart after a crash): nothing new, the same rows.
-    let again = f.store.index_pending(&[conv], 10).expect("again");
+    let again = f.store.index_pending(&[(conv, 3)], 10).expect("again");
     assert_eq!(
         (again[0].messages, again[0].cursor, again[0].more),
         (0, 3, false)
@@ -2228,6 +2230,15 @@ fn a_message_is_found_the_moment_it_is_committed_and_after_the_follower_indexes_
         .append(conv, epoch, 4, &msg(b.id, "c4", "quarry is closed"))
         .expect("send");
     assert_eq!(found("quarry"), [4, 3, 1]);
+    // A step reads only up to the seq it is told was committed.
+    let step = f.store.index_pending(&[(conv, 3)], 10).expect("bounded");
+    assert_eq!(
+        (step[0].messages, step[0].cursor, step[0].more),
+        (0, 3, false)
+    );
+    assert!(index_rows(&f, conv, 4).is_empty());
+    assert_eq!(index_all(&f, &[conv]), 1);
+    assert_eq!(index_rows(&f, conv, 4).len(), 3);
     let mut cursor = None;
     let mut paged = Vec::new();
     loop {
@@ -2340,7 +2351,7 @@ fn a_schema_3_store_is_migrated_with_its_index_complete() {
     }
     // As schema 3 left it: every message indexed in its transaction, no
     // cursor rows.
-    store.index_pending(&[conv], 10).expect("index");
+    store.index_pending(&[(conv, 3)], 10).expect("index");
     let version = storage::keys::META.key(&(storage::keys::meta::SCHEMA_VERSION,));
     let three = bincode::serde::encode_to_vec(3u32, bincode::config::standard()).expect("encode");
     let (cb, ce) = storage::keys::SEARCH_CURSOR.all();
@@ -2351,7 +2362,7 @@ fn a_schema_3_store_is_migrated_with_its_index_complete() {
     .expect("write a schema-3 store");
     let store = ChatStore::open(db.clone(), Limits::default()).expect("migrating open");
     // The cursor starts at the last seq: nothing is indexed twice.
-    let step = store.index_pending(&[conv], 10).expect("index");
+    let step = store.index_pending(&[(conv, 3)], 10).expect("index");
     assert_eq!((step[0].messages, step[0].cursor), (0, 3));
     let hits = store.search(b.id, "gazebo", None, 10).expect("search").hits;
     assert_eq!(hits.len(), 3);

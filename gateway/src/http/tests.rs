@@ -53,7 +53,7 @@ async fn fixture() -> Fixture {
         conversation_idle: Duration::from_secs(5),
         max_batch: 64,
         commit_pipeline: 1,
-        index_delay: Duration::from_millis(50),
+        index_delay: Duration::from_millis(1000),
         storage_threads: 4,
         push_timeout: Duration::from_secs(1),
         push: actors::PushConfig::default(),

@@ -225,22 +225,34 @@ fn fragments(text: &str, query: &HashSet<String>) -> Vec<TextFragment> {
 }
 
 impl ChatStore {
-    /// The index follower's step: for each conversation, indexes at most
-    /// `max_per_conv` log rows above its cursor and moves the cursor over
-    /// them, all in one transaction. Deleted messages and events write no
-    /// row; an edited message is indexed by its current text. Idempotent:
-    /// after a crash, the next step starts from the committed cursor.
+    /// The index follower's step: for each `(conversation, up_to)`,
+    /// indexes at most `max_per_conv` of its log rows above its cursor and
+    /// at or below `up_to` (a seq known committed), and moves the cursor
+    /// over them, all in one transaction. Deleted messages and events
+    /// write no row; an edited message is indexed by its current text.
+    /// Idempotent: after a crash, the next step starts from the committed
+    /// cursor.
     ///
-    /// A step stops taking conversations once it read [`INDEX_STEP_BYTES`]
-    /// of log (each conversation's part bounded by `max_per_conv` rows):
-    /// the rest come back with `more` set and nothing done, so one step
-    /// stays well inside FoundationDB's transaction limits.
-    pub fn index_pending(&self, convs: &[ConvId], max_per_conv: usize) -> Result<Vec<IndexStep>> {
-        let max = max_per_conv.max(1);
+    /// Reading only up to `up_to` keeps the step's reads off the keys that
+    /// newer appends write, so on FoundationDB the two never conflict (an
+    /// open-ended read of the log's tail would conflict with every append
+    /// committed meanwhile). Edits of the rows read do conflict, as they
+    /// must.
+    ///
+    /// A step stops taking conversations once it read and wrote
+    /// [`INDEX_STEP_BYTES`]: the rest come back with `more` set and nothing
+    /// done, so one step stays well inside FoundationDB's transaction
+    /// limits.
+    pub fn index_pending(
+        &self,
+        convs: &[(ConvId, Seq)],
+        max_per_conv: usize,
+    ) -> Result<Vec<IndexStep>> {
+        let max = max_per_conv.max(1) as u64;
         self.db().run_idempotent(|tx| {
             let mut steps = Vec::with_capacity(convs.len());
             let mut read = 0;
-            for &conv_id in convs {
+            for &(conv_id, up_to) in convs {
                 if read >= INDEX_STEP_BYTES {
                     steps.push(IndexStep {
                         conv_id,
@@ -251,23 +263,30 @@ impl ChatStore {
                     continue;
                 }
                 let from = cursor(tx, conv_id)?;
-                let (_, end) = keys::MSG.range(&(conv_id,));
-                let begin = keys::MSG.key(&(conv_id, from.saturating_add(1)));
-                let rows = tx.get_range(&begin, &end, RangeOptions::forward(max))?;
+                let last = up_to.min(from.saturating_add(max));
                 let mut step = IndexStep {
                     conv_id,
-                    messages: rows.len(),
+                    messages: 0,
                     cursor: from,
-                    more: rows.len() == max,
+                    more: false,
                 };
-                for (_, value) in &rows {
-                    let m: Message = crate::codec::decode(keys::MSG.name, value)?;
-                    read += value.len() + index(tx, &m)?;
-                    step.cursor = step.cursor.max(m.seq);
+                if last > from {
+                    let begin = keys::MSG.key(&(conv_id, from + 1));
+                    let end = keys::MSG.key(&(conv_id, last + 1));
+                    let rows = tx.get_range(&begin, &end, RangeOptions::default())?;
+                    step.messages = rows.len();
+                    for (_, value) in &rows {
+                        let m: Message = crate::codec::decode(keys::MSG.name, value)?;
+                        read += value.len() + index(tx, &m)?;
+                        step.cursor = step.cursor.max(m.seq);
+                    }
+                    // Only over rows it saw: an `up_to` past the log's end
+                    // leaves the rest to a later step (and to the tail scan).
+                    if step.cursor > from {
+                        super::put(tx, keys::SEARCH_CURSOR, &(conv_id,), &step.cursor)?;
+                    }
                 }
-                if step.cursor > from {
-                    super::put(tx, keys::SEARCH_CURSOR, &(conv_id,), &step.cursor)?;
-                }
+                step.more = step.cursor < up_to && step.cursor > from;
                 steps.push(step);
             }
             Ok(steps)
