@@ -559,6 +559,10 @@ impl ConvState {
             next_seq: self.next_seq,
             messages: batch.iter().map(|p| p.message.clone()).collect(),
             push_to: push_to.clone(),
+            pair: match self.members[..] {
+                [a, b] => Some((a, b)),
+                _ => None,
+            },
         };
         let conv_id = self.conv_id;
         let result = self.cluster.committer().append(request).await;

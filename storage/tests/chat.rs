@@ -681,6 +681,7 @@ fn a_group_commit_carries_appends_and_acks_of_several_conversations() {
                     next_seq: 2,
                     messages: vec![msg(a.id, "second", "again")],
                     push_to: Vec::new(),
+                    pair: None,
                 },
                 // A stale epoch: refused alone.
                 AppendRequest {
@@ -689,6 +690,7 @@ fn a_group_commit_carries_appends_and_acks_of_several_conversations() {
                     next_seq: 1,
                     messages: vec![msg(a.id, "fenced", "no")],
                     push_to: Vec::new(),
+                    pair: None,
                 },
             ],
             &[
@@ -787,6 +789,7 @@ fn push_outbox_is_written_with_the_message_and_claimed_once() {
         next_seq: 1,
         messages: vec![msg(a.id, "1", "one"), msg(b.id, "2", "two")],
         push_to: vec![b.id, c.id],
+        pair: None,
     };
     let results = f.store.append_many(&[request]).expect("append");
     assert!(matches!(&results[0], Ok(o) if o.len() == 2));
@@ -1006,6 +1009,7 @@ fn append_many_commits_several_conversations_at_once() {
         next_seq,
         messages: vec![msg(a.id, id, "hi")],
         push_to: Vec::new(),
+        pair: None,
     };
     let results = f
         .store
@@ -1166,6 +1170,7 @@ fn group_commit_after_an_unknown_commit_outcome_answers_what_it_did() {
             next_seq: 1,
             messages: vec![msg(a.id, "old", "before")],
             push_to: Vec::new(),
+            pair: None,
         }])
         .expect("a first message");
     assert!(matches!(&first[0], Ok(o) if o.len() == 1));
@@ -1182,6 +1187,7 @@ fn group_commit_after_an_unknown_commit_outcome_answers_what_it_did() {
                 msg(b.id, "x2", "two"),
             ],
             push_to: Vec::new(),
+            pair: None,
         },
         AppendRequest {
             conv_id: ac,
@@ -1189,6 +1195,7 @@ fn group_commit_after_an_unknown_commit_outcome_answers_what_it_did() {
             next_seq: 1,
             messages: vec![msg(a.id, "stale", "fenced")],
             push_to: Vec::new(),
+            pair: None,
         },
         AppendRequest {
             conv_id: ac,
@@ -1196,6 +1203,7 @@ fn group_commit_after_an_unknown_commit_outcome_answers_what_it_did() {
             next_seq: 1,
             messages: vec![msg(c.id, "y", "three")],
             push_to: Vec::new(),
+            pair: None,
         },
     ];
     f.unknown.inject(1);
@@ -1980,6 +1988,7 @@ fn muted_members_are_pushed_only_when_mentioned() {
                 next_seq: seq,
                 messages: vec![msg(a.id, id, body)],
                 push_to: vec![b.id, c.id],
+                pair: None,
             }])
             .expect("append")
     };
@@ -2367,4 +2376,55 @@ fn a_schema_3_store_is_migrated_with_its_index_complete() {
     let hits = store.search(b.id, "gazebo", None, 10).expect("search").hits;
     assert_eq!(hits.len(), 3);
     ChatStore::open(db, Limits::default()).expect("reopens at the new version");
+}
+
+#[test]
+fn a_direct_chat_between_users_who_blocked_each_other_carries_nothing_whatever_the_pair_hint() {
+    let f = fixture();
+    let (a, b, c) = (f.user("alice"), f.user("bob"), f.user("carol"));
+    let dm = f.store.open_direct(a.id, b.id).expect("direct").id;
+    let g = f
+        .store
+        .create_group(a.id, "two of us", "", &[b.id])
+        .expect("group")
+        .id;
+    let de = f.store.activate_conversation(dm).expect("activate").epoch;
+    let ge = f.store.activate_conversation(g).expect("activate").epoch;
+    f.store.block(b.id, a.id).expect("block");
+    let outcome = |conv, epoch, next_seq, id: &str, pair| {
+        let mut results = f
+            .store
+            .append_many(&[AppendRequest {
+                conv_id: conv,
+                epoch,
+                next_seq,
+                messages: vec![msg(a.id, id, "hello")],
+                push_to: Vec::new(),
+                pair,
+            }])
+            .expect("append_many");
+        let mut batch = results.pop().expect("one batch").expect("not fenced");
+        batch.pop().expect("one outcome")
+    };
+    // The right pair (in either order), a wrong one, none: refused alike.
+    for (i, pair) in [
+        Some((a.id, b.id)),
+        Some((b.id, a.id)),
+        Some((a.id, c.id)),
+        Some((a.id, a.id)),
+        None,
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let got = outcome(dm, de, 1, &format!("d{i}"), pair);
+        assert!(matches!(got, Err(Error::Forbidden(_))), "{pair:?}: {got:?}");
+    }
+    // Blocks are about direct chats: a group of the same two carries on.
+    let got = outcome(g, ge, 1, "g1", Some((a.id, b.id)));
+    assert!(matches!(got, Ok(AppendOutcome::Appended(_))), "{got:?}");
+    // Unblocked, the direct chat carries messages again.
+    f.store.unblock(b.id, a.id).expect("unblock");
+    let got = outcome(dm, de, 1, "d9", Some((a.id, b.id)));
+    assert!(matches!(got, Ok(AppendOutcome::Appended(_))), "{got:?}");
 }

@@ -724,6 +724,7 @@ async fn an_owed_push_survives_its_node_and_is_never_repeated() {
         next_seq,
         messages: vec![NewMessage::text(alice.id, id, body)],
         push_to: vec![alice.id, bob.id],
+        pair: None,
     };
     let r = hour_ago
         .append_many(&[request(1, "old", "stale news")])
