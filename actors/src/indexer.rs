@@ -29,8 +29,13 @@ use tokio::sync::Notify;
 use crate::metrics::Metrics;
 use crate::store_pool::StorePool;
 
-/// Conversations per step.
+/// Conversations per step, at most.
 const CONVS_PER_STEP: usize = 128;
+
+/// Log rows per step, about: on SQLite a step holds the one writer's lock
+/// while it runs, so commits wait at most one short step (a few ms), not
+/// a whole second's backlog.
+const ROWS_PER_STEP: usize = 512;
 
 /// Log rows per conversation per step; a conversation with more is
 /// marked again and continues in the next step.
@@ -68,11 +73,8 @@ impl Backlog {
         }
     }
 
-    fn take(&self) -> Vec<(ConvId, Seq)> {
-        self.lock()
-            .drain()
-            .map(|(conv, w)| (conv, w.up_to))
-            .collect()
+    fn take(&self) -> Vec<(ConvId, Waiting)> {
+        self.lock().drain().collect()
     }
 
     /// Notes `rows` more messages of each conversation, committed up to
@@ -151,8 +153,8 @@ async fn run(store: StorePool, metrics: Arc<Metrics>, backlog: Arc<Backlog>, gat
         }
         let convs = backlog.take();
         metrics.index_backlog.set(0);
-        for chunk in convs.chunks(CONVS_PER_STEP) {
-            let work = chunk.to_vec();
+        for chunk in steps(&convs) {
+            let work: Vec<(ConvId, Seq)> = chunk.iter().map(|(c, w)| (*c, w.up_to)).collect();
             let started = Instant::now();
             let result = store
                 .run(move |store| store.index_pending(&work, ROWS_PER_CONV))
@@ -171,18 +173,18 @@ async fn run(store: StorePool, metrics: Arc<Metrics>, backlog: Arc<Backlog>, gat
                         .iter()
                         .zip(chunk)
                         .filter(|(s, _)| s.more)
-                        .map(|(_, &c)| c)
+                        .map(|(_, (c, w))| (*c, w.up_to))
                         .collect()
                 }
                 Ok(Err(e)) => {
                     tracing::warn!(error = %e, "search index step failed; retrying");
                     tokio::time::sleep(RETRY_AFTER).await;
-                    chunk.to_vec()
+                    chunk.iter().map(|(c, w)| (*c, w.up_to)).collect()
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "search index step not run; retrying");
                     tokio::time::sleep(RETRY_AFTER).await;
-                    chunk.to_vec()
+                    chunk.iter().map(|(c, w)| (*c, w.up_to)).collect()
                 }
             };
             if !again.is_empty() {
@@ -195,5 +197,52 @@ async fn run(store: StorePool, metrics: Arc<Metrics>, backlog: Arc<Backlog>, gat
                 backlog.full.notify_one();
             }
         }
+    }
+}
+
+/// Cuts the backlog into steps of about [`ROWS_PER_STEP`] rows and at most
+/// [`CONVS_PER_STEP`] conversations (a conversation's part is never split).
+fn steps(convs: &[(ConvId, Waiting)]) -> Vec<&[(ConvId, Waiting)]> {
+    let mut out = Vec::new();
+    let (mut start, mut rows) = (0, 0);
+    for (i, (_, waiting)) in convs.iter().enumerate() {
+        // What one step takes of a conversation, at most.
+        let part = waiting.rows.min(ROWS_PER_CONV);
+        if i > start && (rows + part > ROWS_PER_STEP || i - start == CONVS_PER_STEP) {
+            out.push(&convs[start..i]);
+            (start, rows) = (i, 0);
+        }
+        rows += part;
+    }
+    if start < convs.len() {
+        out.push(&convs[start..]);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn steps_hold_about_rows_per_step_and_never_split_a_conversation() {
+        let w = |rows| Waiting { up_to: 1, rows };
+        let convs: Vec<(ConvId, Waiting)> = vec![
+            (1, w(300)),
+            (2, w(200)),
+            (3, w(100)),
+            (4, w(5000)),
+            (5, w(0)),
+        ];
+        let cut: Vec<Vec<ConvId>> = steps(&convs)
+            .iter()
+            .map(|s| s.iter().map(|(c, _)| *c).collect())
+            .collect();
+        // 256 (a conversation's most per step) + 200, then 100 + 256 + 0.
+        assert_eq!(cut, [vec![1, 2], vec![3, 4, 5]]);
+        let many: Vec<(ConvId, Waiting)> = (0..300).map(|c| (c, w(1))).collect();
+        let sizes: Vec<usize> = steps(&many).iter().map(|s| s.len()).collect();
+        assert_eq!(sizes, [128, 128, 44]);
+        assert!(steps(&[]).is_empty());
     }
 }
