@@ -29,6 +29,7 @@ use tracing::Instrument;
 use crate::conv_status::ConvStatus;
 use crate::events::ClusterEvent;
 use crate::frames::{ErrorCode, ServerFrame};
+use crate::recent_ids::{RecentIds, RECENT_IDS};
 use crate::wire::{ConvCommand, Outgoing, SessionAddr};
 use crate::{Cluster, ConvChange, Error};
 
@@ -59,6 +60,9 @@ pub struct ConvState {
     epoch: u64,
     next_seq: Seq,
     members: Vec<UserId>,
+    /// The newest `client_msg_id`s and their seqs: resends are answered
+    /// from here (the store keeps no dedup row).
+    recent: RecentIds,
     /// Set when activation failed: commands are refused with it.
     unavailable: Option<(ErrorCode, String)>,
     pending: Vec<Pending>,
@@ -156,6 +160,7 @@ impl Actor for ConversationActor {
             epoch: 0,
             next_seq: 0,
             members: Vec::new(),
+            recent: RecentIds::default(),
             unavailable: None,
             pending: Vec::new(),
             flush_queued: false,
@@ -249,13 +254,14 @@ async fn activate(myself: ActorRef<ConvMsg>, state: &mut ConvState) {
         .run(move |store| {
             let meta = store.activate_conversation(conv_id)?;
             let members = store.member_ids(conv_id)?;
-            Ok::<_, StoreError>((meta, members))
+            let recent = store.recent_ids(conv_id, RECENT_IDS)?;
+            Ok::<_, StoreError>((meta, members, recent))
         })
         .await
         .map_err(Error::from)
         .and_then(|r| r.map_err(Error::from));
     match claimed {
-        Ok((meta, members)) => {
+        Ok((meta, members, recent)) => {
             tracing::debug!(
                 conv_id,
                 epoch = meta.epoch,
@@ -269,6 +275,7 @@ async fn activate(myself: ActorRef<ConvMsg>, state: &mut ConvState) {
                 state.cluster.indexer().mark([(conv_id, meta.last_seq, 0)]);
             }
             state.members = members;
+            state.recent = RecentIds::from_log(recent);
             state.status.activated(meta.epoch, meta.last_seq);
             state
                 .cluster
@@ -553,11 +560,29 @@ impl ConvState {
             .copied()
             .filter(|&u| !self.cluster.is_online(u))
             .collect();
+        // Resends of messages already committed are answered from the
+        // window; the rest (a repeat within the batch included: the store
+        // answers it with the original) are appended.
+        let known: Vec<Option<Seq>> = batch
+            .iter()
+            .map(|p| self.recent.get(p.message.sender, &p.message.client_msg_id))
+            .collect();
+        let fresh: Vec<NewMessage> = batch
+            .iter()
+            .zip(&known)
+            .filter(|(_, k)| k.is_none())
+            .map(|(p, _)| p.message.clone())
+            .collect();
+        if fresh.is_empty() {
+            let outcomes = self.originals(&batch, &known).await;
+            self.committed(batch, outcomes, &[]).await;
+            return true;
+        }
         let request = AppendRequest {
             conv_id: self.conv_id,
             epoch: self.epoch,
             next_seq: self.next_seq,
-            messages: batch.iter().map(|p| p.message.clone()).collect(),
+            messages: fresh,
             push_to: push_to.clone(),
             pair: match self.members[..] {
                 [a, b] => Some((a, b)),
@@ -569,7 +594,16 @@ impl ConvState {
         let metrics = self.cluster.metrics();
         match result {
             Ok(outcomes) => {
-                self.committed(batch, outcomes, &push_to).await;
+                let mut appended = outcomes.into_iter();
+                let mut all = self.originals(&batch, &known).await;
+                for (slot, k) in all.iter_mut().zip(&known) {
+                    if k.is_none() {
+                        if let Some(outcome) = appended.next() {
+                            *slot = outcome;
+                        }
+                    }
+                }
+                self.committed(batch, all, &push_to).await;
                 true
             }
             Err(Error::Storage(
@@ -597,6 +631,64 @@ impl ConvState {
                 true
             }
         }
+    }
+
+    /// The stored originals of the window's resends (`known` seqs), as
+    /// duplicate outcomes; a placeholder error for the others, which the
+    /// commit's outcomes replace. One store call for all of them.
+    async fn originals(
+        &self,
+        batch: &[Pending],
+        known: &[Option<Seq>],
+    ) -> Vec<storage::Result<AppendOutcome>> {
+        let wanted: Vec<(UserId, Seq)> = batch
+            .iter()
+            .zip(known)
+            .filter_map(|(p, k)| k.map(|seq| (p.message.sender, seq)))
+            .collect();
+        let conv_id = self.conv_id;
+        let found = if wanted.is_empty() {
+            Ok(Vec::new())
+        } else {
+            let store = self.cluster.storage().clone();
+            store
+                .run(move |store| {
+                    wanted
+                        .iter()
+                        .map(|&(sender, seq)| store.message(sender, conv_id, seq))
+                        .collect::<Vec<_>>()
+                })
+                .await
+                .map_err(Error::from)
+        };
+        let mut found = match found {
+            Ok(found) => found.into_iter(),
+            Err(e) => {
+                tracing::warn!(conv_id, error = %e, "reading the originals of resends");
+                Vec::new().into_iter()
+            }
+        };
+        known
+            .iter()
+            .zip(batch)
+            .map(|(k, p)| match k {
+                None => Err(StoreError::Invalid {
+                    field: "client_msg_id",
+                    reason: "not appended".into(),
+                }),
+                Some(_) => match found.next() {
+                    // The window names a message of this sender with this id.
+                    Some(Ok(m))
+                        if m.sender == p.message.sender
+                            && m.client_msg_id == p.message.client_msg_id =>
+                    {
+                        Ok(AppendOutcome::Duplicate(m))
+                    }
+                    Some(Err(e)) => Err(e),
+                    _ => Err(StoreError::NotFound { what: "message" }),
+                },
+            })
+            .collect()
     }
 
     /// Acknowledges, fans out and notifies after a commit.
@@ -627,6 +719,11 @@ impl ConvState {
                     frames.push(Outgoing::message(stored));
                     if let AppendOutcome::Appended(message) = outcome {
                         self.next_seq = message.seq + 1;
+                        self.recent.insert(
+                            message.sender,
+                            message.client_msg_id.clone(),
+                            message.seq,
+                        );
                         self.cluster.metrics().messages_committed.inc();
                         // Events owe no push (`owe_pushes`).
                         if !message.is_event() {

@@ -5,6 +5,7 @@
 //!   [`outbound`]: its byte-bounded queue to the socket; [`close`]: the
 //!   server's decision to close that socket;
 //! - [`conversation`]: one sequencer per active conversation, on its home node;
+//!   [`recent_ids`]: its window of recent ids, which makes resends idempotent;
 //! - [`presence`]: turns process-group changes into presence frames;
 //! - [`push`]: notifications for users with no live session;
 //! - [`committer`]: the node's one message writer (group commit);
@@ -34,6 +35,7 @@ pub mod outbound;
 pub mod placement;
 pub mod presence;
 pub mod push;
+pub mod recent_ids;
 pub mod registry;
 pub mod session;
 pub mod store_pool;

@@ -21,7 +21,7 @@
 //! | `user_conv` | (user_id, conv_id) | [`UserConv`](crate::chat::model::UserConv) |
 //! | `conv_meta` | (conv_id) | [`ConvMeta`](crate::chat::model::ConvMeta) |
 //! | `msg` | (conv_id, seq) | [`Message`](crate::chat::model::Message) |
-//! | `msg_dedup` | (conv_id, sender, client_msg_id) | `u64` seq |
+//! | `msg_dedup` | (conv_id, sender, client_msg_id) | `u64` seq (schema 3 and before; cleared by the migration to 4) |
 //! | `receipt` | (conv_id, user_id) | [`Receipt`](crate::chat::model::Receipt) |
 //! | `push_sub` | (user_id, sub_id) | [`PushSubscription`](crate::chat::model::PushSubscription) |
 //! | `push_vapid` | () | [`VapidKey`](crate::chat::model::VapidKey) |
@@ -50,7 +50,8 @@
 //! message's own transaction: `search_cursor` says how far the follower
 //! ([`crate::chat::ChatStore::index_pending`]) got. A schema-3 store indexed
 //! every message in its transaction, so migrating sets each conversation's
-//! cursor to the last seq of its log.
+//! cursor to the last seq of its log. Schema 4 also stops writing
+//! `msg_dedup` rows: a message is one append.
 //!
 //! `user_by_skeleton` was added without a version bump: a store that lacks
 //! it is indexed once at open (marker [`meta::SKELETONS_INDEXED`]).
@@ -155,7 +156,10 @@ families! {
     CONV_META = "conv_meta";
     /// Messages by (conversation, sequence number).
     MSG = "msg";
-    /// Idempotency index: (conversation, sender, client message id) to seq.
+    /// Schema 3's idempotency index: (conversation, sender, client message
+    /// id) to seq. No longer written (a message is one append; conversation
+    /// actors catch resends from a window of recent ids rebuilt from the
+    /// log); the migration to schema 4 clears it.
     MSG_DEDUP = "msg_dedup";
     /// Delivered and seen watermarks of each member.
     RECEIPT = "receipt";

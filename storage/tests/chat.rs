@@ -425,9 +425,16 @@ fn appends_are_gapless_fenced_and_idempotent() {
     let first = f.send(conv, 1, 1, a.id, "m1");
     assert!(matches!(&first, AppendOutcome::Appended(m) if m.seq == 1));
     f.send(conv, 1, 2, b.id, "m1"); // same id, other sender: a new message
-                                    // A resend after a lost acknowledgement gets the original seq.
-    let again = f.send(conv, 1, 3, a.id, "m1");
-    assert!(matches!(&again, AppendOutcome::Duplicate(m) if m.seq == 1));
+                                    // A resend of an earlier batch is the conversation actor's to
+                                    // answer (no dedup row): from the ids of the log's tail.
+    assert_eq!(
+        f.store.recent_ids(conv, 10).expect("recent ids"),
+        [(a.id, "m1".to_owned(), 1), (b.id, "m1".to_owned(), 2)]
+    );
+    assert_eq!(
+        f.store.recent_ids(conv, 1).expect("recent ids"),
+        [(b.id, "m1".to_owned(), 2)]
+    );
 
     // Wrong sequence numbers and bad input write nothing.
     f.rejects(
@@ -481,7 +488,8 @@ fn appends_are_gapless_fenced_and_idempotent() {
         },
     );
 
-    // A batch: good, duplicate, bad, good; seqs stay gapless.
+    // A batch: good, bad, good, a repeat within the batch; seqs stay
+    // gapless.
     let outcomes = f
         .store
         .append_batch(
@@ -490,7 +498,6 @@ fn appends_are_gapless_fenced_and_idempotent() {
             3,
             &[
                 msg(a.id, "b1", "one"),
-                msg(a.id, "m1", "dup"),
                 msg(c.id, "b2", "outsider"),
                 msg(b.id, "b3", "two"),
                 msg(b.id, "b3", "dup within the batch"),
@@ -506,7 +513,7 @@ fn appends_are_gapless_fenced_and_idempotent() {
             Err(e) => format!("{e}"),
         })
         .collect();
-    assert_eq!(seqs, ["new 3", "dup 1", "not member", "new 4", "dup 4"]);
+    assert_eq!(seqs, ["new 3", "not member", "new 4", "dup 4"]);
 
     let history = f.store.history(b.id, conv, None, 100).expect("history");
     let got: Vec<_> = history.iter().map(|m| m.seq).collect();
@@ -1183,7 +1190,7 @@ fn group_commit_after_an_unknown_commit_outcome_answers_what_it_did() {
             messages: vec![
                 msg(a.id, "x1", "one"),
                 msg(c.id, "not-a-member", "refused"),
-                msg(a.id, "old", "a resend"),
+                msg(a.id, "x1", "a repeat within the batch"),
                 msg(b.id, "x2", "two"),
             ],
             push_to: Vec::new(),
@@ -1226,7 +1233,7 @@ fn group_commit_after_an_unknown_commit_outcome_answers_what_it_did() {
         "{:?}",
         ab_out[1]
     );
-    assert_eq!(seq_of(&ab_out[2]), Some(("duplicate", 1)));
+    assert_eq!(seq_of(&ab_out[2]), Some(("duplicate", 2)));
     assert_eq!(seq_of(&ab_out[3]), Some(("appended", 3)));
     assert!(
         matches!(&results[1], Err(Error::StaleEpoch { .. })),
@@ -1477,10 +1484,10 @@ fn edits_deletes_reactions_and_replies_are_events_in_the_sequence() {
         Some("body m1")
     );
     assert_eq!(stored.mentions, vec![a.id, c.id]);
-    // A resend is the original, quote included.
-    let again = f.store.append(g, epoch, 3, &reply).expect("resend");
-    assert!(matches!(&again, AppendOutcome::Duplicate(m) if m.seq == 2));
-    assert_eq!(again.message().reply.as_ref().map(|q| q.seq), Some(1));
+    // What answers a resend of it (the conversation actor reads the
+    // original back): the message with its quote.
+    let original = f.store.message(b.id, g, 2).expect("original");
+    assert_eq!(original.reply.as_ref().map(|q| q.seq), Some(1));
 
     // Bad input: each refused, nothing written.
     let edit = |who, id: &str, target, body: &str| event(who, id, K::Edit { target }, body);
@@ -1774,17 +1781,10 @@ fn a_deleted_message_leaves_no_text_in_the_store() {
         },
         |e| matches!(e, Error::NotFound { .. }),
     );
-    // A resend of the delete is the original, nothing new.
-    let again = f
-        .store
-        .append(
-            conv,
-            epoch,
-            5,
-            &event(a.id, "d1", K::Delete { target: 1 }, ""),
-        )
-        .expect("resend");
-    assert!(matches!(again, AppendOutcome::Duplicate(m) if m.seq == 4));
+    // A resend of the delete is answered by its actor from the recent ids
+    // (the deletion is seq 4), never applied twice.
+    let ids = f.store.recent_ids(conv, 1).expect("recent ids");
+    assert_eq!(ids, [(a.id, "d1".to_owned(), 4)]);
 }
 
 #[test]
@@ -2364,8 +2364,10 @@ fn a_schema_3_store_is_migrated_with_its_index_complete() {
     let version = storage::keys::META.key(&(storage::keys::meta::SCHEMA_VERSION,));
     let three = bincode::serde::encode_to_vec(3u32, bincode::config::standard()).expect("encode");
     let (cb, ce) = storage::keys::SEARCH_CURSOR.all();
+    let dedup = storage::keys::MSG_DEDUP.key(&(conv, a.id, "m1"));
     db.run(|tx| {
         tx.clear_range(&cb, &ce)?;
+        tx.set(&dedup, &[1])?;
         tx.set(&version, &three)
     })
     .expect("write a schema-3 store");
@@ -2375,6 +2377,12 @@ fn a_schema_3_store_is_migrated_with_its_index_complete() {
     assert_eq!((step[0].messages, step[0].cursor), (0, 3));
     let hits = store.search(b.id, "gazebo", None, 10).expect("search").hits;
     assert_eq!(hits.len(), 3);
+    // Schema 3's dedup rows are gone.
+    let (db_, de) = storage::keys::MSG_DEDUP.all();
+    let left = db
+        .read(|tx| tx.get_range(&db_, &de, RangeOptions::default()))
+        .expect("dedup rows");
+    assert!(left.is_empty(), "{left:?}");
     ChatStore::open(db, Limits::default()).expect("reopens at the new version");
 }
 

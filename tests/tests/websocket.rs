@@ -474,6 +474,21 @@ async fn idle_conversations_stop_and_come_back_where_they_left_off() {
         (active_conversations(node).await == 0.0).then_some(())
     })
     .await;
+    // A resend of the first, to the new actor: it read the recent ids back
+    // from the log, so the original seq comes back and nothing is stored.
+    a.send(send(conv, "i1", "first")).await;
+    tests::wait::until("the resend's sent", T, || async {
+        let sent: Vec<u64> = a
+            .frames()
+            .iter()
+            .filter(|f| f["type"] == "sent" && f["client_msg_id"] == "i1")
+            .map(|f| f["seq"].as_u64().expect("seq"))
+            .collect();
+        (sent.len() == 2).then_some(sent)
+    })
+    .await
+    .iter()
+    .for_each(|&seq| assert_eq!(seq, 1, "a resend got a new seq"));
     a.send(send(conv, "i2", "second")).await;
     a.wait_for("sent i2", T, |f| f["type"] == "sent" && f["seq"] == 2)
         .await;

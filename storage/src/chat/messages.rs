@@ -89,19 +89,6 @@ impl AppendOutcome {
     }
 }
 
-/// Reads the stored message that a dedup entry points at.
-fn existing(
-    tx: &mut dyn Transaction,
-    conv_id: ConvId,
-    sender: UserId,
-    client_msg_id: &str,
-) -> Result<Option<Message>> {
-    let Some(seq) = get::<Seq, _>(tx, keys::MSG_DEDUP, &(conv_id, sender, client_msg_id))? else {
-        return Ok(None);
-    };
-    get(tx, keys::MSG, &(conv_id, seq))
-}
-
 impl ChatStore {
     /// Claims the conversation for a new actor: bumps and returns its epoch
     /// together with its last sequence number.
@@ -135,8 +122,12 @@ impl ChatStore {
     ///
     /// A stale epoch or a wrong `next_seq` fails the whole batch. A single
     /// message that is invalid or whose sender is not a member gets its own
-    /// error in the returned list and takes no sequence number; duplicates
-    /// return the original. The outer error means nothing was written.
+    /// error in the returned list and takes no sequence number; a repeat of
+    /// a `client_msg_id` earlier in the same batch returns the original.
+    /// Resends of messages committed by earlier batches are not looked up
+    /// here (no dedup row is written): the conversation actor drops them
+    /// first, from its window of recent ids ([`ChatStore::recent_ids`]).
+    /// The outer error means nothing was written.
     pub fn append_batch(
         &self,
         conv_id: ConvId,
@@ -274,6 +265,23 @@ impl ChatStore {
         })
     }
 
+    /// The sender, `client_msg_id` and seq of the conversation's newest
+    /// `limit` messages, oldest first: what its actor's window of recent
+    /// ids starts from when it activates, so a resend whose `sent` was
+    /// lost (the node that committed it died) still gets its original seq.
+    pub fn recent_ids(&self, conv_id: ConvId, limit: usize) -> Result<Vec<(UserId, String, Seq)>> {
+        self.db().read(|tx| {
+            let (begin, end) = keys::MSG.range(&(conv_id,));
+            let rows = tx.get_range(&begin, &end, RangeOptions::reverse(limit))?;
+            let mut ids = decode_messages(rows)?
+                .into_iter()
+                .map(|m| (m.sender, m.client_msg_id, m.seq))
+                .collect::<Vec<_>>();
+            ids.reverse();
+            Ok(ids)
+        })
+    }
+
     /// One message of a conversation the actor belongs to.
     pub fn message(&self, actor: UserId, conv_id: ConvId, seq: Seq) -> Result<Message> {
         self.db().read(|tx| {
@@ -359,7 +367,8 @@ pub struct AppendRequest {
 
 /// The outcomes of a batch that an earlier run of this very append
 /// committed (see [`append_in`]), or `None` when the message stored at
-/// `next_seq` is not one of the batch's.
+/// `next_seq` is not one of the batch's. The batch's new messages sit at
+/// `next_seq` and after, in order: one range read finds them.
 fn already_appended(
     tx: &mut dyn Transaction,
     limits: &super::Limits,
@@ -371,26 +380,38 @@ fn already_appended(
     if next_seq > meta.last_seq {
         return Ok(None);
     }
-    let Some(first) = get::<Message, _>(tx, keys::MSG, &(conv_id, next_seq))? else {
+    let begin = keys::MSG.key(&(conv_id, next_seq));
+    let end = keys::MSG.key(&(conv_id, next_seq.saturating_add(messages.len() as u64)));
+    let stored = decode_messages(tx.get_range(&begin, &end, RangeOptions::default())?)?;
+    let Some(first) = stored.first() else {
         return Ok(None);
     };
     let ours = |m: &NewMessage| m.sender == first.sender && m.client_msg_id == first.client_msg_id;
     if !messages.iter().any(ours) {
         return Ok(None);
     }
+    let mut by_id: HashMap<(UserId, &str), Message> = stored
+        .iter()
+        .map(|m| ((m.sender, m.client_msg_id.as_str()), m.clone()))
+        .collect();
+    let mut answered: HashMap<(UserId, &str), Message> = HashMap::new();
     let mut outcomes = Vec::with_capacity(messages.len());
     for m in messages {
-        let outcome = match existing(tx, conv_id, m.sender, &m.client_msg_id)? {
-            Some(stored) if stored.seq >= next_seq => Ok(AppendOutcome::Appended(stored)),
-            Some(stored) => Ok(AppendOutcome::Duplicate(stored)),
+        let key = (m.sender, m.client_msg_id.as_str());
+        let outcome = if let Some(original) = answered.get(&key) {
+            Ok(AppendOutcome::Duplicate(original.clone()))
+        } else if let Some(new) = by_id.remove(&key) {
+            answered.insert(key, new.clone());
+            Ok(AppendOutcome::Appended(new))
+        } else {
             // Not stored: the first run refused it; refuse it the same way.
-            None => match m.check(limits) {
+            match m.check(limits) {
                 Err(e) => Err(e),
                 Ok(()) => Err(Error::NotMember {
                     conv_id,
                     user_id: m.sender,
                 }),
-            },
+            }
         };
         outcomes.push(outcome);
     }
@@ -398,9 +419,9 @@ fn already_appended(
 }
 
 /// The point reads [`append_in`] makes for a batch: the fence, the
-/// conversation row, and per sender their membership and receipt, per
-/// message its dedup entry; with a `pair`, both member rows and both
-/// block rows (for [`Transaction::prefetch`]).
+/// conversation row, and per sender their membership and receipt; with a
+/// `pair`, both member rows and both block rows (for
+/// [`Transaction::prefetch`]).
 fn append_reads(
     conv_id: ConvId,
     messages: &[NewMessage],
@@ -422,7 +443,6 @@ fn append_reads(
             reads.push(keys::MEMBER.key(&(conv_id, m.sender)));
             reads.push(keys::RECEIPT.key(&(conv_id, m.sender)));
         }
-        reads.push(keys::MSG_DEDUP.key(&(conv_id, m.sender, &m.client_msg_id)));
     }
     reads
 }
@@ -509,6 +529,10 @@ fn append_in(
     // each sender's receipt is written once, after the loop.
     let mut is_member: HashMap<UserId, bool> = HashMap::new();
     let mut senders: HashMap<UserId, Receipt> = HashMap::new();
+    // No dedup row: a resend of an earlier batch is the caller's to catch
+    // (the conversation actor's window of recent ids, rebuilt from the
+    // log's tail: `ChatStore::recent_ids`); within a batch, here.
+    let mut in_batch: HashMap<(UserId, &str), Message> = HashMap::new();
     // A direct chat between users who blocked one another carries nothing.
     let blocked = direct_chat_blocked(tx, conv_id, pair)?;
     for m in messages {
@@ -532,9 +556,8 @@ fn append_in(
             if blocked {
                 return Err(Error::Forbidden(super::blocks::BLOCKED_DIRECT));
             }
-            if let Some(mut original) = existing(tx, conv_id, m.sender, &m.client_msg_id)? {
-                super::events::decorate(tx, std::slice::from_mut(&mut original), false)?;
-                return Ok(AppendOutcome::Duplicate(original));
+            if let Some(original) = in_batch.get(&(m.sender, m.client_msg_id.as_str())) {
+                return Ok(AppendOutcome::Duplicate(original.clone()));
             }
             let seq = meta.last_seq + 1;
             let (mentions, reply) = super::events::apply(
@@ -566,12 +589,6 @@ fn append_in(
             } else {
                 super::events::note_mentions(tx, &message)?;
             }
-            put(
-                tx,
-                keys::MSG_DEDUP,
-                &(conv_id, m.sender, &m.client_msg_id),
-                &seq,
-            )?;
             own_message(tx, &mut senders, conv_id, m.sender, seq, now, event)?;
             meta.last_seq = seq;
             if !event {
@@ -582,6 +599,7 @@ fn append_in(
                     sent_at: now,
                 });
             }
+            in_batch.insert((m.sender, m.client_msg_id.as_str()), message.clone());
             Ok(AppendOutcome::Appended(message))
         })();
         match outcome {

@@ -5,7 +5,8 @@
 //!   tombstones. Every `msg` row is rewritten in the schema-3 encoding (and
 //!   indexed for search, as schema 3 did in the message's transaction).
 //! - 3 → 4: the search index follows the log behind a per-conversation
-//!   cursor. Schema 3 indexed every message when it was written, so each
+//!   cursor, and no dedup row is written any more (the old ones are
+//!   cleared). Schema 3 indexed every message when it was written, so each
 //!   conversation's cursor starts at the last seq of its log.
 //!
 //! Each step works in bounded batches, one transaction each
@@ -76,6 +77,10 @@ pub(crate) fn upgrade(db: &Database, found: u32) -> Result<()> {
         let (_, seq): (ConvId, Seq) = keys::MSG.unpack(&last)?;
         super::put(tx, keys::SEARCH_CURSOR, &(conv_id,), &seq)
     })?;
+    // Schema 4 writes no dedup rows (conversation actors keep recent ids
+    // in memory, rebuilt from the log): the old ones are dead weight.
+    let (begin, end) = keys::MSG_DEDUP.all();
+    db.run(|tx| tx.clear_range(&begin, &end))?;
     tracing::info!("store migrated to schema {}", keys::SCHEMA_VERSION);
     Ok(())
 }
