@@ -2175,6 +2175,17 @@ fn index_rows(f: &Fixture, conv: u64, seq: u64) -> Vec<String> {
         .collect()
 }
 
+/// The seqs a search by `user` finds, newest first.
+fn search_seqs(f: &Fixture, user: u64, q: &str) -> Vec<u64> {
+    f.store
+        .search(user, q, None, 10)
+        .expect("search")
+        .hits
+        .iter()
+        .map(|h| h.message.seq)
+        .collect()
+}
+
 /// Runs the index follower over `convs` (everything committed) until it
 /// has nothing left.
 fn index_all(f: &Fixture, convs: &[u64]) -> usize {
@@ -2205,15 +2216,7 @@ fn a_message_is_found_the_moment_it_is_committed_and_after_the_follower_indexes_
             .append(conv, epoch, seq, &msg(a.id, &format!("c{seq}"), body))
             .expect("send");
     }
-    let found = |q: &str| -> Vec<u64> {
-        f.store
-            .search(b.id, q, None, 10)
-            .expect("search")
-            .hits
-            .iter()
-            .map(|h| h.message.seq)
-            .collect()
-    };
+    let found = |q: &str| search_seqs(&f, b.id, q);
     // Nothing indexed yet: the commit wrote no index row, and the search
     // finds the messages in the log above the cursor.
     assert!(
@@ -2297,15 +2300,7 @@ fn edits_and_deletions_never_show_old_text_before_or_after_the_follower() {
                 &event(a.id, "d1", K::Delete { target: 2 }, ""),
             )
             .expect("delete");
-        let found = |q: &str| -> Vec<u64> {
-            f.store
-                .search(b.id, q, None, 10)
-                .expect("search")
-                .hits
-                .iter()
-                .map(|h| h.message.seq)
-                .collect()
-        };
+        let found = |q: &str| search_seqs(&f, b.id, q);
         for indexed in [index_first, true] {
             let when = if indexed {
                 "indexed"
