@@ -204,11 +204,13 @@ impl Cluster {
             .await
             .map_err(|e| Error::Spawn(format!("presence actor: {e}")))?;
         let (stop_membership, stop_rx) = tokio::sync::watch::channel(false);
-        let membership = tokio::spawn(crate::membership::run(
-            cluster.clone(),
-            server.clone(),
-            stop_rx,
-        ));
+        let membership = {
+            let (cluster, server) = (cluster.clone(), server.clone());
+            let restarts = cluster.metrics().task_restarts.clone();
+            crate::task::supervise("membership loop", restarts, move || {
+                crate::membership::run(cluster.clone(), server.clone(), stop_rx.clone())
+            })
+        };
         Ok(ClusterRuntime {
             cluster,
             server,

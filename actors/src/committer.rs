@@ -125,7 +125,22 @@ impl Committer {
     ) -> Self {
         let (jobs, rx) = mpsc::channel(4096);
         let slots = Arc::new(Semaphore::new(pipeline.max(1)));
-        tokio::spawn(run(store, metrics, max_messages.max(1), slots, indexer, rx));
+        // Shared so that a run restarted after a panic takes the same
+        // queue up again (the panicked run's lock is released as it
+        // unwinds); the jobs it held are dropped, and their conversations
+        // answer their senders with an error.
+        let rx = Arc::new(tokio::sync::Mutex::new(rx));
+        let restarts = metrics.task_restarts.clone();
+        crate::task::supervise("writer", restarts, move || {
+            run(
+                store.clone(),
+                metrics.clone(),
+                max_messages.max(1),
+                slots.clone(),
+                indexer.clone(),
+                rx.clone(),
+            )
+        });
         Self { jobs }
     }
 
@@ -169,8 +184,9 @@ async fn run(
     max_messages: usize,
     slots: Arc<Semaphore>,
     indexer: Indexer,
-    mut rx: mpsc::Receiver<Job>,
+    rx: Arc<tokio::sync::Mutex<mpsc::Receiver<Job>>>,
 ) {
+    let mut rx = rx.lock().await;
     while let Some(first) = rx.recv().await {
         // Wait for a free slot first: what queues meanwhile joins this
         // transaction (with one slot, this is one commit after another).

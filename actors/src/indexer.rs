@@ -15,9 +15,8 @@
 //! starts where the last committed one ended. A conversation whose tail was
 //! left unindexed by a crash is marked again when its actor activates.
 //!
-//! The task is restarted if it panics (logged as an error and counted in
-//! `parley_index_restarts_total`), so the index never silently stops
-//! following the log.
+//! The task is restarted if it panics ([`crate::task::supervise`]), so the
+//! index never silently stops following the log.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -110,22 +109,14 @@ impl Indexer {
             backlog: backlog.clone(),
             metrics: metrics.clone(),
         };
-        tokio::spawn(async move {
-            loop {
-                let task =
-                    tokio::spawn(run(store.clone(), metrics.clone(), backlog.clone(), gather));
-                match task.await {
-                    Ok(()) => return,
-                    Err(e) if e.is_panic() => {
-                        metrics.index_restarts.inc();
-                        tracing::error!(error = %e, "the search index follower panicked; restarting it");
-                        // Whatever it held is still in the store above the
-                        // cursors; marks made meanwhile are in the backlog.
-                        backlog.wake.notify_one();
-                    }
-                    Err(_) => return,
-                }
-            }
+        let restarts = metrics.task_restarts.clone();
+        crate::task::supervise("index follower", restarts, move || {
+            // After a panic: the conversations of the step it was on are
+            // marked again by their next commit or activation (searches
+            // read their unindexed tail meanwhile); marks made since are
+            // in the backlog.
+            backlog.wake.notify_one();
+            run(store.clone(), metrics.clone(), backlog.clone(), gather)
         });
         indexer
     }

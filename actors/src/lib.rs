@@ -11,6 +11,7 @@
 //! - [`committer`]: the node's one message writer (group commit);
 //!   [`indexer`]: the search index, built after the commit;
 //! - [`supervisor`]: cleans up after conversation and session actors that die;
+//!   [`task`]: restarts the internal tasks that are not actors if they panic;
 //! - [`host`]: each node's mailbox for its peers; [`wire`]: what they say;
 //! - [`membership`]: leases and reconnection; [`placement`]: rendezvous hashing;
 //! - [`events`]: what the node saw happen, for operators and the lab;
@@ -40,6 +41,7 @@ pub mod registry;
 pub mod session;
 pub mod store_pool;
 pub mod supervisor;
+pub mod task;
 #[cfg(test)]
 mod test_actor;
 pub mod wire;

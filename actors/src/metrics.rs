@@ -27,8 +27,9 @@ pub struct Metrics {
     pub log_rows_indexed: Counter,
     /// Conversations waiting for the index follower.
     pub index_backlog: Gauge,
-    /// Times the index follower panicked and was restarted.
-    pub index_restarts: Counter,
+    /// Times an internal task (the writer, the membership loop, the index
+    /// follower) panicked and was restarted.
+    pub task_restarts: Counter,
     /// Frames queued to this node's WebSocket sessions.
     pub frames_delivered: Counter,
     /// Connected WebSocket sessions on this node.
@@ -111,7 +112,7 @@ impl Metrics {
             index_micros: Counter::default(),
             log_rows_indexed: Counter::default(),
             index_backlog: Gauge::default(),
-            index_restarts: Counter::default(),
+            task_restarts: Counter::default(),
             frames_delivered: Counter::default(),
             sessions: Gauge::default(),
             conversations: Gauge::default(),
@@ -182,9 +183,9 @@ impl Metrics {
             m.index_backlog.clone(),
         );
         r.register(
-            "index_restarts",
-            "Times the search index follower panicked and was restarted",
-            m.index_restarts.clone(),
+            "task_restarts",
+            "Times an internal task (writer, membership loop, index follower) panicked and was restarted",
+            m.task_restarts.clone(),
         );
         r.register(
             "frames_delivered",
