@@ -107,7 +107,33 @@ impl Node {
     }
 
     /// Starts the process and waits until its gateway answers.
+    ///
+    /// [`free_port`] only finds ports that were free a moment ago: another
+    /// test can take one before the node binds it. A node that exits at
+    /// start because an address is in use is started again on fresh ports
+    /// (at most three times).
     pub async fn start(&mut self) {
+        for attempt in 1.. {
+            let logged = std::fs::metadata(&self.log).map_or(0, |m| m.len());
+            match self.start_once().await {
+                Ok(()) => return,
+                Err(status) => {
+                    let log = self.log_text();
+                    let this_start = log.get(logged as usize..).unwrap_or(&log);
+                    if attempt < 3 && this_start.contains("Address already in use") {
+                        self.http = SocketAddr::from(([127, 0, 0, 1], free_port()));
+                        self.cluster_addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
+                        continue;
+                    }
+                    panic!("{} exited at start ({status}); log:\n{log}", self.name);
+                }
+            }
+        }
+    }
+
+    /// One start: `Err` with the exit status when the process ended
+    /// before its gateway answered.
+    async fn start_once(&mut self) -> Result<(), std::process::ExitStatus> {
         assert!(self.child.is_none(), "{} already running", self.name);
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -142,15 +168,13 @@ impl Node {
         loop {
             if let Ok(r) = http.get(&url).send().await {
                 if r.status().is_success() {
-                    return;
+                    return Ok(());
                 }
             }
             if let Some(child) = self.child.as_mut() {
                 if let Ok(Some(status)) = child.try_wait() {
-                    panic!(
-                        "{name} exited at start ({status}); log:\n{}",
-                        self.log_text()
-                    );
+                    self.child = None;
+                    return Err(status);
                 }
             }
             assert!(
