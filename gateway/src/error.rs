@@ -99,6 +99,7 @@ impl Error {
         match self.code() {
             ErrorCode::Internal => "internal error".to_owned(),
             ErrorCode::Unavailable => "temporarily unavailable, retry".to_owned(),
+            ErrorCode::StorageFull => actors::frames::STORAGE_FULL.to_owned(),
             _ => self.to_string(),
         }
     }
@@ -134,7 +135,7 @@ pub fn status(code: ErrorCode) -> StatusCode {
         ErrorCode::Conflict => StatusCode::CONFLICT,
         ErrorCode::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
         ErrorCode::RateLimited => StatusCode::TOO_MANY_REQUESTS,
-        ErrorCode::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        ErrorCode::Unavailable | ErrorCode::StorageFull => StatusCode::SERVICE_UNAVAILABLE,
         ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }
@@ -150,8 +151,8 @@ pub struct ErrorBody {
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct ErrorDetail {
     /// Machine-readable class: `bad_request`, `unauthorized`, `forbidden`,
-    /// `not_found`, `conflict`, `too_large`, `rate_limited`, `unavailable`
-    /// or `internal`.
+    /// `not_found`, `conflict`, `too_large`, `rate_limited`, `unavailable`,
+    /// `storage_full` or `internal`.
     #[schema(value_type = String, example = "not_found")]
     pub code: ErrorCode,
     /// For humans.
@@ -171,7 +172,7 @@ impl IntoResponse for Error {
             _ if matches!(self, Error::Overloaded) => {
                 tracing::debug!("request shed: hashing queue full");
             }
-            ErrorCode::Internal | ErrorCode::Unavailable => {
+            ErrorCode::Internal | ErrorCode::Unavailable | ErrorCode::StorageFull => {
                 tracing::error!(error = %self, "request failed");
             }
             _ => tracing::debug!(error = %self, "request refused"),
@@ -185,7 +186,7 @@ impl IntoResponse for Error {
                 let secs = retry_after_ms.div_ceil(1000).max(1);
                 headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
             }
-            (_, ErrorCode::Unavailable) => {
+            (_, ErrorCode::Unavailable | ErrorCode::StorageFull) => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from(1u64));
             }
             (_, ErrorCode::Unauthorized) => {
@@ -226,6 +227,7 @@ mod tests {
             (ErrorCode::TooLarge, 413),
             (ErrorCode::RateLimited, 429),
             (ErrorCode::Unavailable, 503),
+            (ErrorCode::StorageFull, 503),
             (ErrorCode::Internal, 500),
         ];
         for (code, expected) in table {

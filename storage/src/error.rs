@@ -150,11 +150,57 @@ impl Error {
         }
     }
 
+    /// Whether the engine refused to write because its disk is full:
+    /// nothing was written, reads still work, and the same write succeeds
+    /// once space is freed. (A FoundationDB cluster short of space slows
+    /// its clients down instead of failing them.)
+    pub fn is_storage_full(&self) -> bool {
+        match self {
+            // SQLite reports a write that found no space (ENOSPC) as
+            // SQLITE_FULL.
+            Error::Sqlite(rusqlite::Error::SqliteFailure(e, _)) => {
+                e.code == rusqlite::ErrorCode::DiskFull
+            }
+            Error::RetriesExhausted { last, .. } => last.is_storage_full(),
+            _ => false,
+        }
+    }
+
     /// Shorthand for an [`Error::Invalid`].
     pub fn invalid(field: &'static str, reason: impl Into<String>) -> Self {
         Error::Invalid {
             field,
             reason: reason.into(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sqlite(code: std::ffi::c_int) -> Error {
+        Error::Sqlite(rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(code),
+            None,
+        ))
+    }
+
+    #[test]
+    fn a_full_disk_is_told_apart_from_other_failures() {
+        assert!(sqlite(rusqlite::ffi::SQLITE_FULL).is_storage_full());
+        let exhausted = Error::RetriesExhausted {
+            attempts: 3,
+            last: Box::new(sqlite(rusqlite::ffi::SQLITE_FULL)),
+        };
+        assert!(exhausted.is_storage_full());
+        assert!(!sqlite(rusqlite::ffi::SQLITE_FULL).is_retryable());
+        for other in [
+            sqlite(rusqlite::ffi::SQLITE_IOERR),
+            sqlite(rusqlite::ffi::SQLITE_BUSY),
+            Error::NotFound { what: "user" },
+        ] {
+            assert!(!other.is_storage_full(), "{other}");
         }
     }
 }

@@ -7,4 +7,4 @@ mod client;
 mod server;
 
 pub use client::{parse_watermarks, reference_of, ClientFrame};
-pub use server::{ConvError, ErrorCode, FrameKind, ServerFrame};
+pub use server::{ConvError, ErrorCode, FrameKind, ServerFrame, STORAGE_FULL};

@@ -28,9 +28,15 @@ pub enum ErrorCode {
     RateLimited,
     /// The cluster cannot serve it right now (a node is failing over); retry.
     Unavailable,
+    /// The store's disk is full: nothing was written; reads still work.
+    /// Retry later (the node recovers by itself once space is freed).
+    StorageFull,
     /// A bug or a storage failure.
     Internal,
 }
+
+/// What a client is told when the store's disk is full.
+pub const STORAGE_FULL: &str = "the server's storage is full: nothing was saved; retry later";
 
 impl From<&storage::Error> for ErrorCode {
     fn from(e: &storage::Error) -> Self {
@@ -45,6 +51,7 @@ impl From<&storage::Error> for ErrorCode {
                 ErrorCode::Unavailable
             }
             e if e.is_retryable() => ErrorCode::Unavailable,
+            e if e.is_storage_full() => ErrorCode::StorageFull,
             _ => ErrorCode::Internal,
         }
     }
@@ -276,6 +283,7 @@ impl ServerFrame {
         let message = match code {
             ErrorCode::Internal => "internal error".to_owned(),
             ErrorCode::Unavailable => "temporarily unavailable, retry".to_owned(),
+            ErrorCode::StorageFull => STORAGE_FULL.to_owned(),
             _ => message.into(),
         };
         ServerFrame::Error {
