@@ -12,7 +12,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use tests::client::{Api, Ws};
+use tests::client::{Api, User, Ws};
 use tests::node::{free_port, Node, Timing};
 
 const T: Duration = Duration::from_secs(30);
@@ -105,16 +105,11 @@ async fn a_full_disk_refuses_sends_as_storage_full_keeps_reads_and_recovers() {
     assert_eq!(refused["code"], "storage_full", "{refused}");
     assert_eq!(refused["ref"], format!("m{}", acked.len()), "{refused}");
 
-    // Reads still work.
-    let (status, page) = api
-        .call(
-            "GET",
-            &format!("/api/conversations/{conv}/messages?limit=200"),
-            Some(&bob.token),
-            None,
-        )
-        .await;
-    assert_eq!(status, 200, "{page}");
+    // Reads still work, and hold everything acknowledged so far.
+    let before_freeing = history(&api, &bob, conv).await;
+    for sent in &acked {
+        assert!(before_freeing.contains(sent), "{sent:?} not readable");
+    }
     // A registration is refused as unavailable storage, never as a crash.
     let (status, body) = api
         .call(
@@ -150,14 +145,27 @@ async fn a_full_disk_refuses_sends_as_storage_full_keeps_reads_and_recovers() {
 
     // Nothing acknowledged was lost: every `sent` is in the history, at its
     // seq.
-    let mut stored: Vec<(String, u64)> = Vec::new();
+    let stored = history(&api, &bob, conv).await;
+    for sent in &acked {
+        assert!(
+            stored.contains(sent),
+            "{sent:?} acknowledged but not stored"
+        );
+    }
+    drop(ws);
+    node.stop().await;
+}
+
+/// Every (client_msg_id, seq) of `conv` as `user` reads it, page by page.
+async fn history(api: &Api, user: &User, conv: u64) -> Vec<(String, u64)> {
+    let mut stored = Vec::new();
     let mut before = String::new();
     loop {
         let (status, page) = api
             .call(
                 "GET",
                 &format!("/api/conversations/{conv}/messages?limit=200{before}"),
-                Some(&bob.token),
+                Some(&user.token),
                 None,
             )
             .await;
@@ -171,17 +179,9 @@ async fn a_full_disk_refuses_sends_as_storage_full_keeps_reads_and_recovers() {
         }));
         match messages.last().and_then(|m| m["seq"].as_u64()) {
             Some(oldest) if messages.len() == 200 => before = format!("&before_seq={oldest}"),
-            _ => break,
+            _ => return stored,
         }
     }
-    for sent in &acked {
-        assert!(
-            stored.contains(sent),
-            "{sent:?} acknowledged but not stored"
-        );
-    }
-    drop(ws);
-    node.stop().await;
 }
 
 /// A fresh suffix for a resend's id.
