@@ -75,6 +75,10 @@ pub struct Metrics {
     pub push_recovered: Counter,
     /// Appends refused because a newer actor owns the conversation.
     pub fenced_appends: Counter,
+    /// WebSocket sends answered `unavailable` because no answer came from
+    /// their conversation within the answer timeout (a hung or cut-off
+    /// node, a lost store).
+    pub answer_timeouts: Counter,
     /// HTTP requests refused by a throttle (login, registration, writes).
     pub throttled_requests: Counter,
     /// Logins and registrations shed because the hashing queue was full.
@@ -134,6 +138,7 @@ impl Metrics {
             push_expired: Counter::default(),
             push_recovered: Counter::default(),
             fenced_appends: Counter::default(),
+            answer_timeouts: Counter::default(),
             throttled_requests: Counter::default(),
             hash_overloaded: Counter::default(),
             connections_refused: Counter::default(),
@@ -291,6 +296,11 @@ impl Metrics {
             "fenced_appends",
             "Appends refused by the epoch fence",
             m.fenced_appends.clone(),
+        );
+        r.register(
+            "answer_timeouts",
+            "WebSocket sends answered unavailable for want of an answer in time",
+            m.answer_timeouts.clone(),
         );
         m.register_abuse(r);
         Self { registry, ..m }

@@ -39,6 +39,11 @@ pub struct GatewayConfig {
     /// How long a client has to send its `auth` frame when it did not put
     /// its token in the URL, in seconds. Default 10.
     pub auth_timeout_secs: u64,
+    /// How long a send (WebSocket or HTTP) waits for its conversation's
+    /// answer, in seconds. Past it the client gets `unavailable` ("no
+    /// answer in time: resend with the same client_msg_id") instead of
+    /// waiting on a hung or cut-off node for ever. Default 10.
+    pub answer_timeout_secs: u64,
     /// Names of the users with the admin role: the admin API (the
     /// cluster as this node sees it, its event stream). Default none.
     pub admin_users: Vec<String>,
@@ -67,6 +72,7 @@ impl Default for GatewayConfig {
             outbound_queue_bytes: 1024 * 1024,
             sync_patience_secs: 10,
             auth_timeout_secs: 10,
+            answer_timeout_secs: 10,
             admin_users: Vec::new(),
             admin_token: None,
             abuse: AbuseConfig::default(),

@@ -20,10 +20,6 @@ use super::extract::{Json, Path, Query};
 use crate::error::ErrorBody;
 use crate::{AppState, AuthUser, Error};
 
-/// How long a request waits for the conversation actor's answer (a
-/// failover takes well under this), before answering 503.
-pub(crate) const ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
-
 /// Checks a send or an event against the user's send budget (shared with
 /// the WebSocket) and the message size limit, before it is routed.
 pub(crate) fn sendable(state: &AppState, message: &NewMessage) -> Result<(), Error> {
@@ -71,9 +67,11 @@ async fn submit(
 ) -> Result<Json<SentView>, Error> {
     sendable(state, &message)?;
     require_member(state, message.sender, conv_id).await?;
+    // A failover takes well under it; then 503.
+    let answer_timeout = Duration::from_secs(state.config.answer_timeout_secs.max(1));
     let answer = state
         .cluster
-        .send_and_wait(conv_id, message, ANSWER_TIMEOUT)
+        .send_and_wait(conv_id, message, answer_timeout)
         .await
         .ok_or_else(|| Error::Refused {
             code: ErrorCode::Unavailable,

@@ -19,6 +19,7 @@ use ractor::ActorRef;
 use storage::chat::{ConvId, DeviceKey, MessageKind, NewMessage, UserId};
 use tracing::Instrument;
 
+use super::answers::Unanswered;
 use super::{error_text, presence, Identity};
 use crate::{AppState, Error};
 use actors::frames::{parse_watermarks, reference_of, ClientFrame};
@@ -105,6 +106,7 @@ async fn run(state: AppState, sink: Sink, mut stream: Stream, who: Identity, ses
     let pending_syncs = Arc::new(AtomicUsize::new(0));
     let user_id = who.user_id;
     let last_heard = Arc::new(LastHeard::new());
+    let unanswered = Arc::new(Unanswered::default());
     let writer = tokio::spawn(
         write(
             sink,
@@ -113,6 +115,7 @@ async fn run(state: AppState, sink: Sink, mut stream: Stream, who: Identity, ses
             Duration::from_secs(config.heartbeat_secs.max(1)),
             Duration::from_secs(config.idle_timeout_secs.max(1)),
             last_heard.clone(),
+            unanswered.clone(),
         )
         .in_current_span(),
     );
@@ -171,12 +174,19 @@ async fn run(state: AppState, sink: Sink, mut stream: Stream, who: Identity, ses
         pending_syncs,
         last_typing: HashMap::new(),
         member_of: HashSet::new(),
+        unanswered,
     };
     let mut writer = writer;
     let mut session_running = true;
     loop {
+        let due = reader.unanswered.next_deadline();
         let incoming = tokio::select! {
             incoming = stream.next() => incoming,
+            // A send's answer is overdue: never leave it hanging.
+            _ = overdue(due) => {
+                reader.answer_overdue();
+                continue;
+            }
             // The session died without closing (a panic): nothing can reach
             // this socket any more, so end it; the client reconnects.
             _ = &mut session_ended, if session_running => {
@@ -260,6 +270,16 @@ struct Reader<'a> {
     /// conversation actor. Forgotten past [`MAX_KNOWN_CONVERSATIONS`]; a
     /// member removed since is refused by the conversation itself.
     member_of: HashSet<ConvId>,
+    /// Sends routed and not yet answered (struck off by the writer).
+    unanswered: Arc<Unanswered>,
+}
+
+/// Resolves at `due`, or never when nothing waits.
+async fn overdue(due: Option<Instant>) {
+    match due {
+        Some(due) => tokio::time::sleep_until(due.into()).await,
+        None => std::future::pending().await,
+    }
 }
 
 impl Reader<'_> {
@@ -277,6 +297,35 @@ impl Reader<'_> {
 
     async fn fail(&self, e: Error, reference: Option<String>) {
         self.reply(e.frame(reference));
+    }
+
+    /// Routes a send (a message or an event) to its conversation, due an
+    /// answer within the answer timeout.
+    async fn submit(&self, conv_id: ConvId, from: SessionAddr, reference: String, message: NewMessage) {
+        let timeout = Duration::from_secs(self.state.config.answer_timeout_secs.max(1));
+        self.unanswered
+            .expect(&message.client_msg_id, &reference, Instant::now() + timeout);
+        let cmd = ConvCommand::Send {
+            from,
+            reference: Some(reference),
+            message,
+        };
+        self.state.cluster.route(conv_id, cmd).await;
+    }
+
+    /// Answers the sends whose answer is overdue: the home node may be
+    /// hung or cut off, and the outcome is unknown, so the client resends
+    /// (with the same `client_msg_id`, which is idempotent).
+    fn answer_overdue(&self) {
+        for reference in self.unanswered.expired(Instant::now()) {
+            self.state.cluster.metrics().answer_timeouts.inc();
+            tracing::debug!(reference, "no answer in time");
+            let e = Error::Refused {
+                code: actors::frames::ErrorCode::Unavailable,
+                message: "no answer in time: resend with the same client_msg_id".into(),
+            };
+            self.reply(e.frame(Some(reference)));
+        }
     }
 
     async fn frame(&mut self, text: &str) {
@@ -304,11 +353,12 @@ impl Reader<'_> {
                 body,
                 reply_to,
             } => {
-                let reference = reference.or_else(|| Some(client_msg_id.clone()));
+                let reference = reference.unwrap_or_else(|| client_msg_id.clone());
                 let message = NewMessage {
                     reply_to,
                     ..NewMessage::text(user_id, client_msg_id, body)
                 };
+                let reference = Some(reference);
                 if let Err(e) = self.sendable(&message) {
                     return self.fail(e, reference).await;
                 }
@@ -326,12 +376,8 @@ impl Reader<'_> {
                         return self.fail(e, reference).await;
                     }
                 };
-                let cmd = ConvCommand::Send {
-                    from,
-                    reference,
-                    message,
-                };
-                self.state.cluster.route(conv_id, cmd).await;
+                let reference = reference.unwrap_or_default();
+                self.submit(conv_id, from, reference, message).await;
             }
             ClientFrame::Edit {
                 reference,
@@ -461,12 +507,8 @@ impl Reader<'_> {
         if let Err(e) = self.gate(conv_id).await {
             return self.fail(e, reference).await;
         }
-        let cmd = ConvCommand::Send {
-            from,
-            reference,
-            message,
-        };
-        self.state.cluster.route(conv_id, cmd).await;
+        let reference = reference.unwrap_or_default();
+        self.submit(conv_id, from, reference, message).await;
     }
 
     /// Lets a frame through to conversation `conv_id` only if the user is
@@ -569,6 +611,7 @@ async fn write(
     heartbeat: Duration,
     idle_timeout: Duration,
     last_heard: Arc<LastHeard>,
+    unanswered: Arc<Unanswered>,
 ) {
     let mut ticker = tokio::time::interval(heartbeat);
     ticker.tick().await;
@@ -578,9 +621,11 @@ async fn write(
                 Some(queued) => {
                     // Everything queued goes out with one flush.
                     let burst = async {
+                        unanswered.answered(queued.text.as_str());
                         sink.feed(text_message(&queued.text)).await?;
                         drop(queued);
                         while let Some(more) = frames.try_recv() {
+                            unanswered.answered(more.text.as_str());
                             sink.feed(text_message(&more.text)).await?;
                         }
                         sink.flush().await

@@ -8,6 +8,7 @@
 //!
 //! [`SessionActor`]: actors::session::SessionActor
 
+mod answers;
 mod connection;
 mod presence;
 
