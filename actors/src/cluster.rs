@@ -28,6 +28,7 @@ use crate::indexer::Indexer;
 use crate::metrics::Metrics;
 use crate::outbound::SharedText;
 use crate::presence::PresenceActor;
+use crate::probe::{PeerHeard, ProbeActor, ProbeArgs, ProbeMsg};
 use crate::push::PushService;
 use crate::registry::LocalSessions;
 use crate::session::{FrameBatch, OrderedFrame, SessionMsg};
@@ -98,6 +99,7 @@ pub struct ClusterRuntime {
     server: ActorRef<NodeServerMessage>,
     host: ActorRef<HostMsg>,
     presence: ActorRef<()>,
+    probe: ActorRef<ProbeMsg>,
     stop_membership: tokio::sync::watch::Sender<bool>,
     membership: tokio::task::JoinHandle<()>,
 }
@@ -203,12 +205,26 @@ impl Cluster {
         let (presence, _) = Actor::spawn(None, PresenceActor, cluster.clone())
             .await
             .map_err(|e| Error::Spawn(format!("presence actor: {e}")))?;
+        let heard = Arc::new(PeerHeard::default());
+        let probe_args = ProbeArgs {
+            me: cluster.node_name().to_owned(),
+            scope: cluster.hosts_scope().to_owned(),
+            heard: heard.clone(),
+        };
+        let (probe, _) = Actor::spawn(None, ProbeActor, probe_args)
+            .await
+            .map_err(|e| Error::Spawn(format!("probe actor: {e}")))?;
         let (stop_membership, stop_rx) = tokio::sync::watch::channel(false);
         let membership = {
             let (cluster, server) = (cluster.clone(), server.clone());
             let restarts = cluster.metrics().task_restarts.clone();
             crate::task::supervise("membership loop", restarts, move || {
-                crate::membership::run(cluster.clone(), server.clone(), stop_rx.clone())
+                crate::membership::run(
+                    cluster.clone(),
+                    server.clone(),
+                    heard.clone(),
+                    stop_rx.clone(),
+                )
             })
         };
         Ok(ClusterRuntime {
@@ -216,6 +232,7 @@ impl Cluster {
             server,
             host,
             presence,
+            probe,
             stop_membership,
             membership,
         })
@@ -931,6 +948,7 @@ impl ClusterRuntime {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         self.presence.stop(None);
+        self.probe.stop(None);
         self.host.stop(None);
         self.server.stop(None);
     }

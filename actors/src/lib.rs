@@ -35,6 +35,7 @@ pub mod metrics;
 pub mod outbound;
 pub mod placement;
 pub mod presence;
+pub mod probe;
 pub mod push;
 pub mod recent_ids;
 pub mod registry;

@@ -9,9 +9,13 @@
 //! heartbeat this loop also dials live peers it is not connected to
 //! (restarts, healed partitions) and drops connections to peers whose lease
 //! expired, which removes their sessions from the process groups (they go
-//! offline) and their host from routing.
+//! offline) and their host from routing. A connected peer that answers no
+//! probe for a lease lifetime (a cut or blackholed link: its lease still
+//! renews) is dropped the same way ([`crate::probe`]); it is dialed again
+//! like any live unconnected peer, and comes back once the link heals.
 
 use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ractor::ActorRef;
@@ -19,10 +23,15 @@ use ractor_cluster::NodeServerMessage;
 use storage::chat::NodeLease;
 
 use crate::lease_clock::LeaseClock;
+use crate::probe::PeerHeard;
 use crate::Cluster;
 
 /// How long to wait before dialing the same peer again.
 const REDIAL_AFTER: Duration = Duration::from_secs(2);
+
+/// How long a dial may take: a peer behind a blackholed route never
+/// answers the TCP handshake, and the loop must go on renewing the lease.
+const DIAL_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Heartbeats at which this node's sessions catch up from the store after
 /// the set of connected peers changed (or after this node found it was
@@ -53,6 +62,7 @@ struct Beat {
 pub async fn run(
     cluster: Cluster,
     server: ActorRef<NodeServerMessage>,
+    heard: Arc<PeerHeard>,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) {
     let heartbeat = cluster.config().heartbeat;
@@ -73,7 +83,7 @@ pub async fn run(
             _ = ticker.tick() => {}
             _ = shutdown.changed() => return,
         }
-        match tick(&cluster, &server, &mut dialed, &mut clock).await {
+        match tick(&cluster, &server, &heard, &mut dialed, &mut clock).await {
             Ok(beat) => {
                 if beat.was_dead {
                     rejoining = REJOIN_TICKS;
@@ -118,6 +128,7 @@ pub async fn renew(cluster: &Cluster) -> Result<Option<NodeLease>, crate::Error>
 async fn tick(
     cluster: &Cluster,
     server: &ActorRef<NodeServerMessage>,
+    heard: &PeerHeard,
     dialed: &mut HashMap<String, Instant>,
     clock: &mut LeaseClock,
 ) -> Result<Beat, crate::Error> {
@@ -146,6 +157,7 @@ async fn tick(
     let sessions = ractor::call_t!(server, NodeServerMessage::GetSessions, 2_000)
         .map_err(|e| crate::Error::Spawn(format!("node server: {e}")))?;
     let mut connected = BTreeSet::new();
+    let mut transports = HashMap::new();
     for info in sessions.values() {
         // The transport names a peer "{node name}@{host}"; leases use the
         // node name alone.
@@ -161,7 +173,25 @@ async fn tick(
             info.actor.stop(Some("lease expired".into()));
             continue;
         }
+        transports.insert(name.clone(), info.actor.clone());
         connected.insert(name);
+    }
+    // Peers silent for a lease lifetime are cut off; the others are probed.
+    let ttl = cluster.config().lease_ttl;
+    for (peer, silent) in heard.track(&connected, Instant::now()) {
+        if silent >= ttl {
+            tracing::warn!(%peer, silent_ms = silent.as_millis() as u64,
+                "peer answers no probe: dropping its connection");
+            cluster.metrics().peers_cut_off.inc();
+            if let Some(transport) = transports.get(&peer) {
+                transport.stop(Some("no answer to probes".into()));
+            }
+            connected.remove(&peer);
+            // Dialed again after the usual pause, not at once.
+            dialed.insert(peer, Instant::now());
+        } else {
+            crate::probe::ping(cluster.hosts_scope(), &me, &peer);
+        }
     }
     let mut unconnected_live = 0;
     for lease in &leases {
@@ -187,7 +217,9 @@ async fn tick(
 }
 
 async fn dial(server: &ActorRef<NodeServerMessage>, addr: &str) {
-    if let Err(e) = ractor_cluster::client_connect(server, addr).await {
-        tracing::debug!(%addr, error = %e, "dial failed");
+    match tokio::time::timeout(DIAL_TIMEOUT, ractor_cluster::client_connect(server, addr)).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::debug!(%addr, error = %e, "dial failed"),
+        Err(_) => tracing::debug!(%addr, "dial timed out"),
     }
 }

@@ -38,6 +38,9 @@ pub struct Metrics {
     pub conversations: Gauge,
     /// Nodes with a live lease, as this node sees them.
     pub live_nodes: Gauge,
+    /// Connections to peers dropped because the peer answered no probe
+    /// for a lease lifetime (a cut link: its lease still renews).
+    pub peers_cut_off: Counter,
     /// Sessions disconnected for reading too slowly.
     pub slow_consumers: Counter,
     /// Sessions closed because their user opened more than
@@ -139,6 +142,7 @@ impl Metrics {
             push_recovered: Counter::default(),
             fenced_appends: Counter::default(),
             answer_timeouts: Counter::default(),
+            peers_cut_off: Counter::default(),
             throttled_requests: Counter::default(),
             hash_overloaded: Counter::default(),
             connections_refused: Counter::default(),
@@ -296,6 +300,11 @@ impl Metrics {
             "fenced_appends",
             "Appends refused by the epoch fence",
             m.fenced_appends.clone(),
+        );
+        r.register(
+            "peers_cut_off",
+            "Peer connections dropped for answering no probe",
+            m.peers_cut_off.clone(),
         );
         r.register(
             "answer_timeouts",

@@ -14,11 +14,15 @@
 //!
 //! - [`browser`]: chromium through chromedriver, and finding Firefox, for
 //!   the browser tests.
+//! - [`netns`]: nodes on hosts of their own (network namespaces on a
+//!   bridge), so the fault tests can cut the links between them.
 //!
-//! Everything targets 127.0.0.1 only.
+//! Everything targets 127.0.0.1, or addresses that exist only inside the
+//! namespaces a test creates.
 
 pub mod browser;
 pub mod client;
+pub mod netns;
 pub mod node;
 pub mod store;
 pub mod traffic;

@@ -75,6 +75,8 @@ pub struct Node {
     cookie: String,
     timing: Timing,
     extra_env: Vec<(String, String)>,
+    /// The network namespace it runs in, if not the test's own.
+    netns: Option<String>,
     child: Option<Child>,
 }
 
@@ -90,8 +92,18 @@ impl Node {
             cookie: cookie.to_owned(),
             timing,
             extra_env: Vec::new(),
+            netns: None,
             child: None,
         }
+    }
+
+    /// Runs the node on `host` (a network namespace of [`crate::netns`]):
+    /// its gateway and transport listen on the host's address.
+    pub fn on_host(mut self, host: &crate::netns::Host) -> Self {
+        self.http = SocketAddr::from((host.addr, free_port()));
+        self.cluster_addr = SocketAddr::from((host.addr, free_port()));
+        self.netns = Some(host.ns.clone());
+        self
     }
 
     /// Adds an environment variable for the process (limits, settings).
@@ -121,8 +133,8 @@ impl Node {
                     let log = self.log_text();
                     let this_start = log.get(logged as usize..).unwrap_or(&log);
                     if attempt < 3 && this_start.contains("Address already in use") {
-                        self.http = SocketAddr::from(([127, 0, 0, 1], free_port()));
-                        self.cluster_addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
+                        self.http = SocketAddr::new(self.http.ip(), free_port());
+                        self.cluster_addr = SocketAddr::new(self.cluster_addr.ip(), free_port());
                         continue;
                     }
                     panic!("{} exited at start ({status}); log:\n{log}", self.name);
@@ -140,7 +152,16 @@ impl Node {
             .append(true)
             .open(&self.log)
             .expect("log file");
-        let mut cmd = Command::new(parley_bin());
+        // `ip netns exec` execs the node in the namespace: same pid, so
+        // signals reach the node itself.
+        let mut cmd = match &self.netns {
+            Some(ns) => {
+                let mut cmd = Command::new("ip");
+                cmd.args(["netns", "exec", ns]).arg(parley_bin());
+                cmd
+            }
+            None => Command::new(parley_bin()),
+        };
         cmd.env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .env("PARLEY_NODE_NAME", &self.name)
@@ -317,9 +338,30 @@ impl TestCluster {
         Self::start_in(dir, n, timing, env).await
     }
 
+    /// Like [`TestCluster::start_with`], node `i` on `hosts[i]` (network
+    /// namespaces of [`crate::netns`]).
+    pub async fn start_on(
+        hosts: &[crate::netns::Host],
+        timing: Timing,
+        env: &[(&str, &str)],
+    ) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        Self::start_placed(dir, hosts.len(), Some(hosts), timing, env).await
+    }
+
     async fn start_in(
         dir: tempfile::TempDir,
         n: usize,
+        timing: Timing,
+        env: &[(&str, &str)],
+    ) -> Self {
+        Self::start_placed(dir, n, None, timing, env).await
+    }
+
+    async fn start_placed(
+        dir: tempfile::TempDir,
+        n: usize,
+        hosts: Option<&[crate::netns::Host]>,
         timing: Timing,
         env: &[(&str, &str)],
     ) -> Self {
@@ -327,6 +369,9 @@ impl TestCluster {
         let mut nodes = Vec::new();
         for i in 1..=n {
             let mut node = Node::new(&format!("n{i}"), dir.path(), &cookie, timing.clone());
+            if let Some(host) = hosts.and_then(|h| h.get(i - 1)) {
+                node = node.on_host(host);
+            }
             for (k, v) in env {
                 node = node.env(k, v);
             }

@@ -301,7 +301,13 @@ impl Reader<'_> {
 
     /// Routes a send (a message or an event) to its conversation, due an
     /// answer within the answer timeout.
-    async fn submit(&self, conv_id: ConvId, from: SessionAddr, reference: String, message: NewMessage) {
+    async fn submit(
+        &self,
+        conv_id: ConvId,
+        from: SessionAddr,
+        reference: String,
+        message: NewMessage,
+    ) {
         let timeout = Duration::from_secs(self.state.config.answer_timeout_secs.max(1));
         self.unanswered
             .expect(&message.client_msg_id, &reference, Instant::now() + timeout);
@@ -358,25 +364,23 @@ impl Reader<'_> {
                     reply_to,
                     ..NewMessage::text(user_id, client_msg_id, body)
                 };
-                let reference = Some(reference);
                 if let Err(e) = self.sendable(&message) {
-                    return self.fail(e, reference).await;
+                    return self.fail(e, Some(reference)).await;
                 }
                 let conv_id = match (conv_id, to_user) {
                     (Some(conv_id), None) => match self.gate(conv_id).await {
                         Ok(()) => conv_id,
-                        Err(e) => return self.fail(e, reference).await,
+                        Err(e) => return self.fail(e, Some(reference)).await,
                     },
                     (None, Some(other)) => match self.direct_with(other).await {
                         Ok(conv_id) => conv_id,
-                        Err(e) => return self.fail(e, reference).await,
+                        Err(e) => return self.fail(e, Some(reference)).await,
                     },
                     _ => {
                         let e = Error::BadRequest("give exactly one of conv_id and to_user".into());
-                        return self.fail(e, reference).await;
+                        return self.fail(e, Some(reference)).await;
                     }
                 };
-                let reference = reference.unwrap_or_default();
                 self.submit(conv_id, from, reference, message).await;
             }
             ClientFrame::Edit {
@@ -496,18 +500,17 @@ impl Reader<'_> {
         body: String,
         kind: MessageKind,
     ) {
-        let reference = reference.or_else(|| Some(client_msg_id.clone()));
+        let reference = reference.unwrap_or_else(|| client_msg_id.clone());
         let message = NewMessage {
             kind,
             ..NewMessage::text(self.user_id, client_msg_id, body)
         };
         if let Err(e) = self.sendable(&message) {
-            return self.fail(e, reference).await;
+            return self.fail(e, Some(reference)).await;
         }
         if let Err(e) = self.gate(conv_id).await {
-            return self.fail(e, reference).await;
+            return self.fail(e, Some(reference)).await;
         }
-        let reference = reference.unwrap_or_default();
         self.submit(conv_id, from, reference, message).await;
     }
 
