@@ -32,6 +32,7 @@ use crate::probe::{PeerHeard, ProbeActor, ProbeArgs, ProbeMsg};
 use crate::push::PushService;
 use crate::registry::LocalSessions;
 use crate::session::{FrameBatch, OrderedFrame, SessionMsg};
+use crate::standby::{Standby, StandbyFlag};
 use crate::store_pool::StorePool;
 use crate::supervisor::Supervisor;
 use crate::wire::{ClusterMsg, ConvCommand, Outgoing, SessionAddr};
@@ -71,6 +72,9 @@ struct Inner {
     incarnation: u64,
     /// Set when the node starts leaving: it serves no conversation any more.
     leaving: std::sync::atomic::AtomicBool,
+    /// Set while the node must not serve conversations (a lost store,
+    /// rejoining after being presumed dead): see [`crate::standby`].
+    standby: StandbyFlag,
     next_session: AtomicU64,
     /// The supervisor every conversation and session actor is linked to.
     supervisor: std::sync::OnceLock<ractor::ActorCell>,
@@ -166,6 +170,7 @@ impl Cluster {
                 placed_on: RwLock::new(Vec::new()),
                 incarnation: rand::random(),
                 leaving: std::sync::atomic::AtomicBool::new(false),
+                standby: StandbyFlag::default(),
                 // Random start: a restarted node does not reuse the ids of
                 // its previous life, so a late reply cannot reach a stranger.
                 next_session: AtomicU64::new(u64::from(rand::random::<u32>()) << 20),
@@ -339,8 +344,9 @@ impl Cluster {
     }
 
     /// The nodes that can serve: a live lease and a reachable host actor
-    /// (this node counts until it starts leaving). A killed peer drops out
-    /// as soon as its connection closes, before its lease runs out.
+    /// (this node counts until it starts leaving, and not while it stands
+    /// by). A killed peer drops out as soon as its connection closes,
+    /// before its lease runs out.
     pub fn serving_nodes(&self) -> Vec<String> {
         let live = self
             .inner
@@ -350,22 +356,65 @@ impl Cluster {
             .unwrap_or_default();
         let me = self.node_name();
         let leaving = self.inner.leaving.load(Ordering::Relaxed);
+        let standby = self.standby();
         let mut nodes: Vec<String> = live
             .into_iter()
             .filter(|n| {
                 if n == me {
-                    !leaving
+                    !leaving && standby.is_none()
                 } else {
                     self.host_of(n).is_some()
                 }
             })
             .collect();
-        // Alone, a node serves everything, even while it leaves.
-        if nodes.is_empty() {
+        // Alone, a node serves everything, even while it leaves; but not
+        // while it stands by (it would believe itself alone when it is
+        // not, or it cannot commit anyway).
+        if nodes.is_empty() && standby.is_none() {
             nodes.push(me.to_owned());
         }
         nodes.sort();
         nodes
+    }
+
+    /// Why this node serves no conversation for now, if it does not.
+    pub fn standby(&self) -> Option<Standby> {
+        self.inner.standby.get()
+    }
+
+    /// Enters or leaves standby (the membership loop decides).
+    pub(crate) fn set_standby(&self, state: Option<Standby>) {
+        let previous = self.inner.standby.set(state);
+        if previous != state {
+            match state {
+                Some(s) => tracing::warn!(
+                    reason = s.describe(),
+                    "standing by: serving no conversation"
+                ),
+                None => tracing::info!("serving again"),
+            }
+        }
+    }
+
+    /// The store has been out of reach for a lease lifetime: the others
+    /// have presumed this node dead and taken its conversations over, and
+    /// it can commit nothing. It stands by, stops its conversation actors
+    /// (each answers what it holds) and closes its clients with 1012, so
+    /// that they reconnect to a node that can serve them.
+    pub(crate) fn lose_store(&self) {
+        if self.inner.standby.set(Some(Standby::StoreLost)) == Some(Standby::StoreLost) {
+            return;
+        }
+        tracing::error!("the store has been out of reach for a lease lifetime: standing by, closing every client");
+        let cluster = self.clone();
+        tokio::spawn(async move {
+            for session in cluster.sessions().all() {
+                let _ = session.cast(SessionMsg::Close(
+                    b"this node lost its store: reconnect to another node".to_vec(),
+                ));
+            }
+            cluster.handoff_all().await;
+        });
     }
 
     /// The node that should run the conversation's actor.
@@ -437,6 +486,12 @@ impl Cluster {
     /// Hands a command to the local actor of the conversation, activating
     /// it on demand.
     async fn deliver_to_conversation(&self, conv_id: ConvId, cmd: ConvCommand) {
+        if let Some(standby) = self.standby() {
+            // No node that serves could be reached for it.
+            return self
+                .refuse(&cmd, ErrorCode::Unavailable, standby.describe())
+                .await;
+        }
         let mut cmd = cmd;
         for _ in 0..2 {
             let actor = match self.local_conversation(conv_id).await {

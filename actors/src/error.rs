@@ -27,6 +27,11 @@ pub enum Error {
     /// A storage call did not run to its end (a panic, or shutdown).
     #[error(transparent)]
     Pool(#[from] crate::store_pool::PoolError),
+    /// A membership heartbeat's store call (the lease renewal, the lease
+    /// read) took a whole lease lifetime: the store is out of reach or
+    /// stalled.
+    #[error("a heartbeat's store call took a lease lifetime")]
+    HeartbeatTimeout,
 }
 
 impl Error {

@@ -40,6 +40,7 @@ pub mod push;
 pub mod recent_ids;
 pub mod registry;
 pub mod session;
+pub mod standby;
 pub mod store_pool;
 pub mod supervisor;
 pub mod task;

@@ -75,21 +75,38 @@ pub async fn run(
     // live peer again.
     let mut rejoining = 0;
     let mut peers: Option<BTreeSet<String>> = None;
+    // The last heartbeat that went through (the lease was renewed).
+    let mut last_beat = Instant::now();
     for seed in cluster.config().seeds.clone() {
-        dial(&server, &seed).await;
+        dial(server.clone(), seed).await;
     }
     loop {
         tokio::select! {
             _ = ticker.tick() => {}
             _ = shutdown.changed() => return,
         }
-        match tick(&cluster, &server, &heard, &mut dialed, &mut clock).await {
+        // A store out of reach may hold a call for its whole timeout (10 s
+        // on FoundationDB): a heartbeat that takes a lease lifetime failed.
+        let ttl = cluster.config().lease_ttl;
+        let beat = tokio::time::timeout(
+            ttl,
+            tick(&cluster, &server, &heard, &mut dialed, &mut clock),
+        )
+        .await
+        .unwrap_or(Err(crate::Error::HeartbeatTimeout));
+        match beat {
             Ok(beat) => {
+                last_beat = Instant::now();
                 if beat.was_dead {
                     rejoining = REJOIN_TICKS;
                 } else if beat.unconnected_live == 0 {
                     rejoining = 0;
                 }
+                // Presumed dead until now: serve nothing until connected to
+                // every live peer again, lest we believe ourselves alone.
+                let standby = (rejoining > 0 && beat.unconnected_live > 0)
+                    .then_some(crate::standby::Standby::Rejoining);
+                cluster.set_standby(standby);
                 let changed = peers.as_ref().is_some_and(|p| *p != beat.connected);
                 if changed {
                     tracing::info!(peers = ?beat.connected, "connected peers changed: sessions catch up");
@@ -100,7 +117,15 @@ pub async fn run(
                 rejoining = rejoining.saturating_sub(1);
                 peers = Some(beat.connected);
             }
-            Err(e) => tracing::warn!(error = %e, "membership heartbeat failed"),
+            Err(e) => {
+                tracing::warn!(error = %e, "membership heartbeat failed");
+                // A full disk is not a lost store: reads go on, and every
+                // node sharing it is in the same place.
+                let full = matches!(&e, crate::Error::Storage(s) if s.is_storage_full());
+                if !full && last_beat.elapsed() >= ttl {
+                    cluster.lose_store();
+                }
+            }
         }
         if resyncs_left > 0 {
             resyncs_left -= 1;
@@ -132,7 +157,12 @@ async fn tick(
     dialed: &mut HashMap<String, Instant>,
     clock: &mut LeaseClock,
 ) -> Result<Beat, crate::Error> {
-    let previous = renew(cluster).await?;
+    // A store out of reach may hold a call for its whole timeout (10 s on
+    // FoundationDB): a renewal that takes a lease lifetime failed.
+    let ttl = cluster.config().lease_ttl;
+    let previous = tokio::time::timeout(ttl, renew(cluster))
+        .await
+        .map_err(|_| crate::Error::HeartbeatTimeout)??;
     let mut was_dead = false;
     // Our own record against our own clock: no cross-machine comparison.
     let now = cluster.store().now();
@@ -149,7 +179,9 @@ async fn tick(
         }
     }
     let store = cluster.storage().clone();
-    let leases = store.run(move |store| store.leases()).await??;
+    let leases = tokio::time::timeout(ttl, store.run(move |store| store.leases()))
+        .await
+        .map_err(|_| crate::Error::HeartbeatTimeout)???;
     let me = cluster.node_name().to_owned();
     let liveness = clock.observe(&leases, Instant::now());
     let (live, expired): (BTreeSet<String>, BTreeSet<String>) = (liveness.live, liveness.expired);
@@ -205,7 +237,9 @@ async fn tick(
         if due {
             dialed.insert(lease.name.clone(), Instant::now());
             tracing::info!(peer = %lease.name, addr = %lease.cluster_addr, "dialing peer");
-            dial(server, &lease.cluster_addr).await;
+            // In the background: a peer that does not answer the handshake
+            // must not hold up the heartbeat.
+            tokio::spawn(dial(server.clone(), lease.cluster_addr.clone()));
         }
     }
     cluster.set_live(live).await;
@@ -216,8 +250,8 @@ async fn tick(
     })
 }
 
-async fn dial(server: &ActorRef<NodeServerMessage>, addr: &str) {
-    match tokio::time::timeout(DIAL_TIMEOUT, ractor_cluster::client_connect(server, addr)).await {
+async fn dial(server: ActorRef<NodeServerMessage>, addr: String) {
+    match tokio::time::timeout(DIAL_TIMEOUT, ractor_cluster::client_connect(&server, &addr)).await {
         Ok(Ok(())) => {}
         Ok(Err(e)) => tracing::debug!(%addr, error = %e, "dial failed"),
         Err(_) => tracing::debug!(%addr, "dial timed out"),

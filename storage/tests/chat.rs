@@ -1359,6 +1359,28 @@ fn leases_in_another_format_are_ignored() {
     assert_eq!(f.store.leases().expect("leases"), vec![lease]);
 }
 
+/// A renewal that reaches the store after a later one of the same process
+/// (it waited out an outage in a storage thread) leaves the later one in
+/// place; a new process's lease replaces any.
+#[test]
+fn a_late_renewal_does_not_move_a_lease_back() {
+    let f = fixture();
+    let lease = |incarnation, expires_at| storage::chat::NodeLease {
+        name: "n1".into(),
+        cluster_addr: "127.0.0.1:4370".into(),
+        http_addr: "127.0.0.1:8080".into(),
+        public_url: "http://127.0.0.1:8080".into(),
+        incarnation,
+        expires_at,
+    };
+    f.store.renew_lease(&lease(7, 5_000)).expect("renew");
+    let late = f.store.renew_lease(&lease(7, 3_000)).expect("late renew");
+    assert_eq!(late, Some(lease(7, 5_000)));
+    assert_eq!(f.store.leases().expect("leases"), vec![lease(7, 5_000)]);
+    f.store.renew_lease(&lease(8, 1_000)).expect("restarted");
+    assert_eq!(f.store.leases().expect("leases"), vec![lease(8, 1_000)]);
+}
+
 /// SQLite as an engine with concurrent writers would look to the chat layer:
 /// ids spread over shards ([`Database::id_shards`]).
 struct ShardedIds(storage::SqliteBackend);

@@ -12,6 +12,8 @@ mod answers;
 mod connection;
 mod presence;
 
+use actors::frames::ErrorCode;
+use actors::standby::Standby;
 use axum::extract::ws::{Message, WebSocketUpgrade};
 use axum::extract::{Query, State};
 use axum::response::{IntoResponse, Response};
@@ -74,6 +76,15 @@ pub(crate) async fn handler(
     Query(query): Query<WsQuery>,
     upgrade: WebSocketUpgrade,
 ) -> Response {
+    // A node cut from the store closed its clients so that they move; it
+    // takes no new ones until the store is back.
+    if let Some(standby @ Standby::StoreLost) = state.cluster.standby() {
+        let e = Error::Refused {
+            code: ErrorCode::Unavailable,
+            message: standby.describe().into(),
+        };
+        return e.into_response();
+    }
     let user = match &query.token {
         Some(token) => match identify(&state, token, query.device_id.as_deref()).await {
             Ok(identity) => Some(identity),

@@ -18,7 +18,16 @@ impl ChatStore {
             let previous = tx
                 .get(&keys::NODE_LEASE.key(&(&lease.name,)))?
                 .and_then(|bytes| decode_lease(&bytes));
-            put(tx, keys::NODE_LEASE, &(&lease.name,), lease)?;
+            // A renewal that arrives after a later one of the same process
+            // (it waited out a store outage in a storage thread) must not
+            // move the lease back in time: that would make the node look
+            // dead to itself and to its peers.
+            let stale = previous.as_ref().is_some_and(|p| {
+                p.incarnation == lease.incarnation && p.expires_at > lease.expires_at
+            });
+            if !stale {
+                put(tx, keys::NODE_LEASE, &(&lease.name,), lease)?;
+            }
             Ok(previous)
         })
     }
