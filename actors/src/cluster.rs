@@ -22,15 +22,16 @@ use crate::config::ClusterConfig;
 use crate::conv_status::ConvStatuses;
 use crate::conversation::{ConvMsg, ConversationActor};
 use crate::events::{ClusterEvent, Events};
+use crate::faults::Faults;
 use crate::frames::{ErrorCode, ServerFrame};
-use crate::host::{HostActor, HostMsg};
+use crate::host::HostMsg;
 use crate::indexer::Indexer;
 use crate::metrics::Metrics;
 use crate::outbound::SharedText;
-use crate::presence::PresenceActor;
-use crate::probe::{PeerHeard, ProbeActor, ProbeArgs, ProbeMsg};
+use crate::probe::PeerHeard;
 use crate::push::PushService;
 use crate::registry::LocalSessions;
+use crate::services::{Services, ServicesArgs};
 use crate::session::{FrameBatch, OrderedFrame, SessionMsg};
 use crate::standby::{Standby, StandbyFlag};
 use crate::store_pool::StorePool;
@@ -75,6 +76,8 @@ struct Inner {
     /// Set while the node must not serve conversations (a lost store,
     /// rejoining after being presumed dead): see [`crate::standby`].
     standby: StandbyFlag,
+    /// Panics a test may inject (debug builds only).
+    faults: Arc<Faults>,
     next_session: AtomicU64,
     /// The supervisor every conversation and session actor is linked to.
     supervisor: std::sync::OnceLock<ractor::ActorCell>,
@@ -101,9 +104,8 @@ impl std::fmt::Debug for Cluster {
 pub struct ClusterRuntime {
     cluster: Cluster,
     server: ActorRef<NodeServerMessage>,
-    host: ActorRef<HostMsg>,
-    presence: ActorRef<()>,
-    probe: ActorRef<ProbeMsg>,
+    /// The host, presence and probe actors' supervisor.
+    services: ActorRef<()>,
     stop_membership: tokio::sync::watch::Sender<bool>,
     membership: tokio::task::JoinHandle<()>,
 }
@@ -124,7 +126,13 @@ impl Cluster {
             metrics.storage_queued.clone(),
         )
         .map_err(|e| Error::Spawn(format!("storage threads: {e}")))?;
-        let indexer = Indexer::start(pool.clone(), metrics.clone(), config.index_delay);
+        let faults = Arc::new(Faults::default());
+        let indexer = Indexer::start(
+            pool.clone(),
+            metrics.clone(),
+            config.index_delay,
+            faults.clone(),
+        );
         // One transaction at a time where the engine serializes writers
         // anyway (SQLite); several where they run concurrently.
         let pipeline = if store.db().serializes_writers() {
@@ -138,6 +146,7 @@ impl Cluster {
             config.max_batch,
             pipeline,
             indexer.clone(),
+            faults.clone(),
         );
         let users_scope = format!("{}/users", config.cluster_name);
         let scope = users_scope.clone();
@@ -171,6 +180,7 @@ impl Cluster {
                 incarnation: rand::random(),
                 leaving: std::sync::atomic::AtomicBool::new(false),
                 standby: StandbyFlag::default(),
+                faults,
                 // Random start: a restarted node does not reuse the ids of
                 // its previous life, so a late reply cannot reach a stranger.
                 next_session: AtomicU64::new(u64::from(rand::random::<u32>()) << 20),
@@ -204,21 +214,14 @@ impl Cluster {
             .await
             .map_err(|e| Error::Spawn(format!("supervisor: {e}")))?;
         let _ = cluster.inner.supervisor.set(supervisor.get_cell());
-        let (host, _) = Actor::spawn(None, HostActor, cluster.clone())
-            .await
-            .map_err(|e| Error::Spawn(format!("host actor: {e}")))?;
-        let (presence, _) = Actor::spawn(None, PresenceActor, cluster.clone())
-            .await
-            .map_err(|e| Error::Spawn(format!("presence actor: {e}")))?;
         let heard = Arc::new(PeerHeard::default());
-        let probe_args = ProbeArgs {
-            me: cluster.node_name().to_owned(),
-            scope: cluster.hosts_scope().to_owned(),
+        let services_args = ServicesArgs {
+            cluster: cluster.clone(),
             heard: heard.clone(),
         };
-        let (probe, _) = Actor::spawn(None, ProbeActor, probe_args)
+        let (services, _) = Actor::spawn(None, Services, services_args)
             .await
-            .map_err(|e| Error::Spawn(format!("probe actor: {e}")))?;
+            .map_err(|e| Error::Spawn(format!("service actors: {e}")))?;
         let (stop_membership, stop_rx) = tokio::sync::watch::channel(false);
         let membership = {
             let (cluster, server) = (cluster.clone(), server.clone());
@@ -235,9 +238,7 @@ impl Cluster {
         Ok(ClusterRuntime {
             cluster,
             server,
-            host,
-            presence,
-            probe,
+            services,
             stop_membership,
             membership,
         })
@@ -375,6 +376,11 @@ impl Cluster {
         }
         nodes.sort();
         nodes
+    }
+
+    /// The panics a test may inject into this node (debug builds only).
+    pub fn faults(&self) -> &Faults {
+        &self.inner.faults
     }
 
     /// Why this node serves no conversation for now, if it does not.
@@ -1002,9 +1008,8 @@ impl ClusterRuntime {
         while !cluster.sessions().is_empty() && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        self.presence.stop(None);
-        self.probe.stop(None);
-        self.host.stop(None);
+        self.services.stop_children(None);
+        self.services.stop(None);
         self.server.stop(None);
     }
 }

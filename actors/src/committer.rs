@@ -122,6 +122,7 @@ impl Committer {
         max_messages: usize,
         pipeline: usize,
         indexer: Indexer,
+        faults: Arc<crate::faults::Faults>,
     ) -> Self {
         let (jobs, rx) = mpsc::channel(4096);
         let slots = Arc::new(Semaphore::new(pipeline.max(1)));
@@ -139,6 +140,7 @@ impl Committer {
                 slots.clone(),
                 indexer.clone(),
                 rx.clone(),
+                faults.clone(),
             )
         });
         Self { jobs }
@@ -185,9 +187,11 @@ async fn run(
     slots: Arc<Semaphore>,
     indexer: Indexer,
     rx: Arc<tokio::sync::Mutex<mpsc::Receiver<Job>>>,
+    faults: Arc<crate::faults::Faults>,
 ) {
     let mut rx = rx.lock().await;
     while let Some(first) = rx.recv().await {
+        faults.check(crate::faults::Fault::Committer);
         // Wait for a free slot first: what queues meanwhile joins this
         // transaction (with one slot, this is one commit after another).
         let Ok(slot) = slots.clone().acquire_owned().await else {

@@ -46,6 +46,7 @@ impl Actor for HostActor {
         message: Self::Msg,
         cluster: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
+        cluster.faults().check(crate::faults::Fault::Host);
         let HostMsg::Envelope(bytes) = message;
         match ClusterMsg::decode(&bytes) {
             Ok(msg) => cluster.dispatch_local(msg).await,

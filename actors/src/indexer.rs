@@ -103,7 +103,12 @@ impl Indexer {
     /// Starts the follower (and its restart-on-panic loop). After the first
     /// mark it lets `gather` pass, so one step covers many commits (and, on
     /// SQLite, takes the writer's turn once rather than after every commit).
-    pub fn start(store: StorePool, metrics: Arc<Metrics>, gather: Duration) -> Self {
+    pub fn start(
+        store: StorePool,
+        metrics: Arc<Metrics>,
+        gather: Duration,
+        faults: Arc<crate::faults::Faults>,
+    ) -> Self {
         let backlog = Arc::new(Backlog::default());
         let indexer = Self {
             backlog: backlog.clone(),
@@ -116,7 +121,13 @@ impl Indexer {
             // read their unindexed tail meanwhile); marks made since are
             // in the backlog.
             backlog.wake.notify_one();
-            run(store.clone(), metrics.clone(), backlog.clone(), gather)
+            run(
+                store.clone(),
+                metrics.clone(),
+                backlog.clone(),
+                gather,
+                faults.clone(),
+            )
         });
         indexer
     }
@@ -135,13 +146,20 @@ impl Indexer {
     }
 }
 
-async fn run(store: StorePool, metrics: Arc<Metrics>, backlog: Arc<Backlog>, gather: Duration) {
+async fn run(
+    store: StorePool,
+    metrics: Arc<Metrics>,
+    backlog: Arc<Backlog>,
+    gather: Duration,
+    faults: Arc<crate::faults::Faults>,
+) {
     loop {
         backlog.wake.notified().await;
         tokio::select! {
             _ = tokio::time::sleep(gather) => {}
             _ = backlog.full.notified() => {}
         }
+        faults.check(crate::faults::Fault::Indexer);
         let convs = backlog.take();
         metrics.index_backlog.set(0);
         for chunk in steps(&convs) {

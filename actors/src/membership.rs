@@ -85,16 +85,9 @@ pub async fn run(
             _ = ticker.tick() => {}
             _ = shutdown.changed() => return,
         }
-        // A store out of reach may hold a call for its whole timeout (10 s
-        // on FoundationDB): a heartbeat that takes a lease lifetime failed.
         let ttl = cluster.config().lease_ttl;
-        let beat = tokio::time::timeout(
-            ttl,
-            tick(&cluster, &server, &heard, &mut dialed, &mut clock),
-        )
-        .await
-        .unwrap_or(Err(crate::Error::HeartbeatTimeout));
-        match beat {
+        cluster.faults().check(crate::faults::Fault::Membership);
+        match tick(&cluster, &server, &heard, &mut dialed, &mut clock).await {
             Ok(beat) => {
                 last_beat = Instant::now();
                 if beat.was_dead {

@@ -57,6 +57,7 @@ impl Actor for PresenceActor {
         let Some(user_id) = crate::parse_user_group(group) else {
             return Ok(());
         };
+        state.cluster.faults().check(crate::faults::Fault::Presence);
         let online = state.cluster.is_online(user_id);
         let was = state.online.insert(user_id, online).unwrap_or(false);
         if !online {

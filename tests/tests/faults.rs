@@ -446,3 +446,117 @@ async fn a_node_cut_from_foundationdb_stands_by_and_its_clients_move() {
     .await;
     drop(cluster);
 }
+
+/// The admin token of the supervision test's nodes.
+const ADMIN: &str = "faults-admin-token-0123456789";
+
+/// Arms an injected panic (debug builds only) at `name` on `node`.
+async fn arm(node: &tests::node::Node, name: &str) {
+    let status = reqwest::Client::new()
+        .post(node.url(&format!("/api/admin/faults/{name}")))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .expect("arming a fault")
+        .status();
+    assert_eq!(status.as_u16(), 202, "arming {name}");
+}
+
+/// Waits until `node` counts `n` restarts of its internal tasks and
+/// service actors.
+async fn restarts_reach(node: &tests::node::Node, n: f64) {
+    tests::wait::until(
+        &format!("{} to count {n} restarts", node.name),
+        T,
+        || async move {
+            let got = node
+                .metric("parley_task_restarts_total")
+                .await
+                .unwrap_or(0.0);
+            (got >= n).then_some(())
+        },
+    )
+    .await;
+}
+
+/// A panic in any of a node's one-of-a-kind parts (the writer, the
+/// membership loop, the index follower, the host actor that takes peer
+/// traffic, the presence actor) is survived: the part is started again,
+/// counted in `parley_task_restarts_total`, and the node goes on serving.
+/// A send caught in the panic is answered (an error, or `unavailable` at
+/// the answer timeout) and its resend is acknowledged.
+#[tokio::test]
+async fn a_panicking_internal_part_is_restarted_and_the_node_goes_on() {
+    let config = tempfile::tempdir().expect("tempdir");
+    let path = config.path().join("parley.toml");
+    std::fs::write(&path, "[gateway]\nanswer_timeout_secs = 2\n").expect("config");
+    let path = path.to_string_lossy().into_owned();
+    let cluster = TestCluster::start_with(
+        2,
+        Timing::default(),
+        &[("PARLEY_CONFIG", &path), ("PARLEY_ADMIN_TOKEN", ADMIN)],
+    )
+    .await;
+    let api = Api::new(cluster.nodes[0].http);
+    let alice = api.user("alice").await;
+    let bob = api.user("bob").await;
+    let carol = api.user("carol").await;
+    // A group homed on n2, used from n1: its commands cross n2's host.
+    let mut conv = 0;
+    for i in 0..64 {
+        let group = api.group(&alice, &format!("g{i}"), &[&bob, &carol]).await;
+        if actors::placement::conversation_home(group, ["n1", "n2"]) == Some("n2") {
+            conv = group;
+            break;
+        }
+    }
+    assert!(conv > 0, "no group homed on n2 among 64");
+    let (n1, n2) = (&cluster.nodes[0], &cluster.nodes[1]);
+    let mut a = connect(&cluster, 0, &alice).await;
+    send_until_sent(&mut a, conv, "warm", T).await;
+
+    arm(n2, "committer").await;
+    send_until_sent(&mut a, conv, "through-a-writer-panic", T).await;
+    restarts_reach(n2, 1.0).await;
+
+    arm(n2, "host").await;
+    send_until_sent(&mut a, conv, "through-a-host-panic", T).await;
+    restarts_reach(n2, 2.0).await;
+
+    arm(n2, "indexer").await;
+    send_until_sent(&mut a, conv, "through-an-indexer-panic", T).await;
+    restarts_reach(n2, 3.0).await;
+
+    arm(n1, "membership").await;
+    restarts_reach(n1, 1.0).await;
+    cluster.await_full_mesh().await;
+    send_until_sent(&mut a, conv, "after-a-membership-panic", T).await;
+
+    // Carol coming online is the presence actor's next turn.
+    arm(n1, "presence").await;
+    let c = connect(&cluster, 0, &carol).await;
+    restarts_reach(n1, 2.0).await;
+    c.close().await;
+    let online_before = a
+        .of_type("presence")
+        .iter()
+        .filter(|f| f["user_id"] == carol.id && f["online"] == true)
+        .count();
+    let _c = connect(&cluster, 0, &carol).await;
+    a.wait_for_n(
+        "carol online again, told by the restarted presence actor",
+        online_before + 1,
+        T,
+        |f| f["type"] == "presence" && f["user_id"] == carol.id && f["online"] == true,
+    )
+    .await;
+    for id in [
+        "warm",
+        "through-a-writer-panic",
+        "through-a-host-panic",
+        "through-an-indexer-panic",
+        "after-a-membership-panic",
+    ] {
+        assert_eq!(stored_at(&api, &alice, conv, id).await.len(), 1, "{id}");
+    }
+}

@@ -324,6 +324,26 @@ async fn stream_events(state: AppState, mut socket: WebSocket) {
     }
 }
 
+/// `POST /api/admin/faults/{name}` (debug builds only, admins only): arms
+/// a panic at the named place's next turn (`committer`, `membership`,
+/// `indexer`, `host`, `presence`), for the tests that check every internal
+/// task and service actor is restarted after a panic. 202 once armed.
+#[cfg(debug_assertions)]
+pub(crate) async fn arm_fault(
+    State(state): State<AppState>,
+    _admin: Admin,
+    axum::extract::Path(name): axum::extract::Path<String>,
+) -> Result<axum::http::StatusCode, Error> {
+    let fault =
+        actors::faults::Fault::parse(&name).ok_or(storage::Error::NotFound { what: "fault" })?;
+    tracing::warn!(fault = %name, "arming an injected panic");
+    if state.cluster.faults().arm(fault) {
+        Ok(axum::http::StatusCode::ACCEPTED)
+    } else {
+        Err(storage::Error::NotFound { what: "fault" }.into())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::is_admin_token;

@@ -44,7 +44,7 @@ pub(crate) const DEFAULT_PAGE: usize = 50;
 
 /// Every REST route (and `/healthz`).
 pub(crate) fn routes() -> Router<AppState> {
-    Router::new()
+    let router = Router::new()
         .route("/healthz", get(health::health))
         .route("/metrics", get(health::metrics))
         .route("/api/register", post(session::register))
@@ -104,7 +104,11 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/api/blocks", post(blocks::add).get(blocks::list))
         .route("/api/blocks/{user_id}", delete(blocks::remove))
         .route("/api/admin/cluster", get(admin::cluster))
-        .route("/api/admin/events", get(admin::events))
+        .route("/api/admin/events", get(admin::events));
+    // Injected panics, for the supervision tests: never in a release build.
+    #[cfg(debug_assertions)]
+    let router = router.route("/api/admin/faults/{name}", post(admin::arm_fault));
+    router
 }
 
 /// Unknown paths get the JSON error shape too.
