@@ -454,7 +454,14 @@ impl Cluster {
             return false;
         };
         match msg.encode() {
-            Ok(bytes) => host.cast(HostMsg::Envelope(bytes)).is_ok(),
+            Ok(bytes) => {
+                let len = bytes.len() as u64;
+                let sent = host.cast(HostMsg::Envelope(bytes)).is_ok();
+                if sent {
+                    self.inner.metrics.peer_bytes_sent.inc_by(len);
+                }
+                sent
+            }
             Err(e) => {
                 tracing::error!(error = %e, "encoding a cluster message");
                 false
@@ -753,6 +760,10 @@ impl Cluster {
                 Ok(bytes) => {
                     for host in &hosting {
                         if host.cast(HostMsg::Envelope(bytes.clone())).is_ok() {
+                            self.inner
+                                .metrics
+                                .peer_bytes_sent
+                                .inc_by(bytes.len() as u64);
                             self.metrics().peer_fanouts_sent.inc();
                         }
                     }

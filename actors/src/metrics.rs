@@ -53,6 +53,9 @@ pub struct Metrics {
     pub peer_fanouts_sent: Counter,
     /// Fan-outs received from peers.
     pub peer_fanouts_received: Counter,
+    /// Bytes of cluster messages this node sent to peers (as encoded; the
+    /// transport adds its own framing): the inter-node traffic per message.
+    pub peer_bytes_sent: Counter,
     /// Store calls waiting for a storage thread: a queue that stays long
     /// means storage is the bottleneck.
     pub storage_queued: Gauge,
@@ -143,6 +146,7 @@ impl Metrics {
             fenced_appends: Counter::default(),
             answer_timeouts: Counter::default(),
             peers_cut_off: Counter::default(),
+            peer_bytes_sent: Counter::default(),
             throttled_requests: Counter::default(),
             hash_overloaded: Counter::default(),
             connections_refused: Counter::default(),
@@ -300,6 +304,11 @@ impl Metrics {
             "fenced_appends",
             "Appends refused by the epoch fence",
             m.fenced_appends.clone(),
+        );
+        r.register(
+            "peer_bytes_sent",
+            "Bytes of cluster messages sent to peers (encoded)",
+            m.peer_bytes_sent.clone(),
         );
         r.register(
             "peers_cut_off",

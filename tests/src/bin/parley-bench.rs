@@ -68,6 +68,10 @@ struct Cli {
     /// The --target's pid, to report its CPU and memory.
     #[arg(long, global = true)]
     server_pid: Option<u32>,
+    /// The store's own processes (a FoundationDB server's pid; repeat for
+    /// several): their CPU and the bytes they write are reported too.
+    #[arg(long = "store-pid", global = true)]
+    store_pids: Vec<u32>,
     /// The parley binary (default: target/release/parley next to this one).
     #[arg(long, global = true)]
     parley_bin: Option<PathBuf>,
@@ -136,6 +140,7 @@ pub struct Env {
     nodes: usize,
     target: Option<SocketAddr>,
     server_pid: Option<u32>,
+    store_pids: Vec<u32>,
     settings: NodeSettings,
     source_ips: u8,
     concurrency: usize,
@@ -149,9 +154,12 @@ impl Env {
     /// The servers (not started) and where to seed their users.
     async fn servers(&self) -> Result<(Servers, Seeder)> {
         if let Some(addr) = self.target {
-            return Ok((Servers::target(addr, self.server_pid), Seeder::http(addr)));
+            let mut servers = Servers::target(addr, self.server_pid);
+            servers.store_pids = self.store_pids.clone();
+            return Ok((servers, Seeder::http(addr)));
         }
-        let servers = Servers::prepare(self.nodes, &self.settings, self.keep)?;
+        let mut servers = Servers::prepare(self.nodes, &self.settings, self.keep)?;
+        servers.store_pids = self.store_pids.clone();
         let store = servers
             .store()
             .ok_or_else(|| anyhow::anyhow!("no store to seed"))?;
@@ -232,6 +240,7 @@ fn main() -> Result<()> {
         nodes: if target.is_some() { 1 } else { cli.nodes },
         target,
         server_pid: cli.server_pid,
+        store_pids: cli.store_pids.clone(),
         settings: NodeSettings {
             max_batch: cli.max_batch.max(1),
             bin,

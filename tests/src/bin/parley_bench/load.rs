@@ -324,9 +324,18 @@ async fn run_step(
     }
     tokio::time::sleep_until(win_start.into()).await;
     let m0 = servers.metrics_sum().await;
+    let disk0 = servers.disk_write_bytes();
     let meter = CpuMeter::start(&servers.pids());
+    let store_pids: Vec<(String, u32)> = servers
+        .store_pids
+        .iter()
+        .map(|&p| (format!("store-{p}"), p))
+        .collect();
+    let store_meter = CpuMeter::start(&store_pids);
     tokio::time::sleep_until(send_until.into()).await;
     let cpu = meter.stop();
+    let store_cpu = store_meter.stop();
+    let disk1 = servers.disk_write_bytes();
     let m1 = servers.metrics_sum().await;
     let window = args.duration;
     let drain_until = send_until + Duration::from_secs_f64(args.drain);
@@ -371,6 +380,25 @@ async fn run_step(
         round1(metrics_delta(&m0, &m1, "parley_frames_delivered_total") / window),
     );
     put(&mut row, "commit_batches_per_s", round1(batches / window));
+    // What one message costs the store and the links between nodes.
+    let per_msg = |x: f64| if committed > 0.0 { x / committed } else { 0.0 };
+    put(
+        &mut row,
+        "disk_write_bytes_per_msg",
+        round1(per_msg(disk1.saturating_sub(disk0) as f64)),
+    );
+    put(
+        &mut row,
+        "peer_bytes_per_msg",
+        round1(per_msg(metrics_delta(
+            &m0,
+            &m1,
+            "parley_peer_bytes_sent_total",
+        ))),
+    );
+    if !store_pids.is_empty() {
+        put(&mut row, "store_cpu_pct", round1(store_cpu.servers_total()));
+    }
     put(
         &mut row,
         "msgs_per_batch",

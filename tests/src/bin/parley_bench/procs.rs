@@ -73,6 +73,17 @@ pub fn rss_kib(pid: Option<u32>) -> Option<u64> {
     status_kib(pid, "VmRSS")
 }
 
+/// Bytes a process has caused to be written to storage so far (counted
+/// when it dirties pages: `write_bytes` in `/proc/PID/io`).
+pub fn write_bytes(pid: u32) -> Option<u64> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/io")).ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix("write_bytes:"))?
+        .trim()
+        .parse()
+        .ok()
+}
+
 /// The soft open-files limit of a process, from `/proc/PID/limits`.
 pub fn nofile_limit(pid: u32) -> Option<u64> {
     let text = std::fs::read_to_string(format!("/proc/{pid}/limits")).ok()?;

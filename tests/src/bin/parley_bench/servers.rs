@@ -88,6 +88,9 @@ pub struct Servers {
     fdb_prefix: Option<String>,
     keep: bool,
     http: reqwest::Client,
+    /// The store's own processes (`--store-pid`: a FoundationDB server),
+    /// for their CPU and the bytes they write.
+    pub store_pids: Vec<u32>,
 }
 
 /// Accepts only addresses in 127.0.0.0/8.
@@ -177,6 +180,7 @@ impl Servers {
             fdb_prefix,
             keep,
             http: reqwest::Client::new(),
+            store_pids: Vec::new(),
         })
     }
 
@@ -193,6 +197,7 @@ impl Servers {
             target_pid: pid,
             dir: None,
             fdb_prefix: None,
+            store_pids: Vec::new(),
             keep: false,
             http: reqwest::Client::new(),
         }
@@ -366,6 +371,17 @@ impl Servers {
             .into_iter()
             .map(|(n, p)| (n, procs::rss_kib(Some(p))))
             .collect()
+    }
+
+    /// Bytes the servers and the store's processes have caused to be
+    /// written to storage so far.
+    pub fn disk_write_bytes(&self) -> u64 {
+        self.pids()
+            .into_iter()
+            .map(|(_, p)| p)
+            .chain(self.store_pids.iter().copied())
+            .filter_map(procs::write_bytes)
+            .sum()
     }
 
     /// The open-files limit each server runs with.
