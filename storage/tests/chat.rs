@@ -1545,6 +1545,25 @@ fn edits_deletes_reactions_and_replies_are_events_in_the_sequence() {
         |s| s.append(g, epoch, 3, &react(b.id, "x0", "abc", true)),
         |e| matches!(e, Error::Invalid { field: "emoji", .. }),
     );
+    // Invisible and bidi-override characters, alone or around an emoji,
+    // are refused as user names refuse them; a joiner alone too.
+    for (i, bad) in [
+        "\u{202E}👍",
+        "👍\u{200B}",
+        "\u{2066}😮\u{2069}",
+        "\u{FEFF}",
+        "\u{200D}",
+        "\u{FE0F}",
+        "👍\u{00AD}",
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        f.rejects(
+            |s| s.append(g, epoch, 3, &react(b.id, &format!("bad{i}"), bad, true)),
+            |e| matches!(e, Error::Invalid { field: "emoji", .. }),
+        );
+    }
     f.rejects(
         |s| {
             s.append(

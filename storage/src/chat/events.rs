@@ -266,13 +266,22 @@ pub(crate) fn delete(
 }
 
 /// Checks a reaction's emoji: short, and no letters, digits, spaces or
-/// control characters (it is shown as a chip, not as text).
+/// control characters (it is shown as a chip, not as text), nor the
+/// invisible and bidirectional-override characters user and group names
+/// refuse, but for the two that emoji are built with (the zero-width
+/// joiner of family and profession emoji, and variation selectors); and
+/// something visible besides those.
 fn check_emoji(emoji: &str) -> Result<()> {
+    let builds_emoji = |c: char| c == '\u{200D}' || ('\u{FE00}'..='\u{FE0F}').contains(&c);
     let ok = !emoji.is_empty()
         && emoji.len() <= MAX_EMOJI_BYTES
-        && !emoji
-            .chars()
-            .any(|c| c.is_alphanumeric() || c.is_whitespace() || c.is_control());
+        && emoji.chars().any(|c| !builds_emoji(c))
+        && !emoji.chars().any(|c| {
+            c.is_alphanumeric()
+                || c.is_whitespace()
+                || c.is_control()
+                || (super::names::is_deceptive(c) && !builds_emoji(c))
+        });
     if ok {
         Ok(())
     } else {
@@ -545,4 +554,27 @@ pub(crate) fn muted(
         }
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::check_emoji;
+
+    #[test]
+    fn emoji_built_with_joiners_and_selectors_pass_hidden_characters_do_not() {
+        for ok in ["👍", "❤️", "👨‍👩‍👧", "🇫🇷", "👋🏽", "🏳️‍🌈"]
+        {
+            assert!(check_emoji(ok).is_ok(), "{ok:?}");
+        }
+        for bad in [
+            "\u{202E}👍",
+            "👍\u{200B}",
+            "\u{200D}",
+            "\u{FE0F}",
+            "a",
+            "👍 👍",
+        ] {
+            assert!(check_emoji(bad).is_err(), "{bad:?}");
+        }
+    }
 }
