@@ -341,16 +341,21 @@ fn transport_error(e: reqwest::Error) -> Attempt {
     Attempt::Retry(None)
 }
 
-/// `Retry-After` in seconds (the HTTP-date form falls back to backoff).
+/// `Retry-After`, in either of its forms (RFC 9110 §10.2.3): seconds, or
+/// an HTTP date (a date already past means at once). Unparseable: `None`,
+/// and the usual backoff applies.
 fn retry_after(r: &reqwest::Response) -> Option<Duration> {
-    r.headers()
-        .get("retry-after")?
-        .to_str()
-        .ok()?
-        .trim()
-        .parse::<u64>()
-        .ok()
-        .map(Duration::from_secs)
+    let value = r.headers().get("retry-after")?.to_str().ok()?;
+    parse_retry_after(value, std::time::SystemTime::now())
+}
+
+fn parse_retry_after(value: &str, now: std::time::SystemTime) -> Option<Duration> {
+    let value = value.trim();
+    if let Ok(secs) = value.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let at = httpdate::parse_http_date(value).ok()?;
+    Some(at.duration_since(now).unwrap_or(Duration::ZERO))
 }
 
 #[cfg(test)]
@@ -374,5 +379,20 @@ mod tests {
         assert!(matches!(classify(503, None, ""), Attempt::Retry(None)));
         assert!(matches!(classify(307, None, ""), Attempt::Failed(_)));
         assert!(matches!(classify(413, None, ""), Attempt::Failed(_)));
+    }
+
+    #[test]
+    fn retry_after_reads_seconds_and_http_dates() {
+        let now = httpdate::parse_http_date("Sun, 06 Nov 1994 08:49:37 GMT").expect("date");
+        assert_eq!(parse_retry_after(" 120 ", now), Some(Duration::from_secs(120)));
+        assert_eq!(
+            parse_retry_after("Sun, 06 Nov 1994 08:50:07 GMT", now),
+            Some(Duration::from_secs(30))
+        );
+        assert_eq!(
+            parse_retry_after("Sun, 06 Nov 1994 08:00:00 GMT", now),
+            Some(Duration::ZERO)
+        );
+        assert_eq!(parse_retry_after("soon", now), None);
     }
 }
