@@ -206,7 +206,12 @@ impl Device {
         assert_eq!(idlen, 65, "keyid is the sender's public key");
         let keyid = &body[21..21 + idlen];
         let ciphertext = &body[21 + idlen..];
-        assert!(ciphertext.len() <= rs, "one record");
+        // RFC 8291 §4: one record, and `rs` larger than it.
+        assert!(
+            ciphertext.len() < rs,
+            "rs {rs} must exceed the record's {}",
+            ciphertext.len()
+        );
         let sender = p256::PublicKey::from_sec1_bytes(keyid).expect("sender key");
         let shared =
             p256::ecdh::diffie_hellman(self.secret.to_nonzero_scalar(), sender.as_affine());
@@ -228,6 +233,14 @@ impl Device {
         let mut plain = cipher
             .decrypt(aes_gcm::Nonce::from_slice(&nonce), ciphertext)
             .expect("the payload decrypts with the device's keys");
+        // Padded, so the push service cannot read a preview's length off
+        // the body's: every small notification is 1 KiB of plaintext.
+        assert_eq!(
+            plain.len() % 1024,
+            0,
+            "padded plaintext, {} bytes",
+            plain.len()
+        );
         while plain.last() == Some(&0) {
             plain.pop();
         }

@@ -384,7 +384,10 @@ mod tests {
     #[test]
     fn retry_after_reads_seconds_and_http_dates() {
         let now = httpdate::parse_http_date("Sun, 06 Nov 1994 08:49:37 GMT").expect("date");
-        assert_eq!(parse_retry_after(" 120 ", now), Some(Duration::from_secs(120)));
+        assert_eq!(
+            parse_retry_after(" 120 ", now),
+            Some(Duration::from_secs(120))
+        );
         assert_eq!(
             parse_retry_after("Sun, 06 Nov 1994 08:50:07 GMT", now),
             Some(Duration::from_secs(30))
