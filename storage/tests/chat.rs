@@ -2472,3 +2472,98 @@ fn a_direct_chat_between_users_who_blocked_each_other_carries_nothing_whatever_t
     let got = outcome(dm, de, 1, "d9", Some((a.id, b.id)));
     assert!(matches!(got, Ok(AppendOutcome::Appended(_))), "{got:?}");
 }
+
+/// A block stops new words in a direct chat, not the erasure of old ones:
+/// the one who blocked can still delete their own messages (and so can
+/// the blocked one); edits and reactions stay refused.
+#[test]
+fn a_block_does_not_stop_deleting_ones_own_messages() {
+    use storage::chat::MessageKind as K;
+    let f = fixture();
+    let (a, b) = (f.user("alice"), f.user("bob"));
+    let dm = f.store.open_direct(a.id, b.id).expect("direct").id;
+    let epoch = f.store.activate_conversation(dm).expect("activate").epoch;
+    f.store
+        .append(dm, epoch, 1, &msg(b.id, "b1", "something I regret"))
+        .expect("send");
+    f.store
+        .append(dm, epoch, 2, &msg(a.id, "a1", "hello"))
+        .expect("send");
+    f.store.block(b.id, a.id).expect("block");
+    f.rejects(
+        |s| {
+            s.append(
+                dm,
+                epoch,
+                3,
+                &event(b.id, "e1", K::Edit { target: 1 }, "other words"),
+            )
+        },
+        |e| matches!(e, Error::Forbidden(_)),
+    );
+    let deleted = f
+        .store
+        .append(
+            dm,
+            epoch,
+            3,
+            &event(b.id, "d1", K::Delete { target: 1 }, ""),
+        )
+        .expect("the one who blocked deletes their message");
+    assert!(matches!(deleted, AppendOutcome::Appended(ref m) if m.seq == 3));
+    f.store
+        .append(
+            dm,
+            epoch,
+            4,
+            &event(a.id, "d2", K::Delete { target: 2 }, ""),
+        )
+        .expect("the blocked one deletes theirs");
+    // New words stay refused.
+    f.store
+        .append(dm, epoch, 5, &msg(a.id, "a2", "x"))
+        .expect_err("no new message while blocked");
+    let page = f.store.history(a.id, dm, None, 10).expect("history");
+    let first = page.iter().find(|m| m.seq == 1).expect("seq 1");
+    assert!(first.deleted_at.is_some() && first.body.is_empty());
+}
+
+/// Deleting an edited message takes the edits' mentions with their text:
+/// no member still sees whom it had mentioned.
+#[test]
+fn deleting_an_edited_message_clears_its_edits_mentions() {
+    use storage::chat::MessageKind as K;
+    let f = fixture();
+    let (a, b, c) = (f.user("alice"), f.user("bob"), f.user("carol"));
+    let g = f
+        .store
+        .create_group(a.id, "team", "", &[b.id, c.id])
+        .expect("group")
+        .id;
+    let epoch = f.store.activate_conversation(g).expect("activate").epoch;
+    f.store
+        .append(g, epoch, 1, &msg(a.id, "m1", "see you"))
+        .expect("send");
+    f.store
+        .append(
+            g,
+            epoch,
+            2,
+            &event(a.id, "e1", K::Edit { target: 1 }, "see you @carol"),
+        )
+        .expect("edit");
+    let before = f.store.history(b.id, g, None, 10).expect("history");
+    let edit = before.iter().find(|m| m.seq == 2).expect("the edit");
+    assert_eq!(edit.mentions, vec![c.id], "the edit mentions carol");
+    f.store
+        .append(g, epoch, 3, &event(a.id, "d1", K::Delete { target: 1 }, ""))
+        .expect("delete");
+    for m in f.store.history(b.id, g, None, 10).expect("history") {
+        assert!(
+            m.mentions.is_empty(),
+            "seq {} still mentions {:?}",
+            m.seq,
+            m.mentions
+        );
+    }
+}

@@ -242,7 +242,9 @@ pub(crate) fn delete(
         let (_, _, edit_seq): (ConvId, Seq, Seq) = keys::MSG_VERSION.unpack(&key)?;
         tx.clear(&key)?;
         if let Some(mut edit) = get::<Message, _>(tx, keys::MSG, &(conv_id, edit_seq))? {
+            // Who an edit mentioned goes with its text.
             edit.body.clear();
+            edit.mentions.clear();
             put(tx, keys::MSG, &(conv_id, edit_seq), &edit)?;
         }
     }

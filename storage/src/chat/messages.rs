@@ -553,7 +553,9 @@ fn append_in(
                     user_id: m.sender,
                 });
             }
-            if blocked {
+            // Deleting one's own earlier messages stays possible: a block
+            // stops new words, not their erasure.
+            if blocked && !matches!(m.kind, MessageKind::Delete { .. }) {
                 return Err(Error::Forbidden(super::blocks::BLOCKED_DIRECT));
             }
             if let Some(original) = in_batch.get(&(m.sender, m.client_msg_id.as_str())) {
