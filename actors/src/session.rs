@@ -380,6 +380,9 @@ async fn handle(
     }
     let outcome = match message {
         SessionMsg::Frame(text) if text.is_empty() => Ok(()),
+        SessionMsg::Frame(text) if text.as_str().starts_with(MEMBER_JOINED) => {
+            Box::pin(state.joined(text)).await
+        }
         SessionMsg::Frame(text) => state.push_live(text),
         SessionMsg::Message(OrderedFrame { conv_id: 0, .. }) => {
             tracing::warn!(session = state.session_id, "dropping a malformed message");
@@ -436,6 +439,9 @@ async fn handle(
     }
     Ok(())
 }
+
+/// How a `member_joined` frame starts (frames are serialized tag first).
+const MEMBER_JOINED: &str = r#"{"type":"member_joined""#;
 
 /// Why a catch-up stopped.
 enum CatchUpError {
@@ -576,6 +582,30 @@ impl SessionState {
                 tracing::debug!(conv_id, error = %e, "could not fill a gap");
                 Ok(())
             }
+        }
+    }
+
+    /// A `member_joined` frame: passed on; when it is this user who
+    /// joined (added back after leaving or being removed) and this session
+    /// had sent from the conversation before, it then catches up on what
+    /// was said meanwhile, deletions of what it showed included: no live
+    /// message may come to reveal the gap.
+    async fn joined(&mut self, text: SharedText) -> Result<(), QueueError> {
+        #[derive(Deserialize)]
+        struct Joined {
+            conv_id: ConvId,
+            user_id: UserId,
+        }
+        self.push_live(text.clone())?;
+        let Ok(joined) = serde_json::from_str::<Joined>(text.as_str()) else {
+            return Ok(());
+        };
+        if joined.user_id != self.user_id || !self.sent.contains_key(&joined.conv_id) {
+            return Ok(());
+        }
+        match self.catch_up(joined.conv_id).await {
+            Ok(_) | Err(CatchUpError::Store(_)) => Ok(()),
+            Err(CatchUpError::Gone) => Err(QueueError::Full),
         }
     }
 

@@ -2528,6 +2528,59 @@ fn a_block_does_not_stop_deleting_ones_own_messages() {
     assert!(first.deleted_at.is_some() && first.body.is_empty());
 }
 
+/// A member removed and added back catches up from where their device
+/// was: the messages of while they were away are delivered (a deletion of
+/// a message they had among them, so their device stops showing its
+/// text), count as unread (they can all be sent), and search finds them
+/// as the history shows them.
+#[test]
+fn a_member_added_back_catches_up_on_what_was_said_while_away() {
+    use storage::chat::{AckKind, DeviceKey, MessageKind as K};
+    let f = fixture();
+    let (a, c) = (f.user("alice"), f.user("carol"));
+    let g = f
+        .store
+        .create_group(a.id, "team", "", &[c.id])
+        .expect("group")
+        .id;
+    let epoch = f.store.activate_conversation(g).expect("activate").epoch;
+    let phone = DeviceKey::named("carols-phone").expect("device");
+    f.store.open_device(c.id, &phone).expect("device");
+    f.store
+        .append(g, epoch, 1, &msg(a.id, "m1", "the old plan"))
+        .expect("send");
+    f.store
+        .ack(c.id, Some(&phone), g, AckKind::Seen, 1)
+        .expect("carol has it");
+    f.store.remove_member(a.id, g, c.id).expect("remove");
+    f.store
+        .append(g, epoch, 2, &msg(a.id, "m2", "while carol was away"))
+        .expect("send");
+    f.store
+        .append(g, epoch, 3, &event(a.id, "d1", K::Delete { target: 1 }, ""))
+        .expect("delete what carol had");
+    f.store.add_member(a.id, g, c.id).expect("added back");
+    // Her phone's sync starts after what it had, not at the re-join.
+    let start = f.store.device_start(c.id, &phone, g).expect("start");
+    assert_eq!(start, 1, "catches up from where the device was");
+    // Unread: the message of while she was away (the deletion is an event).
+    let list = f.store.chat_list(c.id).expect("chat list");
+    let row = list.iter().find(|r| r.conv_id == g).expect("the group");
+    assert_eq!(row.unread, 1, "{row:?}");
+    // Search finds it, as history shows it.
+    let hits = f.store.search(c.id, "away", None, 10).expect("search").hits;
+    assert_eq!(hits.len(), 1);
+    assert_eq!(hits[0].message.seq, 2);
+    let history = f.store.history(c.id, g, None, 10).expect("history");
+    assert!(history.iter().any(|m| m.seq == 2));
+    // A newcomer still starts at the point of joining.
+    let d = f.user("dave");
+    f.store.add_member(a.id, g, d.id).expect("newcomer");
+    let list = f.store.chat_list(d.id).expect("chat list");
+    let row = list.iter().find(|r| r.conv_id == g).expect("the group");
+    assert_eq!(row.unread, 0, "{row:?}");
+}
+
 /// Deleting an edited message takes the edits' mentions with their text:
 /// no member still sees whom it had mentioned.
 #[test]

@@ -558,3 +558,60 @@ async fn a_flood_of_acks_in_any_order_leaves_the_highest_of_each() {
     again.wait_for("synced", T, |f| f["type"] == "synced").await;
     assert_eq!(seqs(&again, conv), Vec::<u64>::new());
 }
+
+/// A member removed and added back: their device, connected throughout,
+/// receives what was said while they were away, the deletion of a message
+/// it already showed included, so it stops showing that text; the unread
+/// count is what it can be sent; search finds what history shows.
+#[tokio::test]
+async fn a_member_added_back_gets_the_deletions_made_while_away() {
+    let cluster = TestCluster::start(1).await;
+    let api = Api::new(cluster.nodes[0].http);
+    let alice = api.user("alice").await;
+    let carol = api.user("carol").await;
+    let g = api.group(&alice, "team", &[&carol]).await;
+    let mut a = open(&cluster, "", &alice).await;
+    let c = open(&cluster, "", &carol).await;
+    a.wait_for("hello", T, |f| f["type"] == "hello").await;
+    c.wait_for("synced", T, |f| f["type"] == "synced").await;
+    alice_sends(&mut a, g, "before", 1).await;
+    c.wait_for("the message", T, |f| {
+        f["type"] == "message" && f["seq"] == 1
+    })
+    .await;
+    let (status, body) = api
+        .call(
+            "DELETE",
+            &format!("/api/groups/{g}/members/{}", carol.id),
+            Some(&alice.token),
+            None,
+        )
+        .await;
+    assert_eq!(status, 204, "{body}");
+    alice_sends(&mut a, g, "away", 1).await;
+    a.send(json!({"type":"delete","conv_id": g,"seq": 1,"client_msg_id":"del-1"}))
+        .await;
+    a.wait_for("the deletion", T, |f| {
+        f["type"] == "sent" && f["client_msg_id"] == "del-1"
+    })
+    .await;
+    api.add_member(&alice, g, &carol).await;
+    // Carol's device gets the deletion of what it showed, and the message
+    // of while she was away.
+    c.wait_for("the deletion made while away", T, |f| {
+        f["type"] == "message" && f["conv_id"] == g && f["kind"] == "delete" && f["target"] == 1
+    })
+    .await;
+    c.wait_for("the message of while away", T, |f| {
+        f["type"] == "message" && f["conv_id"] == g && f["seq"] == 2
+    })
+    .await;
+    // Unread: the message of while away; a tombstone and a deletion are
+    // unread for nobody.
+    assert_eq!(unread(&api, &carol, g).await, 1);
+    let (status, found) = api
+        .call("GET", "/api/search?q=away", Some(&carol.token), None)
+        .await;
+    assert_eq!(status, 200, "{found}");
+    assert_eq!(found["hits"].as_array().map(Vec::len), Some(1), "{found}");
+}

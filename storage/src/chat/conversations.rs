@@ -251,16 +251,26 @@ pub(crate) fn index_member(
     now: u64,
 ) -> Result<()> {
     let meta: ConvMeta = get(tx, keys::CONV_META, &(conv_id,))?.unwrap_or_default();
+    let earlier: Option<Receipt> = get(tx, keys::RECEIPT, &(conv_id, user_id))?;
+    // A member who comes back (re-added after leaving or being removed)
+    // catches up from where they were (their delivered watermark): what
+    // was said while they were away, deletions and edits of what they had
+    // included, is delivered to their devices, counts as unread, and is
+    // found by search, as their history shows it. A newcomer starts at the
+    // point of joining.
+    let joined_seq = earlier
+        .as_ref()
+        .map_or(meta.last_seq, |r| r.delivered_seq.min(meta.last_seq));
     put(
         tx,
         keys::USER_CONV,
         &(user_id, conv_id),
         &UserConv {
             joined_at: now,
-            joined_seq: meta.last_seq,
+            joined_seq,
         },
     )?;
-    if get::<Receipt, _>(tx, keys::RECEIPT, &(conv_id, user_id))?.is_none() {
+    if earlier.is_none() {
         // A newcomer starts with everything before they joined already read:
         // old messages are history, not unread.
         let receipt = Receipt {

@@ -177,7 +177,9 @@ pub struct UserConv {
     /// When the user joined (or rejoined) it.
     pub joined_at: Millis,
     /// The conversation's last seq when they joined: what came before is
-    /// history, never synced to their devices as new.
+    /// history, never synced to their devices as new (nor found by their
+    /// searches). For a member added back: where their delivered
+    /// watermark was, so they catch up on what was said while away.
     pub joined_seq: Seq,
 }
 
