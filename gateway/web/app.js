@@ -18,6 +18,10 @@ import * as notify from './notify.js';
 
 const PAGE = 50;
 const TYPING_EVERY_MS = 3000;
+/** The server's message limit (`limits.max_message_bytes`), in UTF-8
+ * bytes: an accented letter takes two, an emoji four. */
+const MAX_MESSAGE_BYTES = 4096;
+const utf8 = new TextEncoder();
 const $ = (/** @type {string} */ id) => /** @type {any} */ (document.getElementById(id));
 
 /** A stable id of this browser installation, sent on /ws (device_id). */
@@ -150,7 +154,33 @@ function isMuted(chat) {
   return !!chat && !!chat.muted && (chat.muted_until == null || chat.muted_until > Date.now());
 }
 
+/** The tab's title: unread messages of the chats not muted, then the name. */
+function renderTitle() {
+  let unread = 0;
+  for (const chat of S.chats.values()) if (!isMuted(chat)) unread += chat.unread || 0;
+  const title = unread > 0 ? `(${unread}) Parley` : 'Parley';
+  if (document.title !== title) document.title = title;
+}
+
+/**
+ * Whether the composer's text fits the server's limit; says by how much
+ * it does not, and holds the send button meanwhile (the text is kept,
+ * never cut).
+ */
+function composerFits() {
+  const bytes = utf8.encode($('composer-input').value).length;
+  const over = bytes - MAX_MESSAGE_BYTES;
+  const hint = $('composer-limit');
+  hint.hidden = over <= 0;
+  hint.textContent = over > 0
+    ? `${over} bytes too long: a message holds at most ${MAX_MESSAGE_BYTES} bytes (accented letters and emoji take more than one)`
+    : '';
+  $('send-btn').disabled = over > 0;
+  return over <= 0;
+}
+
 function renderList() {
+  renderTitle();
   const ul = $('chat-list');
   const me = S.session ? S.session.user.id : 0;
   const chats = [...S.chats.values()].sort((a, b) => (b.last_activity_at || 0) - (a.last_activity_at || 0));
@@ -898,6 +928,7 @@ function startEdit(seq) {
   const input = $('composer-input');
   input.value = pendingEdit ? pendingEdit.body : m.body;
   input.style.height = '';
+  composerFits();
   render();
   input.style.height = `${Math.min(input.scrollHeight, 160)}px`;
   input.focus();
@@ -910,6 +941,7 @@ function cancelCompose() {
   if (editing) {
     $('composer-input').value = '';
     $('composer-input').style.height = '';
+    composerFits();
   }
   render();
 }
@@ -1228,7 +1260,7 @@ async function startApp() {
   try { known = JSON.parse(localStorage.getItem('parley.gateways') || '[]'); } catch { known = []; }
   S.conn = new Connection({
     token: S.session.token, deviceId: S.device, gateways: [own, ...known],
-    onFrame, onState: showConn, onOpen,
+    onFrame, onState: showConn, onOpen, onUnauthorized: () => logout(false),
   });
   S.conn.start();
   await loadChats();
@@ -1312,7 +1344,7 @@ function wire() {
   $('composer').addEventListener('submit', (/** @type {Event} */ ev) => {
     ev.preventDefault();
     const body = input.value;
-    if (!body.trim()) return;
+    if (!body.trim() || !composerFits()) return;
     const k = S.compose && S.compose.conv === S.open ? S.compose : null;
     S.compose = null;
     input.value = '';
@@ -1324,6 +1356,7 @@ function wire() {
     } else {
       sendMessage(body, k ? k.seq : null);
     }
+    composerFits();
   });
   input.addEventListener('keydown', (/** @type {KeyboardEvent} */ ev) => {
     if (ev.key === 'Enter' && !ev.shiftKey && !ev.isComposing) {
@@ -1391,6 +1424,7 @@ function wire() {
   input.addEventListener('input', () => {
     input.style.height = '';
     input.style.height = `${Math.min(input.scrollHeight, 160)}px`;
+    composerFits();
     if (S.open === null || !S.conn) return;
     const c = conv(S.open);
     if (Date.now() - c.lastTyping > TYPING_EVERY_MS && input.value) {

@@ -15,7 +15,7 @@ export class Connection {
   /**
    * @param {{token: string, deviceId: string, gateways: string[],
    *          onFrame: (f: any) => void, onState: (s: ConnState, detail: string) => void,
-   *          onOpen: () => void}} opts
+   *          onOpen: () => void, onUnauthorized?: () => void}} opts
    */
   constructor(opts) {
     this.opts = opts;
@@ -91,7 +91,9 @@ export class Connection {
     if (this.stopped) return;
     const base = this.gateways[this.index % this.gateways.length];
     this.current = base;
-    const url = `${base}?token=${encodeURIComponent(this.opts.token)}&device_id=${encodeURIComponent(this.opts.deviceId)}`;
+    // The token goes in the first frame, not the URL: a URL is printed in
+    // the console's errors on every failed connect, and lands in logs.
+    const url = base;
     this.setState('connecting', base.replace(/^wss?:\/\//, '').replace(/\/ws$/, ''));
     let ws;
     try {
@@ -114,10 +116,18 @@ export class Connection {
         this.setState('online', this.node);
       } else if (frame.type === 'pong') {
         return;
+      } else if (frame.type === 'error' && frame.ref === 'auth' && frame.code === 'unauthorized') {
+        // The token is no longer valid (logged out elsewhere, expired).
+        this.stop();
+        if (this.opts.onUnauthorized) this.opts.onUnauthorized();
+        return;
       }
       this.opts.onFrame(frame);
     };
-    ws.onopen = () => this.startHeartbeat();
+    ws.onopen = () => {
+      ws.send(JSON.stringify({ type: 'auth', token: this.opts.token, device_id: this.opts.deviceId }));
+      this.startHeartbeat();
+    };
     ws.onclose = (ev) => {
       if (this.ws !== ws) return;
       this.ws = null;

@@ -28,9 +28,24 @@ export function tick(status) {
   return h('span', { class: 'tick', 'data-status': status, 'aria-label': status, title: status }, TICKS[status] || '');
 }
 
+/**
+ * The first character a person would see in `text`: a whole emoji (with
+ * its joiners and modifiers) or letter with its accents, never half of a
+ * surrogate pair.
+ * @param {string} text
+ */
+export function firstGrapheme(text) {
+  if (!text) return '?';
+  if (typeof Intl !== 'undefined' && Intl.Segmenter) {
+    const first = new Intl.Segmenter(undefined, { granularity: 'grapheme' }).segment(text)[Symbol.iterator]().next();
+    if (!first.done) return first.value.segment;
+  }
+  return Array.from(text)[0] || '?';
+}
+
 /** @param {string} name @param {boolean | null} online */
 export function avatar(name, online) {
-  return h('span', { class: 'avatar', 'aria-hidden': 'true' }, (name || '?').slice(0, 1).toUpperCase(),
+  return h('span', { class: 'avatar', 'aria-hidden': 'true' }, firstGrapheme(name || '?').toUpperCase(),
     online === null ? null : h('span', { class: `dot${online ? ' online' : ''}` }));
 }
 
@@ -77,8 +92,32 @@ export function withMentions(text, me) {
   let at = 0;
   for (const m of text.matchAll(MENTION)) {
     const i = /** @type {number} */ (m.index);
-    if (i > at) out.push(text.slice(at, i));
+    if (i > at) out.push(...withLinks(text.slice(at, i)));
     out.push(h('span', { class: `mention${m[1].toLowerCase() === me ? ' mention-me' : ''}` }, m[0]));
+    at = i + m[0].length;
+  }
+  if (at < text.length) out.push(...withLinks(text.slice(at)));
+  return out;
+}
+
+/** http(s) addresses in a message; trailing punctuation stays text. */
+const LINK = /\bhttps?:\/\/[^\s<>"]+[^\s<>".,;:!?)\]'"]/g;
+
+/**
+ * `text` with its http(s) addresses as links that open in a new tab,
+ * without telling the site where the reader came from. Other schemes
+ * (`javascript:`, `data:`) stay plain text.
+ * @param {string} text
+ * @returns {(Node | string)[]}
+ */
+export function withLinks(text) {
+  /** @type {(Node | string)[]} */
+  const out = [];
+  let at = 0;
+  for (const m of text.matchAll(LINK)) {
+    const i = /** @type {number} */ (m.index);
+    if (i > at) out.push(text.slice(at, i));
+    out.push(h('a', { href: m[0], target: '_blank', rel: 'noopener noreferrer nofollow' }, m[0]));
     at = i + m[0].length;
   }
   if (at < text.length) out.push(text.slice(at));

@@ -645,3 +645,102 @@ async fn gateways_follow_the_leases_and_the_app_is_served_with_a_strict_policy()
     .await;
     assert_eq!(left, want[..2].to_vec());
 }
+
+/// Rough edges a real browser found (issue #26): a name in another
+/// alphabet logs in from the form; an emoji group name gives its avatar
+/// the whole emoji; text over the server's byte limit is held with a
+/// word, never cut or sent to fail; links are links (http and https
+/// only); the tab's title counts unread messages; the WebSocket URL
+/// carries no token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn names_emoji_limits_links_and_the_unread_title() {
+    let Some(driver) = driver().await else { return };
+    let cluster = TestCluster::start(1).await;
+    let home = cluster.nodes[0].url("/");
+    let page = Browser::open(&driver, 1100, 760).await;
+    page.goto(&home).await;
+    page.sign_in("José", true).await;
+
+    let api = Api::new(cluster.nodes[0].http);
+    let ana = api.user("ana").await;
+    let jose = api.login("José").await;
+    let party = api.group(&ana, "🎉 party", &[&jose]).await;
+    page.open_chat("🎉 party").await;
+    let initial = page
+        .until(
+            "the group's avatar",
+            "const b = [...document.querySelectorAll('.chat-item')].find(b => b.querySelector('.chat-name').textContent === '🎉 party'); const a = b && b.querySelector('.avatar'); return a && a.firstChild.textContent;",
+        )
+        .await;
+    assert_eq!(initial, json!("🎉"), "the whole emoji, not half of it");
+
+    // 2 100 × "é" is 2 100 characters but 4 200 bytes: held, with a word.
+    let held = page
+        .js("const i = document.getElementById('composer-input'); i.value = 'é'.repeat(2100); i.dispatchEvent(new Event('input')); const l = document.getElementById('composer-limit'); return [l.hidden, l.textContent, document.getElementById('send-btn').disabled, i.value.length];")
+        .await;
+    assert_eq!(held[0], json!(false), "{held}");
+    assert!(
+        held[1]
+            .as_str()
+            .is_some_and(|t| t.starts_with("104 bytes too long")),
+        "{held}"
+    );
+    assert_eq!(held[2], json!(true), "{held}");
+    assert_eq!(held[3], json!(2100), "nothing cut: {held}");
+    page.js("document.getElementById('composer').requestSubmit(); return true;")
+        .await;
+    page.js("const i = document.getElementById('composer-input'); i.value = 'see https://example.com/a?b=1. and javascript:alert(1)'; i.dispatchEvent(new Event('input')); return true;").await;
+    let fits = page
+        .js("return [document.getElementById('composer-limit').hidden, document.getElementById('send-btn').disabled];")
+        .await;
+    assert_eq!(fits, json!([true, false]));
+    page.click("#send-btn").await;
+    let href = page
+        .until(
+            "the link in the message",
+            "const a = document.querySelector('.msg .body a'); return a && [a.getAttribute('href'), a.getAttribute('rel'), a.target];",
+        )
+        .await;
+    assert_eq!(
+        href,
+        json!([
+            "https://example.com/a?b=1",
+            "noopener noreferrer nofollow",
+            "_blank"
+        ])
+    );
+    let links = page
+        .js("return document.querySelectorAll('.msg .body a').length;")
+        .await;
+    assert_eq!(links, json!(1), "javascript: stays text");
+    // The over-long text was never sent.
+    let (_, history) = api
+        .call(
+            "GET",
+            &format!("/api/conversations/{party}/messages"),
+            Some(&ana.token),
+            None,
+        )
+        .await;
+    let bodies: Vec<&str> = history["messages"]
+        .as_array()
+        .expect("messages")
+        .iter()
+        .filter_map(|m| m["body"].as_str())
+        .collect();
+    assert!(bodies.iter().all(|b| !b.starts_with('é')), "{bodies:?}");
+
+    // A message in a chat that is not open: counted in the tab's title.
+    let other = api.group(&ana, "elsewhere", &[&jose]).await;
+    let mut ws = Ws::connect(&cluster.nodes[0].ws_url(&ana.token))
+        .await
+        .expect("connect");
+    ws.request_seq(json!({"type":"send","conv_id": other,"client_msg_id":"t1","body":"psst"}))
+        .await;
+    page.until(
+        "the unread count in the title",
+        "return document.title === '(1) Parley';",
+    )
+    .await;
+    page.close().await;
+}
