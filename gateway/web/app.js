@@ -478,12 +478,17 @@ async function loadMeta(id) {
   }
 }
 
+/** A user's name as the object of a sentence: "you", not "You". @param {number} id */
+function objectName(id) {
+  return S.session && id === S.session.user.id ? 'you' : userName(id);
+}
+
 /** @param {string} action @param {number} user @param {number} by */
 function eventText(action, user, by) {
   switch (action) {
-    case 'added': return user === by ? `${userName(user)} created the group` : `${userName(by)} added ${userName(user)}`;
+    case 'added': return user === by ? `${userName(user)} created the group` : `${userName(by)} added ${objectName(user)}`;
     case 'left': return `${userName(user)} left`;
-    case 'removed': return `${userName(by)} removed ${userName(user)}`;
+    case 'removed': return `${userName(by)} removed ${objectName(user)}`;
     case 'promoted': return `${userName(user)} is now an admin`;
     default: return `${userName(user)}: ${action}`;
   }

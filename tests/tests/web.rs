@@ -744,3 +744,38 @@ async fn names_emoji_limits_links_and_the_unread_title() {
     .await;
     page.close().await;
 }
+
+/// At phone width a 100-character group name without spaces neither widens
+/// the page nor pushes the send button off-screen; "alice added you" is
+/// written so (issue #26).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_group_name_fits_a_phone() {
+    let Some(driver) = driver().await else { return };
+    let cluster = TestCluster::start(1).await;
+    let page = Browser::open(&driver, 390, 800).await;
+    page.goto(&cluster.nodes[0].url("/")).await;
+    page.sign_in("bob", true).await;
+    let api = Api::new(cluster.nodes[0].http);
+    let alice = api.user("alice").await;
+    let bob = api.login("bob").await;
+    let name = "W".repeat(100);
+    api.group(&alice, &name, &[&bob]).await;
+    page.open_chat(&name).await;
+    page.until(
+        "the membership line",
+        "return [...document.querySelectorAll('.event')].some(e => e.textContent === 'alice added you');",
+    )
+    .await;
+    let fit = page
+        .js("const w = window.innerWidth; const s = document.getElementById('send-btn').getBoundingClientRect(); return [document.documentElement.scrollWidth <= w, s.right <= w, s.width > 0];")
+        .await;
+    let wide = page
+        .js("const w = window.innerWidth; return [...document.querySelectorAll('body *')].filter(e => e.getBoundingClientRect().right > w + 1 && e.getClientRects().length).slice(0, 12).map(e => e.tagName + '#' + e.id + '.' + e.className + ':' + Math.round(e.getBoundingClientRect().width));")
+        .await;
+    assert_eq!(
+        fit,
+        json!([true, true, true]),
+        "page or send button wider than the phone: {wide}"
+    );
+    page.close().await;
+}
