@@ -182,7 +182,57 @@ async fn send_until_sent(ws: &mut Ws, conv: u64, id: &str, within: Duration) -> 
 /// acknowledged is lost or stored twice.
 #[tokio::test]
 async fn a_cut_link_between_nodes_is_noticed_and_both_sides_keep_sending() {
-    across_a_cut(|net| net.cut(0, 1)).await;
+    across_a_cut(&Split::two_nodes(), |net| net.cut(0, 1)).await;
+}
+
+/// Five nodes split {n1, n2} | {n3, n4, n5}, every link across cut while
+/// all reach the store: the minority and the majority each keep serving
+/// the chat their clients use, and once the split heals everyone has
+/// everything, stored once and gaplessly. (No quorum is needed: the
+/// store's epoch fence, not the peers, decides who writes.)
+#[tokio::test]
+async fn a_minority_and_a_majority_both_keep_sending_through_a_split() {
+    let split = Split {
+        nodes: 5,
+        left: vec![0, 1],
+        right: vec![2, 3, 4],
+    };
+    across_a_cut(&split, |net| split.cut(net)).await;
+}
+
+/// Which nodes stand on either side of a split; clients connect to the
+/// first of each side.
+struct Split {
+    nodes: usize,
+    left: Vec<usize>,
+    right: Vec<usize>,
+}
+
+impl Split {
+    fn two_nodes() -> Self {
+        Split {
+            nodes: 2,
+            left: vec![0],
+            right: vec![1],
+        }
+    }
+
+    /// Cuts every link across, both ways.
+    fn cut(&self, net: &Net) {
+        for &a in &self.left {
+            for &b in &self.right {
+                net.cut(a, b);
+            }
+        }
+    }
+
+    fn heal(&self, net: &Net) {
+        for &a in &self.left {
+            for &b in &self.right {
+                net.heal(a, b);
+            }
+        }
+    }
 }
 
 /// The same with the link cut one way only (n1's packets to n2 vanish,
@@ -190,11 +240,13 @@ async fn a_cut_link_between_nodes_is_noticed_and_both_sides_keep_sending() {
 /// the same way by both.
 #[tokio::test]
 async fn a_one_way_cut_is_noticed_as_well() {
-    across_a_cut(|net| net.cut_one_way(0, 1)).await;
+    across_a_cut(&Split::two_nodes(), |net| net.cut_one_way(0, 1)).await;
 }
 
-async fn across_a_cut(cut: impl FnOnce(&Net)) {
-    let Some(net) = hosts(2) else { return };
+async fn across_a_cut(split: &Split, cut: impl FnOnce(&Net)) {
+    let Some(net) = hosts(split.nodes) else {
+        return;
+    };
     let config = tempfile::tempdir().expect("tempdir");
     let path = config.path().join("parley.toml");
     std::fs::write(&path, "[gateway]\nanswer_timeout_secs = 2\n").expect("config");
@@ -205,8 +257,8 @@ async fn across_a_cut(cut: impl FnOnce(&Net)) {
     let alice = api.user("alice").await;
     let bob = api.user("bob").await;
     let conv = api.group(&alice, "across the cut", &[&bob]).await;
-    let mut a = connect(&cluster, 0, &alice).await;
-    let mut b = connect(&cluster, 1, &bob).await;
+    let mut a = connect(&cluster, split.left[0], &alice).await;
+    let mut b = connect(&cluster, split.right[0], &bob).await;
     let mut acked = vec![send_until_sent(&mut a, conv, "before", T).await];
 
     cut(&net);
@@ -225,7 +277,7 @@ async fn across_a_cut(cut: impl FnOnce(&Net)) {
     }
     assert!(cut_off >= 1.0, "no node noticed the cut");
 
-    net.heal(0, 1);
+    split.heal(&net);
     cluster.await_full_mesh().await;
     acked.push(send_until_sent(&mut a, conv, "after", T).await);
     acked.sort_unstable();
