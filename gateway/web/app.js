@@ -61,6 +61,8 @@ const S = {
   open: null,
   /** @type {Connection | null} */
   conn: null,
+  /** The connection's state (see `showConn`): presence shows only while 'online'. */
+  connState: 'offline',
   device: deviceId(),
   /** The composer's context: replying to or editing a message of the open conversation.
    * @type {{mode: 'reply' | 'edit', conv: number, seq: number} | null} */
@@ -191,7 +193,7 @@ function renderList() {
     let status = null;
     if (pending) status = 'pending';
     else if (lm && lm.sender === me) status = statusOf(chat.conv_id, lm.seq) || chat.last_message_status || 'sent';
-    const peer = chat.kind === 'direct' && chat.peer ? S.presence.get(chat.peer.id) : null;
+    const peer = chat.kind === 'direct' && chat.peer ? livePresence(chat.peer.id) : null;
     const waiting = pending ? [.../** @type {Conv} */ (c).pending.values()].pop() : null;
     const last = waiting ? `You: ${waiting.body}`
       : lm ? `${chat.kind === 'group' || lm.sender === me ? `${userName(lm.sender)}: ` : ''}${lm.deleted || lm.preview === '' ? 'This message was deleted' : lm.preview}`
@@ -226,10 +228,10 @@ function renderConv() {
   let sub = '';
   if (group) {
     const members = c.members ? c.members.filter((m) => m.status !== 'left') : [];
-    const online = members.filter((m) => m.user_id !== me && S.presence.get(m.user_id)?.online).length;
+    const online = members.filter((m) => m.user_id !== me && livePresence(m.user_id)?.online).length;
     sub = members.length ? `${members.length} members${online ? `, ${online} online` : ''}` : '';
   } else if (chat && chat.peer) {
-    const p = S.presence.get(chat.peer.id);
+    const p = livePresence(chat.peer.id);
     sub = p ? (p.online ? 'online' : lastSeen(p.last_seen)) : '';
   }
   $('conv-sub').textContent = sub;
@@ -406,6 +408,10 @@ function renderCompose() {
 
 /** @param {string} state @param {string} detail */
 function showConn(state, detail) {
+  const was = S.connState;
+  S.connState = state;
+  // Presence is only as fresh as the connection: re-render when it changes.
+  if ((was === 'online') !== (state === 'online')) render();
   const el = $('conn-state');
   el.hidden = false;
   el.dataset.state = state;
@@ -481,6 +487,16 @@ async function loadMeta(id) {
 /** A user's name as the object of a sentence: "you", not "You". @param {number} id */
 function objectName(id) {
   return S.session && id === S.session.user.id ? 'you' : userName(id);
+}
+
+/**
+ * A user's presence as last heard, while this client is connected; while
+ * it is not, none is shown (what it knew may no longer hold: nobody is
+ * shown online).
+ * @param {number} id
+ */
+function livePresence(id) {
+  return S.connState === 'online' ? S.presence.get(id) : undefined;
 }
 
 /** @param {string} action @param {number} user @param {number} by */
@@ -763,6 +779,9 @@ function onFrame(f) {
       const c = conv(f.conv_id);
       c.events.push({ kind: 'event', at: Date.now(), text: eventText(f.type === 'member_joined' ? 'added' : f.user_id === f.by ? 'left' : 'removed', f.user_id, f.by) });
       if (f.type === 'member_left' && f.user_id === me) {
+        // Say so: a chat that just vanishes looks like a bug.
+        const gone = S.chats.get(f.conv_id);
+        if (f.by !== me) toast(`${userName(f.by)} removed you from ${gone ? gone.name : 'a group'}`);
         S.chats.delete(f.conv_id);
         if (S.open === f.conv_id) closeConv();
       } else {

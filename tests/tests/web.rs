@@ -779,3 +779,52 @@ async fn a_long_group_name_fits_a_phone() {
     );
     page.close().await;
 }
+
+/// While the page is disconnected no contact is shown online (its
+/// knowledge is stale); a member removed from a group is told so, not left
+/// to find the chat gone (issue #26).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn presence_while_offline_and_a_removal_said_in_words() {
+    let Some(driver) = driver().await else { return };
+    let mut cluster = TestCluster::start(1).await;
+    let page = Browser::open(&driver, 1100, 760).await;
+    page.goto(&cluster.nodes[0].url("/")).await;
+    page.sign_in("bob", true).await;
+    let api = Api::new(cluster.nodes[0].http);
+    let alice = api.user("alice").await;
+    let bob = api.login("bob").await;
+    api.direct(&alice, &bob).await;
+    let g = api.group(&alice, "club", &[&bob]).await;
+    let _alice_online = Ws::connect(&cluster.nodes[0].ws_url(&alice.token))
+        .await
+        .expect("connect");
+    page.open_chat("alice").await;
+    page.until(
+        "alice online",
+        "return document.getElementById('conv-sub').textContent === 'online';",
+    )
+    .await;
+    // Alice removes bob from the group: bob is told.
+    let (status, body) = api
+        .call(
+            "DELETE",
+            &format!("/api/groups/{g}/members/{}", bob.id),
+            Some(&alice.token),
+            None,
+        )
+        .await;
+    assert_eq!(status, 204, "{body}");
+    page.until(
+        "the removal, in words",
+        "const t = document.getElementById('toast'); return !t.hidden && t.textContent.includes('removed you from club');",
+    )
+    .await;
+    // The node goes away: the page is offline, and shows nobody online.
+    cluster.nodes[0].kill();
+    page.until(
+        "no presence while offline",
+        "return document.getElementById('conn-state').dataset.state !== 'online' && document.getElementById('conv-sub').textContent === '' && !document.querySelector('.chat-item .dot.online');",
+    )
+    .await;
+    page.close().await;
+}
