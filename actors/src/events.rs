@@ -90,16 +90,31 @@ pub struct Stamped {
 pub struct Events {
     node: String,
     tx: broadcast::Sender<Stamped>,
+    /// Set when the node shuts down: subscribers (the admin event
+    /// streams) end then, instead of holding the node's exit up.
+    closed: tokio::sync::watch::Sender<bool>,
 }
 
 impl Events {
     /// A channel for `node`'s events.
     pub fn new(node: &str) -> Self {
         let (tx, _) = broadcast::channel(EVENT_BACKLOG);
+        let (closed, _) = tokio::sync::watch::channel(false);
         Self {
             node: node.to_owned(),
             tx,
+            closed,
         }
+    }
+
+    /// The node is shutting down: every subscriber's stream should end.
+    pub fn close(&self) {
+        self.closed.send_replace(true);
+    }
+
+    /// Changes to `true` once [`Events::close`] was called.
+    pub fn closing(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.closed.subscribe()
     }
 
     /// Publishes an event; dropped when nobody listens.

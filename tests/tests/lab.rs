@@ -509,3 +509,23 @@ async fn the_lab_page_kills_a_node_while_traffic_flows() {
     assert_eq!(lost, json!("0"));
     page.close().await;
 }
+
+/// "Stop" is graceful: under traffic the node leaves on `SIGTERM` within
+/// the lab's grace and ends `stopped`, not `killed` (issue #26: every stop
+/// used to end in SIGKILL); "restart" brings it back.
+#[tokio::test]
+async fn a_stopped_node_leaves_gracefully() {
+    let _serial = SERIAL.lock().await;
+    let lab = Lab::start().await;
+    lab.start_traffic().await;
+    lab.until_acked(20).await;
+    let stopped = lab.act("node-2", "stop").await;
+    assert_eq!(stopped["state"], "stopped", "{stopped}");
+    let restarted = lab.act("node-2", "restart").await;
+    assert_eq!(restarted["state"], "running", "{restarted}");
+    let restarted = lab.act("node-2", "restart").await;
+    assert_eq!(
+        restarted["state"], "running",
+        "a restart stops gracefully first: {restarted}"
+    );
+}

@@ -228,6 +228,9 @@ impl ClusterRuntime {
         // From now on commands for conversations go to the other nodes,
         // so the handoff below does not race new local activations.
         cluster.inner.leaving.store(true, Ordering::Relaxed);
+        // Event streams (the admin API's, the lab's) end now rather than
+        // hold the gateway's connections open past the exit.
+        cluster.events().close();
         let _ = self.stop_membership.send(true);
         let _ = self.membership.await;
         let store = cluster.storage().clone();

@@ -296,8 +296,19 @@ async fn stream_events(state: AppState, mut socket: WebSocket) {
     }
     let mut ping = tokio::time::interval(EVENTS_PING);
     ping.tick().await;
+    let mut closing = state.cluster.events().closing();
     loop {
         let frame = tokio::select! {
+            // The node is leaving: say so (1012, "reconnect elsewhere") and
+            // end, so the stream does not hold the node's exit up.
+            Ok(()) = closing.changed() => {
+                let bye = Message::Close(Some(axum::extract::ws::CloseFrame {
+                    code: 1012,
+                    reason: "node shutting down".into(),
+                }));
+                let _ = socket.send(bye).await;
+                return;
+            }
             event = events.recv() => match event {
                 Ok(event) => {
                     let mut json = serde_json::to_value(&event).unwrap_or_default();

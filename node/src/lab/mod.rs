@@ -77,19 +77,29 @@ pub async fn lab_gone() {
     if std::env::var_os(LAB_CHILD_ENV).is_none() {
         return std::future::pending().await;
     }
-    let eof = tokio::task::spawn_blocking(|| {
-        use std::io::Read;
-        let mut sink = [0u8; 64];
-        let mut stdin = std::io::stdin();
-        loop {
-            match stdin.read(&mut sink) {
-                Ok(0) => return,
-                Ok(_) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(_) => return,
+    // A thread of its own, not the runtime's blocking pool: a read that
+    // never ends there made every graceful stop wait out the runtime's
+    // drain (5 s), past the lab's grace, so each ended in SIGKILL.
+    let (tx, eof) = tokio::sync::oneshot::channel::<()>();
+    let spawned = std::thread::Builder::new()
+        .name("lab-stdin".into())
+        .spawn(move || {
+            use std::io::Read;
+            let mut sink = [0u8; 64];
+            let mut stdin = std::io::stdin();
+            loop {
+                match stdin.read(&mut sink) {
+                    Ok(0) => break,
+                    Ok(_) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(_) => break,
+                }
             }
-        }
-    });
+            let _ = tx.send(());
+        });
+    if spawned.is_err() {
+        return std::future::pending().await;
+    }
     let _ = eof.await;
     tracing::info!("the lab that started this node is gone; shutting down");
 }
