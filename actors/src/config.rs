@@ -45,4 +45,7 @@ pub struct ClusterConfig {
     pub push_timeout: Duration,
     /// Offline notifications.
     pub push: crate::push::PushConfig,
+    /// Mutual TLS on the cluster transport; `None`: plaintext (loopback
+    /// only, unless the operator insisted).
+    pub tls: Option<crate::tls::ClusterTls>,
 }

@@ -32,6 +32,9 @@ pub enum Error {
     /// stalled.
     #[error("a heartbeat's store call took a lease lifetime")]
     HeartbeatTimeout,
+    /// A TLS certificate, key or CA could not be read or used.
+    #[error("TLS: {0}")]
+    Tls(String),
 }
 
 impl Error {

@@ -48,6 +48,7 @@ pub mod supervisor;
 pub mod task;
 #[cfg(test)]
 mod test_actor;
+pub mod tls;
 pub mod wire;
 
 use serde::{Deserialize, Serialize};

@@ -78,7 +78,7 @@ pub async fn run(
     // The last heartbeat that went through (the lease was renewed).
     let mut last_beat = Instant::now();
     for seed in cluster.config().seeds.clone() {
-        dial(server.clone(), seed).await;
+        dial(cluster.config().tls.clone(), server.clone(), seed).await;
     }
     loop {
         tokio::select! {
@@ -218,6 +218,10 @@ async fn tick(
             crate::probe::ping(cluster.hosts_scope(), &me, &peer);
         }
     }
+    cluster
+        .metrics()
+        .peers_connected
+        .set(i64::try_from(connected.len()).unwrap_or(i64::MAX));
     let mut unconnected_live = 0;
     for lease in &leases {
         if lease.name == me || !live.contains(&lease.name) || connected.contains(&lease.name) {
@@ -232,7 +236,11 @@ async fn tick(
             tracing::info!(peer = %lease.name, addr = %lease.cluster_addr, "dialing peer");
             // In the background: a peer that does not answer the handshake
             // must not hold up the heartbeat.
-            tokio::spawn(dial(server.clone(), lease.cluster_addr.clone()));
+            tokio::spawn(dial(
+                cluster.config().tls.clone(),
+                server.clone(),
+                lease.cluster_addr.clone(),
+            ));
         }
     }
     cluster.set_live(live).await;
@@ -243,9 +251,24 @@ async fn tick(
     })
 }
 
-async fn dial(server: ActorRef<NodeServerMessage>, addr: String) {
-    match tokio::time::timeout(DIAL_TIMEOUT, ractor_cluster::client_connect(&server, &addr)).await {
+async fn dial(
+    tls: Option<crate::tls::ClusterTls>,
+    server: ActorRef<NodeServerMessage>,
+    addr: String,
+) {
+    let dialed = async {
+        match &tls {
+            Some(tls) => tls.dial(&server, &addr).await,
+            None => ractor_cluster::client_connect(&server, &addr)
+                .await
+                .map_err(|e| crate::Error::Spawn(e.to_string())),
+        }
+    };
+    match tokio::time::timeout(DIAL_TIMEOUT, dialed).await {
         Ok(Ok(())) => {}
+        // A refused certificate is the operator's to see (the dialing side
+        // of "another CA"/"expired"); once per redial, not per heartbeat.
+        Ok(Err(e @ crate::Error::Tls(_))) => tracing::warn!(%addr, error = %e, "dial failed"),
         Ok(Err(e)) => tracing::debug!(%addr, error = %e, "dial failed"),
         Err(_) => tracing::debug!(%addr, "dial timed out"),
     }

@@ -38,6 +38,9 @@ pub struct Metrics {
     pub conversations: Gauge,
     /// Nodes with a live lease, as this node sees them.
     pub live_nodes: Gauge,
+    /// Peers this node has an authenticated transport connection to (a
+    /// peer whose certificate or cookie is refused never counts).
+    pub peers_connected: Gauge,
     /// Connections to peers dropped because the peer answered no probe
     /// for a lease lifetime (a cut link: its lease still renews).
     pub peers_cut_off: Counter,
@@ -127,6 +130,7 @@ impl Metrics {
             sessions: Gauge::default(),
             conversations: Gauge::default(),
             live_nodes: Gauge::default(),
+            peers_connected: Gauge::default(),
             slow_consumers: Counter::default(),
             sessions_superseded: Counter::default(),
             bad_peer_messages: Counter::default(),
@@ -219,6 +223,11 @@ impl Metrics {
             "live_nodes",
             "Nodes with a live lease",
             m.live_nodes.clone(),
+        );
+        r.register(
+            "peers_connected",
+            "Peers with an authenticated transport connection",
+            m.peers_connected.clone(),
         );
         r.register(
             "slow_consumers",

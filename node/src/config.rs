@@ -93,6 +93,83 @@ pub struct Config {
     /// Offline notifications: Web Push, FCM, APNs (`[push]` in the file;
     /// every field's default in `actors/src/push/config.rs`).
     pub push: actors::PushConfig,
+    /// Certificates: mutual TLS between nodes, HTTPS/WSS on the gateway
+    /// (`[tls]` in the file). Default: none (plaintext).
+    pub tls: TlsConfig,
+    /// Run the cluster transport in plaintext on a non-loopback
+    /// `cluster_addr`. Messages then cross the network readable by anyone
+    /// on the path, with the cookie as the only gate, so a node refuses
+    /// that unless this is set (and warns at start). Default false.
+    pub insecure_cluster: bool,
+}
+
+/// TLS certificates (PEM files). `cert`, `key` and `ca` together turn on
+/// mutual TLS between nodes; `gateway_cert` and `gateway_key` together turn
+/// on HTTPS and WSS. `parley certs` makes a development CA and certificates.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TlsConfig {
+    /// This node's certificate chain for the cluster transport, leaf first;
+    /// presented to peers both ways. Default none.
+    pub cert: Option<PathBuf>,
+    /// Its private key. Default none.
+    pub key: Option<PathBuf>,
+    /// The cluster's CA: a peer must present a certificate it signed, for
+    /// the address it is dialed at. Default none.
+    pub ca: Option<PathBuf>,
+    /// The gateway's certificate chain (HTTPS, WSS). Default none: plain
+    /// HTTP (behind a TLS proxy, say).
+    pub gateway_cert: Option<PathBuf>,
+    /// Its private key. Default none.
+    pub gateway_key: Option<PathBuf>,
+    /// How often the files are checked for a rotation, in seconds (SIGHUP
+    /// reloads at once). Default 10.
+    pub reload_secs: u64,
+}
+
+impl Default for TlsConfig {
+    fn default() -> Self {
+        Self {
+            cert: None,
+            key: None,
+            ca: None,
+            gateway_cert: None,
+            gateway_key: None,
+            reload_secs: 10,
+        }
+    }
+}
+
+impl TlsConfig {
+    /// The cluster transport's files, if mutual TLS is configured.
+    pub fn cluster_files(&self) -> Result<Option<actors::tls::TlsFiles>, Error> {
+        match (&self.cert, &self.key, &self.ca) {
+            (None, None, None) => Ok(None),
+            (Some(cert), Some(key), Some(ca)) => Ok(Some(actors::tls::TlsFiles {
+                cert: cert.clone(),
+                key: key.clone(),
+                ca: Some(ca.clone()),
+            })),
+            _ => Err(Error::Config(
+                "[tls] cert, key and ca go together (mutual TLS between nodes)".into(),
+            )),
+        }
+    }
+
+    /// The gateway's files, if HTTPS is configured.
+    pub fn gateway_files(&self) -> Result<Option<actors::tls::TlsFiles>, Error> {
+        match (&self.gateway_cert, &self.gateway_key) {
+            (None, None) => Ok(None),
+            (Some(cert), Some(key)) => Ok(Some(actors::tls::TlsFiles {
+                cert: cert.clone(),
+                key: key.clone(),
+                ca: None,
+            })),
+            _ => Err(Error::Config(
+                "[tls] gateway_cert and gateway_key go together".into(),
+            )),
+        }
+    }
 }
 
 impl Default for Config {
@@ -123,6 +200,8 @@ impl Default for Config {
             gateway: gateway::GatewayConfig::default(),
             limits: storage::chat::Limits::default(),
             push: actors::PushConfig::default(),
+            tls: TlsConfig::default(),
+            insecure_cluster: false,
         }
     }
 }
@@ -177,6 +256,9 @@ pub struct Cli {
     /// Lease lifetime in milliseconds.
     #[arg(long, env = "PARLEY_LEASE_TTL_MS")]
     pub lease_ttl_ms: Option<u64>,
+    /// Allow a plaintext cluster transport on a non-loopback address.
+    #[arg(long, env = "PARLEY_INSECURE_CLUSTER")]
+    pub insecure_cluster: Option<bool>,
     /// A bearer token with the admin role (`[gateway] admin_token`).
     #[arg(long, env = "PARLEY_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
@@ -188,6 +270,9 @@ pub enum Command {
     /// Start a local cluster and a page to watch it work and break it
     /// (`parley lab --nodes 3`), for learning how it behaves.
     Lab(crate::lab::LabArgs),
+    /// Make a development CA and certificates for nodes and gateways
+    /// (`parley certs --dir certs --name node-1 --host 10.0.0.1`).
+    Certs(crate::certs::CertsArgs),
 }
 
 impl Config {
@@ -222,6 +307,9 @@ impl Config {
         }
         if !cli.seeds.is_empty() {
             config.seeds = cli.seeds;
+        }
+        if let Some(v) = cli.insecure_cluster {
+            config.insecure_cluster = v;
         }
         if let Some(v) = cli.admin_token {
             config.gateway.admin_token = Some(v);
@@ -269,6 +357,16 @@ impl Config {
         if !self.seeds.is_empty() && self.cookie == DEFAULT_COOKIE {
             return Err(Error::DefaultCookie);
         }
+        let cluster_tls = self.tls.cluster_files()?.is_some();
+        self.tls.gateway_files()?;
+        if !cluster_tls && !self.cluster_addr.ip().is_loopback() && !self.insecure_cluster {
+            return Err(Error::Config(format!(
+                "cluster_addr {} is not a loopback address: set [tls] cert, key and ca for \
+                 mutual TLS between nodes (`parley certs` makes development ones), or \
+                 insecure_cluster = true to send messages between nodes in plaintext",
+                self.cluster_addr
+            )));
+        }
         Ok(())
     }
 
@@ -298,6 +396,7 @@ impl Config {
             storage_threads: self.storage_threads.max(1),
             push_timeout: Duration::from_millis(self.push_timeout_ms),
             push: self.push.clone(),
+            tls: None,
         }
     }
 }

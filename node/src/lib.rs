@@ -5,6 +5,7 @@
 //! logging and calls [`run`]; everything else is here so tests can start a
 //! node in-process too.
 
+pub mod certs;
 pub mod config;
 pub mod lab;
 
@@ -87,8 +88,19 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         what: format!("binding the gateway to {}", config.http_addr),
         source,
     })?;
+    let mut cluster_config = config.cluster();
+    let mut identities = Vec::new();
+    if let Some(files) = config.tls.cluster_files()? {
+        let identity = Arc::new(actors::tls::Identity::load(files)?);
+        identities.push(identity.clone());
+        cluster_config.tls = Some(actors::tls::ClusterTls::new(identity)?);
+    } else if !config.cluster_addr.ip().is_loopback() {
+        tracing::warn!(cluster = %config.cluster_addr,
+            "insecure_cluster: messages between nodes travel in plaintext");
+    }
+    let (stop_watching, watch_stop) = tokio::sync::watch::channel(false);
     let metrics = Arc::new(Metrics::new());
-    let runtime = Cluster::start(config.cluster(), store.clone(), metrics).await?;
+    let runtime = Cluster::start(cluster_config, store.clone(), metrics).await?;
     let metrics = runtime.cluster().metrics().clone();
     let state = gateway::AppState::new(store, runtime.cluster().clone(), config.gateway.clone());
     let app = gateway::router(state);
@@ -112,8 +124,15 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         "parley node ready"
     );
 
+    tokio::spawn(actors::tls::watch(
+        identities,
+        Duration::from_secs(config.tls.reload_secs.max(1)),
+        watch_stop,
+    ));
+
     shutdown.await;
     tracing::info!("shutting down");
+    let _ = stop_watching.send(true);
     let _ = stop_accepting.send(());
     runtime.shutdown().await;
     match tokio::time::timeout(Duration::from_secs(5), server).await {

@@ -22,17 +22,13 @@ fn main() -> anyhow::Result<()> {
     let mut cli = node::Cli::parse();
     let filter =
         || EnvFilter::try_from_env("PARLEY_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
-    if let Some(node::Command::Lab(args)) = cli.command.take() {
-        // The lab's stdout is for its address lines; its logs go to stderr.
-        tracing_subscriber::fmt()
-            .with_env_filter(filter())
-            .with_writer(std::io::stderr)
-            .init();
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .enable_all()
-            .build()?;
-        runtime.block_on(node::lab::run(args, shutdown_signal()))?;
-        return Ok(());
+    match cli.command.take() {
+        Some(node::Command::Lab(args)) => return lab(args, filter()),
+        Some(node::Command::Certs(args)) => {
+            node::certs::run(&args)?;
+            return Ok(());
+        }
+        None => {}
     }
     tracing_subscriber::fmt().with_env_filter(filter()).init();
     let config = node::Config::load(cli)?;
@@ -44,6 +40,20 @@ fn main() -> anyhow::Result<()> {
     runtime.shutdown_timeout(BLOCKING_DRAIN);
     node::stop_storage_network();
     result?;
+    Ok(())
+}
+
+/// Runs `parley lab`.
+fn lab(args: node::lab::LabArgs, filter: EnvFilter) -> anyhow::Result<()> {
+    // The lab's stdout is for its address lines; its logs go to stderr.
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(node::lab::run(args, shutdown_signal()))?;
     Ok(())
 }
 

@@ -37,6 +37,8 @@ pub struct ClusterRuntime {
     services: ActorRef<()>,
     stop_membership: tokio::sync::watch::Sender<bool>,
     membership: tokio::task::JoinHandle<()>,
+    /// The TLS accept loop of the cluster port, if TLS is on.
+    tls_accept: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Cluster {
@@ -127,18 +129,44 @@ impl Cluster {
             .rsplit_once(':')
             .map_or(config.advertise.as_str(), |(h, _)| h)
             .to_owned();
-        let server = NodeServer::new(
-            config.listen.port(),
-            config.cookie.clone(),
-            config.node_name.clone(),
-            hostname,
-            None,
-            Some(NodeConnectionMode::Transitive),
-        )
-        .with_listen_addr(config.listen.ip());
+        // With TLS the node accepts peers itself (handshakes bounded in
+        // time and number: `tls::ClusterTls::serve`) and the transport's
+        // own listener sits unused on an ephemeral loopback port, TLS too.
+        // Peers are dialed from the leases, so transitive connections
+        // (which ractor_cluster dials in plaintext) are off.
+        let tls_listener = match &config.tls {
+            Some(_) => Some(crate::tls::bind(config.listen).await?),
+            None => None,
+        };
+        let server = match &config.tls {
+            Some(tls) => NodeServer::new(
+                0,
+                config.cookie.clone(),
+                config.node_name.clone(),
+                hostname,
+                Some(ractor_cluster::IncomingEncryptionMode::Tls(tls.acceptor())),
+                Some(NodeConnectionMode::Isolated),
+            )
+            .with_listen_addr(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST)),
+            None => NodeServer::new(
+                config.listen.port(),
+                config.cookie.clone(),
+                config.node_name.clone(),
+                hostname,
+                None,
+                Some(NodeConnectionMode::Transitive),
+            )
+            .with_listen_addr(config.listen.ip()),
+        };
         let (server, _) = Actor::spawn(None, server, ())
             .await
             .map_err(|e| Error::Spawn(format!("cluster transport: {e}")))?;
+        let tls_accept = match (&config.tls, tls_listener) {
+            (Some(tls), Some(listener)) => {
+                Some(tokio::spawn(tls.clone().serve(listener, server.clone())))
+            }
+            _ => None,
+        };
         let (supervisor, _) = Actor::spawn(None, Supervisor, cluster.clone())
             .await
             .map_err(|e| Error::Spawn(format!("supervisor: {e}")))?;
@@ -170,6 +198,7 @@ impl Cluster {
             services,
             stop_membership,
             membership,
+            tls_accept,
         })
     }
 
@@ -252,6 +281,9 @@ impl ClusterRuntime {
         }
         self.services.stop_children(None);
         self.services.stop(None);
+        if let Some(accept) = &self.tls_accept {
+            accept.abort();
+        }
         self.server.stop(None);
     }
 }

@@ -57,6 +57,7 @@ async fn fixture() -> Fixture {
         storage_threads: 4,
         push_timeout: Duration::from_secs(1),
         push: actors::PushConfig::default(),
+        tls: None,
     };
     let runtime = Cluster::start(cluster_config, store.clone(), Arc::new(Metrics::new()))
         .await
