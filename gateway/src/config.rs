@@ -52,6 +52,16 @@ pub struct GatewayConfig {
     /// `PARLEY_ADMIN_TOKEN`. Default unset (no such token).
     #[serde(skip_serializing)]
     pub admin_token: Option<String>,
+    /// Reverse proxies whose `Forwarded` / `X-Forwarded-For` headers are
+    /// believed, as CIDRs (`10.0.0.0/8`, `::1/128`; a bare address is one
+    /// host). Behind a TLS proxy every connection comes from the proxy, so
+    /// without this the per-address throttles put all its users in one
+    /// bucket; with it, a request from a listed proxy counts against the
+    /// client address the proxy names (`client_addr`). List only proxies
+    /// that write those headers themselves: a client's own are believed
+    /// from a listed address. An invalid entry refuses the start. Default
+    /// none (the headers are ignored; the socket's address counts).
+    pub trusted_proxies: Vec<String>,
     /// Abuse resistance: throttles, password hashing and connection limits.
     #[serde(flatten)]
     pub abuse: AbuseConfig,
@@ -75,6 +85,7 @@ impl Default for GatewayConfig {
             answer_timeout_secs: 10,
             admin_users: Vec::new(),
             admin_token: None,
+            trusted_proxies: Vec::new(),
             abuse: AbuseConfig::default(),
         }
     }

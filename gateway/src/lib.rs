@@ -10,6 +10,7 @@
 //! - [`hash_gate`]: bounded password hashing (503 beyond its queue);
 //! - [`listener`]: the accept loop (connection limit, header and body
 //!   timeouts, `TCP_NODELAY`);
+//! - [`client_addr`]: the client's address behind trusted reverse proxies;
 //! - `http`: the REST handlers, one file per resource;
 //! - `ws`: the WebSocket handler that brings a session actor to life;
 //! - [`openapi`]: the OpenAPI document at `/openapi.json`;
@@ -18,6 +19,7 @@
 //! [`router`] assembles them into the node's one axum application.
 
 pub mod auth;
+pub mod client_addr;
 pub mod config;
 pub mod error;
 pub mod hash_gate;

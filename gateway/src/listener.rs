@@ -22,7 +22,8 @@
 //!   [`LOG_EVERY`];
 //! - `TCP_NODELAY` on every socket (small frames must not wait for Nagle);
 //! - the client's address in every request ([`ClientAddr`]) for the
-//!   per-address throttles.
+//!   per-address throttles: behind a trusted proxy, the one it forwards
+//!   for ([`crate::client_addr`]).
 //!
 //! A WebSocket keeps its connection slot until its socket closes: the slot
 //! travels with the stream ([`CountedStream`]) into the upgrade.
@@ -48,6 +49,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Notify;
 use tower::ServiceExt;
 
+use crate::client_addr::TrustedProxies;
 use crate::config::GatewayConfig;
 use crate::{AppState, Error};
 
@@ -95,8 +97,10 @@ impl ConnectionLimits {
     }
 }
 
-/// The address of the client that sent a request. Outside the listener
-/// (router tests) it is the unspecified address.
+/// The address of the client that sent a request: the socket's, or the
+/// one a trusted proxy forwards for (resolved once per request by the
+/// listener). Outside the listener (router tests) it is the unspecified
+/// address.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ClientAddr(pub IpAddr);
 
@@ -104,6 +108,9 @@ impl<S: Send + Sync> FromRequestParts<S> for ClientAddr {
     type Rejection = Error;
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Error> {
+        if let Some(resolved) = parts.extensions.get::<ClientAddr>() {
+            return Ok(*resolved);
+        }
         Ok(ClientAddr(
             parts
                 .extensions
@@ -202,6 +209,7 @@ impl Drop for OverflowEntry {
 struct Shared {
     app: axum::Router,
     limits: ConnectionLimits,
+    trusted_proxies: TrustedProxies,
     metrics: Arc<Metrics>,
     open: Arc<AtomicUsize>,
     overflow: Arc<AtomicUsize>,
@@ -214,11 +222,13 @@ struct Shared {
 /// Serves `app` on `listener` until `shutdown` completes, then stops
 /// accepting and asks every connection to finish (in-flight requests
 /// complete; WebSockets are ended by the node's own shutdown, and this
-/// returns once they have closed).
+/// returns once they have closed). Requests from `trusted_proxies` are
+/// attributed to the client their forwarding headers name.
 pub async fn serve(
     listener: TcpListener,
     app: axum::Router,
     limits: ConnectionLimits,
+    trusted_proxies: TrustedProxies,
     metrics: Arc<Metrics>,
     shutdown: impl Future<Output = ()>,
 ) {
@@ -226,11 +236,13 @@ pub async fn serve(
         max_connections = limits.max_connections,
         overflow = limits.overflow,
         header_timeout_ms = limits.header_timeout.as_millis() as u64,
+        trusted_proxies = trusted_proxies.len(),
         "gateway accepting"
     );
     let shared = Arc::new(Shared {
         app,
         limits,
+        trusted_proxies,
         metrics,
         open: Arc::new(AtomicUsize::new(0)),
         overflow: Arc::new(AtomicUsize::new(0)),
@@ -360,8 +372,11 @@ async fn serve_connection(
 ) {
     let overflow = entry.is_some();
     let app = shared.app.clone();
+    let proxies = shared.trusted_proxies.clone();
     let service = hyper::service::service_fn(move |mut req: Request<hyper::body::Incoming>| {
+        let client = proxies.client_addr(addr.ip(), req.headers());
         req.extensions_mut().insert(ConnectInfo(addr));
+        req.extensions_mut().insert(ClientAddr(client));
         let app = app.clone();
         async move {
             if overflow && req.uri().path() != "/healthz" {

@@ -354,6 +354,8 @@ impl Config {
                 "admin_token must be at least 16 characters".into(),
             ));
         }
+        gateway::client_addr::TrustedProxies::parse(&self.gateway.trusted_proxies)
+            .map_err(|e| Error::Config(e.to_string()))?;
         if !self.seeds.is_empty() && self.cookie == DEFAULT_COOKIE {
             return Err(Error::DefaultCookie);
         }
@@ -463,6 +465,22 @@ mod tests {
             config.gateway.admin_token.as_deref(),
             Some("sixteen-chars-ok")
         );
+    }
+
+    #[test]
+    fn an_invalid_trusted_proxy_is_refused() {
+        let with = |entries: &[&str]| {
+            let mut config = Config::default();
+            config.gateway.trusted_proxies = entries.iter().map(|e| e.to_string()).collect();
+            config
+        };
+        assert!(with(&["10.0.0.0/8", "127.0.0.1", "::1/128"])
+            .validate()
+            .is_ok());
+        assert!(matches!(
+            with(&["10.0.0.0/8", "10.0.0.0/33"]).validate(),
+            Err(Error::Config(m)) if m.contains("trusted_proxies") && m.contains("10.0.0.0/33")
+        ));
     }
 
     #[test]

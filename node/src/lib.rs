@@ -80,6 +80,9 @@ pub fn open_database(config: &Config) -> Result<Database, Error> {
 /// sockets with a code that tells clients to reconnect elsewhere.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), Error> {
     config.validate()?;
+    let trusted_proxies =
+        gateway::client_addr::TrustedProxies::parse(&config.gateway.trusted_proxies)
+            .map_err(|e| Error::Config(e.to_string()))?;
     let db = open_database(&config)?;
     let store = ChatStore::open(db, config.limits.clone())?;
     refuse_default_cookie_in_a_cluster(&config, &store).await?;
@@ -111,6 +114,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         listener,
         app,
         limits,
+        trusted_proxies,
         metrics,
         async {
             let _ = accepting_stopped.await;
