@@ -21,6 +21,9 @@
 //!   evictions are counted in `/metrics` and logged at most once per
 //!   [`LOG_EVERY`];
 //! - `TCP_NODELAY` on every socket (small frames must not wait for Nagle);
+//! - HTTPS and WSS when a certificate is configured: the TLS handshake
+//!   runs in the connection's own task within the header timeout, and
+//!   every answer then carries `Strict-Transport-Security`;
 //! - the client's address in every request ([`ClientAddr`]) for the
 //!   per-address throttles: behind a trusted proxy, the one it forwards
 //!   for ([`crate::client_addr`]).
@@ -209,6 +212,7 @@ impl Drop for OverflowEntry {
 struct Shared {
     app: axum::Router,
     limits: ConnectionLimits,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     trusted_proxies: TrustedProxies,
     metrics: Arc<Metrics>,
     open: Arc<AtomicUsize>,
@@ -223,11 +227,13 @@ struct Shared {
 /// accepting and asks every connection to finish (in-flight requests
 /// complete; WebSockets are ended by the node's own shutdown, and this
 /// returns once they have closed). Requests from `trusted_proxies` are
-/// attributed to the client their forwarding headers name.
+/// attributed to the client their forwarding headers name. With `tls`,
+/// every connection speaks HTTPS (and WSS).
 pub async fn serve(
     listener: TcpListener,
     app: axum::Router,
     limits: ConnectionLimits,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     trusted_proxies: TrustedProxies,
     metrics: Arc<Metrics>,
     shutdown: impl Future<Output = ()>,
@@ -237,11 +243,13 @@ pub async fn serve(
         overflow = limits.overflow,
         header_timeout_ms = limits.header_timeout.as_millis() as u64,
         trusted_proxies = trusted_proxies.len(),
+        tls = tls.is_some(),
         "gateway accepting"
     );
     let shared = Arc::new(Shared {
         app,
         limits,
+        tls,
         trusted_proxies,
         metrics,
         open: Arc::new(AtomicUsize::new(0)),
@@ -371,8 +379,32 @@ async fn serve_connection(
     mut stopping: tokio::sync::watch::Receiver<bool>,
 ) {
     let overflow = entry.is_some();
+    let header_timeout = if overflow {
+        OVERFLOW_HEADER_TIMEOUT
+    } else {
+        shared.limits.header_timeout
+    };
+    let stream: Box<dyn Io> = match &shared.tls {
+        None => Box::new(stream),
+        // The handshake counts against the header timeout: a client that
+        // opens a socket and says nothing holds it no longer than one
+        // that dribbles its headers.
+        Some(acceptor) => match tokio::time::timeout(header_timeout, acceptor.accept(stream)).await
+        {
+            Ok(Ok(stream)) => Box::new(stream),
+            Ok(Err(e)) => {
+                tracing::debug!(error = %e, %addr, "TLS handshake failed");
+                return;
+            }
+            Err(_) => {
+                tracing::debug!(%addr, "TLS handshake timed out");
+                return;
+            }
+        },
+    };
     let app = shared.app.clone();
     let proxies = shared.trusted_proxies.clone();
+    let hsts = shared.tls.is_some();
     let service = hyper::service::service_fn(move |mut req: Request<hyper::body::Incoming>| {
         let client = proxies.client_addr(addr.ip(), req.headers());
         req.extensions_mut().insert(ConnectInfo(addr));
@@ -382,17 +414,20 @@ async fn serve_connection(
             if overflow && req.uri().path() != "/healthz" {
                 return Ok(Error::Overloaded.into_response());
             }
-            app.oneshot(req.map(axum::body::Body::new)).await
+            let mut response = app.oneshot(req.map(axum::body::Body::new)).await?;
+            if hsts {
+                response.headers_mut().insert(
+                    axum::http::header::STRICT_TRANSPORT_SECURITY,
+                    axum::http::HeaderValue::from_static(HSTS),
+                );
+            }
+            Ok::<_, std::convert::Infallible>(response)
         }
     });
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
         .timer(TokioTimer::new())
-        .header_read_timeout(if overflow {
-            OVERFLOW_HEADER_TIMEOUT
-        } else {
-            shared.limits.header_timeout
-        });
+        .header_read_timeout(header_timeout);
     if overflow {
         builder.keep_alive(false);
     }
@@ -423,6 +458,15 @@ async fn serve_connection(
         tracing::debug!(error = %e, %addr, "connection ended with an error");
     }
 }
+
+/// `Strict-Transport-Security` of every answer over TLS: browsers use
+/// HTTPS for this host for a year.
+const HSTS: &str = "max-age=31536000";
+
+/// A connection's byte stream, plain or TLS.
+trait Io: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
+
+impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> Io for T {}
 
 /// A place under a connection limit; dropping it frees the place.
 #[derive(Debug)]

@@ -37,7 +37,8 @@ pub struct Config {
     pub http_addr: SocketAddr,
     /// The URL browsers reach this node's gateway at (`http(s)://host:port`,
     /// no path), written in its lease: the web app reconnects to the
-    /// cluster's other gateways through it. Default `http://{http_addr}`;
+    /// cluster's other gateways through it. Default `http://{http_addr}`
+    /// (`https://` with `[tls] gateway_cert`);
     /// set it when listening on `0.0.0.0` or behind a proxy.
     pub public_url: Option<String>,
     /// Directory of the embedded store (`parley.sqlite` in it). Default
@@ -384,10 +385,14 @@ impl Config {
                 .clone()
                 .unwrap_or_else(|| self.cluster_addr.to_string()),
             http_addr: self.http_addr.to_string(),
-            public_url: self
-                .public_url
-                .clone()
-                .unwrap_or_else(|| format!("http://{}", self.http_addr)),
+            public_url: self.public_url.clone().unwrap_or_else(|| {
+                let scheme = if self.tls.gateway_cert.is_some() {
+                    "https"
+                } else {
+                    "http"
+                };
+                format!("{scheme}://{}", self.http_addr)
+            }),
             seeds: self.seeds.clone(),
             heartbeat: Duration::from_millis(self.heartbeat_ms),
             lease_ttl: Duration::from_millis(self.lease_ttl_ms),

@@ -101,6 +101,15 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         tracing::warn!(cluster = %config.cluster_addr,
             "insecure_cluster: messages between nodes travel in plaintext");
     }
+    let gateway_tls = match config.tls.gateway_files()? {
+        Some(files) => {
+            let identity = Arc::new(actors::tls::Identity::load(files)?);
+            identities.push(identity.clone());
+            let server = actors::tls::gateway_server_config(identity)?;
+            Some(tokio_rustls::TlsAcceptor::from(Arc::new(server)))
+        }
+        None => None,
+    };
     let (stop_watching, watch_stop) = tokio::sync::watch::channel(false);
     let metrics = Arc::new(Metrics::new());
     let runtime = Cluster::start(cluster_config, store.clone(), metrics).await?;
@@ -114,6 +123,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         listener,
         app,
         limits,
+        gateway_tls,
         trusted_proxies,
         metrics,
         async {

@@ -38,6 +38,15 @@ impl Api {
         }
     }
 
+    /// A client of the gateway at `https://{addr}`, trusting the CA in
+    /// the PEM file `ca` (and no other).
+    pub fn https(addr: std::net::SocketAddr, ca: &std::path::Path) -> Self {
+        Self {
+            http: https_client(ca),
+            base: format!("https://{addr}"),
+        }
+    }
+
     /// Any call: returns the status and the JSON body (`Null` when empty).
     pub async fn call(
         &self,
@@ -191,9 +200,27 @@ pub struct Ws {
 impl Ws {
     /// Connects; `Err` carries the HTTP status when the upgrade is refused.
     pub async fn connect(url: &str) -> Result<Self, String> {
-        let (stream, _) = tokio_tungstenite::connect_async(url)
-            .await
-            .map_err(|e| e.to_string())?;
+        Self::connect_with(url, None).await
+    }
+
+    /// Connects to a `wss://` URL whose certificate chains to the CA in
+    /// the PEM file `ca`.
+    pub async fn connect_tls(url: &str, ca: &std::path::Path) -> Result<Self, String> {
+        Self::connect_with(
+            url,
+            Some(tokio_tungstenite::Connector::Rustls(rustls_config(ca))),
+        )
+        .await
+    }
+
+    async fn connect_with(
+        url: &str,
+        connector: Option<tokio_tungstenite::Connector>,
+    ) -> Result<Self, String> {
+        let (stream, _) =
+            tokio_tungstenite::connect_async_tls_with_config(url, None, false, connector)
+                .await
+                .map_err(|e| e.to_string())?;
         let (sink, mut source) = stream.split();
         let recorded = Arc::new(Mutex::new(Recorded::default()));
         let rec = recorded.clone();
@@ -342,4 +369,33 @@ impl Drop for Ws {
     fn drop(&mut self) {
         self.reader.abort();
     }
+}
+
+/// A reqwest client trusting only the CA in the PEM file `ca`.
+pub fn https_client(ca: &std::path::Path) -> reqwest::Client {
+    let pem = std::fs::read(ca).expect("reading the CA");
+    reqwest::Client::builder()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(reqwest::Certificate::from_pem(&pem).expect("CA certificate"))
+        .build()
+        .expect("an HTTPS client")
+}
+
+/// A rustls client config trusting only the CA in the PEM file `ca`.
+fn rustls_config(ca: &std::path::Path) -> Arc<rustls::ClientConfig> {
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls::pki_types::CertificateDer::pem_file_iter(ca).expect("reading the CA") {
+        roots
+            .add(cert.expect("CA certificate"))
+            .expect("adding the CA");
+    }
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("protocol versions")
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    Arc::new(config)
 }

@@ -77,6 +77,8 @@ pub struct Node {
     extra_env: Vec<(String, String)>,
     /// The network namespace it runs in, if not the test's own.
     netns: Option<String>,
+    /// The CA of its gateway's certificate, when it serves HTTPS.
+    https_ca: Option<PathBuf>,
     child: Option<Child>,
 }
 
@@ -93,7 +95,24 @@ impl Node {
             timing,
             extra_env: Vec::new(),
             netns: None,
+            https_ca: None,
             child: None,
+        }
+    }
+
+    /// The node's gateway serves HTTPS with a certificate from the CA in
+    /// `ca` (configured by the caller: `[tls] gateway_cert`): its URLs
+    /// say `https`/`wss` and the harness trusts that CA.
+    pub fn https(mut self, ca: &Path) -> Self {
+        self.https_ca = Some(ca.to_owned());
+        self
+    }
+
+    /// An HTTP client for this node (trusting its CA when it serves HTTPS).
+    pub fn http_client(&self) -> reqwest::Client {
+        match &self.https_ca {
+            Some(ca) => crate::client::https_client(ca),
+            None => reqwest::Client::new(),
         }
     }
 
@@ -187,7 +206,7 @@ impl Node {
         }
         self.child = Some(cmd.spawn().expect("spawning parley"));
         let url = self.url("/healthz");
-        let http = reqwest::Client::new();
+        let http = self.http_client();
         let name = self.name.clone();
         let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
         loop {
@@ -218,13 +237,20 @@ impl Node {
 
     /// `http://addr{path}`.
     pub fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.http)
+        let scheme = if self.https_ca.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        format!("{scheme}://{}{path}", self.http)
     }
 
     /// The node's `/metrics` page (Prometheus text). Panics if the node
     /// does not answer: tests read it from nodes they know are running.
     pub async fn metrics_text(&self) -> String {
-        reqwest::get(self.url("/metrics"))
+        self.http_client()
+            .get(self.url("/metrics"))
+            .send()
             .await
             .expect("metrics")
             .text()
@@ -240,7 +266,8 @@ impl Node {
 
     /// The WebSocket URL with a token.
     pub fn ws_url(&self, token: &str) -> String {
-        format!("ws://{}/ws?token={token}", self.http)
+        let scheme = if self.https_ca.is_some() { "wss" } else { "ws" };
+        format!("{scheme}://{}/ws?token={token}", self.http)
     }
 
     fn signal(&self, signal: &str) {

@@ -260,6 +260,86 @@ async fn foreign_and_expired_certificates_cannot_join_and_a_rotation_lets_a_node
 }
 
 #[tokio::test]
+async fn a_wss_client_sends_and_receives_over_https() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let certs_dir = dir.path().join("certs");
+    certs(&certs_dir, &["gateway"], &[]);
+    let ca = certs_dir.join("ca.pem");
+    let config = dir.path().join("gateway.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[tls]\ngateway_cert = {:?}\ngateway_key = {:?}\n",
+            certs_dir.join("gateway.pem"),
+            certs_dir.join("gateway.key")
+        ),
+    )
+    .expect("config");
+    let cookie = format!("tls-test-cookie-{}", free_port());
+    let mut node = Node::new("n1", dir.path(), &cookie, Timing::default())
+        .env("PARLEY_CONFIG", &config.to_string_lossy())
+        .https(&ca);
+    node.start().await;
+
+    let api = Api::https(node.http, &ca);
+    let alice = api.user("alice").await;
+    let bob = api.user("bob").await;
+    let mut a = Ws::connect_tls(&node.ws_url(&alice.token), &ca)
+        .await
+        .expect("alice connects over WSS");
+    let b = Ws::connect_tls(&node.ws_url(&bob.token), &ca)
+        .await
+        .expect("bob connects over WSS");
+    a.wait_for("hello", T, |f| f["type"] == "hello").await;
+    b.wait_for("hello", T, |f| f["type"] == "hello").await;
+    let (conv, _) = a.send_direct(&bob, "m1", "over wss").await;
+    b.wait_for("the message", T, |f| {
+        f["type"] == "message" && f["conv_id"] == conv && f["body"] == "over wss"
+    })
+    .await;
+
+    // Browsers are told to stay on HTTPS, and the cluster's gateway list
+    // sends them to https URLs.
+    let response = node
+        .http_client()
+        .get(node.url("/api/cluster/gateways"))
+        .send()
+        .await
+        .expect("gateways");
+    assert_eq!(
+        response
+            .headers()
+            .get("strict-transport-security")
+            .and_then(|v| v.to_str().ok()),
+        Some("max-age=31536000")
+    );
+    let list: serde_json::Value = response.json().await.expect("gateway list");
+    let gateway = &list["gateways"][0];
+    assert!(
+        gateway["url"]
+            .as_str()
+            .is_some_and(|u| u.starts_with("https://")),
+        "{list}"
+    );
+    assert!(
+        gateway["ws_url"]
+            .as_str()
+            .is_some_and(|u| u.starts_with("wss://")),
+        "{list}"
+    );
+
+    // Plain HTTP on the TLS port gets no answer it could read, and a
+    // client that does not trust the CA is refused.
+    let plain = reqwest::get(format!("http://{}/healthz", node.http)).await;
+    assert!(plain.map(|r| !r.status().is_success()).unwrap_or(true));
+    let untrusting = reqwest::get(node.url("/healthz")).await;
+    assert!(
+        untrusting.is_err(),
+        "a certificate from an unknown CA is refused"
+    );
+}
+
+#[tokio::test]
 async fn a_plaintext_transport_on_a_public_address_refuses_to_start() {
     let dir = tempfile::tempdir().expect("tempdir");
     let out = Command::new(parley_bin())

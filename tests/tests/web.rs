@@ -828,3 +828,80 @@ async fn presence_while_offline_and_a_removal_said_in_words() {
     .await;
     page.close().await;
 }
+
+/// Parley Web over HTTPS: the gateway's certificate comes from a test CA
+/// (`parley certs`) and this browser profile trusts its key
+/// (`--ignore-certificate-errors-spki-list`, Chromium's switch for exactly
+/// this; chromedriver gives every session its own profile). The page
+/// loads, signs in, connects over WSS and chats with a WSS client.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parley_web_works_over_https() {
+    use base64::Engine as _;
+    use p256::pkcs8::{DecodePrivateKey, EncodePublicKey};
+    use sha2::Digest as _;
+
+    let Some(driver) = driver().await else { return };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let certs = dir.path().join("certs");
+    let out = std::process::Command::new(tests::node::parley_bin())
+        .args(["certs", "--name", "gateway", "--host", "127.0.0.1", "--dir"])
+        .arg(&certs)
+        .output()
+        .expect("parley certs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let config = dir.path().join("https.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[tls]\ngateway_cert = {:?}\ngateway_key = {:?}\n",
+            certs.join("gateway.pem"),
+            certs.join("gateway.key")
+        ),
+    )
+    .expect("config");
+    let ca = certs.join("ca.pem");
+    let cookie = format!("web-https-{}", tests::node::free_port());
+    let mut node = tests::node::Node::new("n1", dir.path(), &cookie, Default::default())
+        .env("PARLEY_CONFIG", &config.to_string_lossy())
+        .https(&ca);
+    node.start().await;
+
+    // The SHA-256 of the gateway key's SubjectPublicKeyInfo, in base64.
+    let key_pem = std::fs::read_to_string(certs.join("gateway.key")).expect("key");
+    let key = p256::SecretKey::from_pkcs8_pem(&key_pem).expect("a P-256 key");
+    let spki = key.public_key().to_public_key_der().expect("SPKI");
+    let pin =
+        base64::engine::general_purpose::STANDARD.encode(sha2::Sha256::digest(spki.as_bytes()));
+    let trust = format!("--ignore-certificate-errors-spki-list={pin}");
+    let alice = Browser::open_with(&driver, 1100, 760, &[&trust]).await;
+    alice.goto(&node.url("/")).await;
+    alice.sign_in("alice", true).await;
+    alice.until_online().await;
+    let protocol = alice.js("return location.protocol").await;
+    assert_eq!(protocol, json!("https:"));
+
+    let api = Api::https(node.http, &ca);
+    let bob = api.user("bob").await;
+    let mut bob_ws = Ws::connect_tls(&node.ws_url(&bob.token), &ca)
+        .await
+        .expect("bob connects over WSS");
+    bob_ws
+        .wait_for("hello", WAIT, |f| f["type"] == "hello")
+        .await;
+    alice.start_chat_with("bob").await;
+    alice.send("hello over https").await;
+    let message = bob_ws
+        .wait_for("alice's message", WAIT, |f| {
+            f["type"] == "message" && f["body"] == "hello over https"
+        })
+        .await;
+    bob_ws
+        .send(json!({"type": "ack", "conv_id": message["conv_id"], "seq": message["seq"], "kind": "seen"}))
+        .await;
+    alice.until_status("hello over https", "seen").await;
+    alice.shot("over-https").await;
+}
