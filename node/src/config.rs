@@ -257,6 +257,15 @@ pub struct Cli {
     /// Lease lifetime in milliseconds.
     #[arg(long, env = "PARLEY_LEASE_TTL_MS")]
     pub lease_ttl_ms: Option<u64>,
+    /// This node's certificate for mutual TLS between nodes (`[tls] cert`).
+    #[arg(long, env = "PARLEY_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+    /// Its private key (`[tls] key`).
+    #[arg(long, env = "PARLEY_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+    /// The cluster's CA (`[tls] ca`).
+    #[arg(long, env = "PARLEY_TLS_CA")]
+    pub tls_ca: Option<PathBuf>,
     /// Allow a plaintext cluster transport on a non-loopback address.
     #[arg(long, env = "PARLEY_INSECURE_CLUSTER")]
     pub insecure_cluster: Option<bool>,
@@ -308,6 +317,15 @@ impl Config {
         }
         if !cli.seeds.is_empty() {
             config.seeds = cli.seeds;
+        }
+        if let Some(v) = cli.tls_cert {
+            config.tls.cert = Some(v);
+        }
+        if let Some(v) = cli.tls_key {
+            config.tls.key = Some(v);
+        }
+        if let Some(v) = cli.tls_ca {
+            config.tls.ca = Some(v);
         }
         if let Some(v) = cli.insecure_cluster {
             config.insecure_cluster = v;

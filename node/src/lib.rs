@@ -134,6 +134,8 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         node = %config.node_name,
         http = %config.http_addr,
         cluster = %config.cluster_addr,
+        cluster_tls = config.tls.cert.is_some(),
+        gateway_tls = config.tls.gateway_cert.is_some(),
         backend = runtime.cluster().store().db().backend_name(),
         "parley node ready"
     );

@@ -14,6 +14,8 @@
 //!
 //! - [`browser`]: chromium through chromedriver, and finding Firefox, for
 //!   the browser tests.
+//! - [`fdb`]: a FoundationDB server of a test's own (on a namespace's
+//!   address, or with TLS).
 //! - [`netns`]: nodes on hosts of their own (network namespaces on a
 //!   bridge), so the fault tests can cut the links between them.
 //!
@@ -22,6 +24,7 @@
 
 pub mod browser;
 pub mod client;
+pub mod fdb;
 pub mod netns;
 pub mod node;
 pub mod store;

@@ -201,6 +201,11 @@ impl Node {
         for (k, v) in TestStore::from_env().node_env(&self.data_dir) {
             cmd.env(k, v);
         }
+        if std::env::var_os("PARLEY_TEST_TLS").is_some() {
+            for (k, v) in self.test_tls_env() {
+                cmd.env(k, v);
+            }
+        }
         for (k, v) in &self.extra_env {
             cmd.env(k, v);
         }
@@ -228,6 +233,39 @@ impl Node {
             );
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
+    }
+
+    /// With `PARLEY_TEST_TLS` set, every node speaks mutual TLS to its
+    /// peers with a certificate of a CA per data directory, made by
+    /// `parley certs` (the test suites then run over TLS unchanged). The
+    /// certificate names the node's own address, and loopback.
+    fn test_tls_env(&self) -> Vec<(String, String)> {
+        let dir = self.data_dir.join("test-certs");
+        let (cert, key) = (
+            dir.join(format!("{}.pem", self.name)),
+            dir.join(format!("{}.key", self.name)),
+        );
+        if !cert.exists() {
+            let host = self.cluster_addr.ip().to_string();
+            let out = Command::new(parley_bin())
+                .arg("certs")
+                .arg("--dir")
+                .arg(&dir)
+                .args(["--name", &self.name, "--host", "127.0.0.1", "--host", &host])
+                .output()
+                .expect("running parley certs");
+            assert!(
+                out.status.success(),
+                "parley certs: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        let path = |p: PathBuf| p.to_string_lossy().into_owned();
+        vec![
+            ("PARLEY_TLS_CERT".into(), path(cert)),
+            ("PARLEY_TLS_KEY".into(), path(key)),
+            ("PARLEY_TLS_CA".into(), path(dir.join("ca.pem"))),
+        ]
     }
 
     /// The node's log so far.

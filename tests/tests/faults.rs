@@ -321,93 +321,6 @@ async fn across_a_cut(split: &Split, cut: impl FnOnce(&Net)) {
     assert_eq!(all, (1..=all.len() as u64).collect::<Vec<_>>(), "gapless");
 }
 
-/// A one-process FoundationDB cluster on a host of its own, stopped on
-/// drop. Its binaries come from `FDB_HOME` (CI sets it), else
-/// `../shared/fdb` beside the repository.
-struct FdbOnHost {
-    child: std::process::Child,
-    cluster_file: std::path::PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-impl FdbOnHost {
-    async fn start(host: &tests::netns::Host) -> FdbOnHost {
-        let home = std::env::var_os("FDB_HOME").map_or_else(
-            || std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/fdb"),
-            std::path::PathBuf::from,
-        );
-        let dir = tempfile::tempdir().expect("tempdir");
-        let cluster_file = dir.path().join("fdb.cluster");
-        let addr = format!("{}:4500", host.addr);
-        std::fs::write(&cluster_file, format!("faults:test@{addr}\n")).expect("cluster file");
-        for sub in ["data", "logs"] {
-            std::fs::create_dir(dir.path().join(sub)).expect("fdb dirs");
-        }
-        let child = std::process::Command::new("ip")
-            .args(["netns", "exec", &host.ns])
-            .arg(home.join("bin/fdbserver"))
-            .args(["-p", &addr, "-C"])
-            .arg(&cluster_file)
-            .arg("-d")
-            .arg(dir.path().join("data"))
-            .arg("-L")
-            .arg(dir.path().join("logs"))
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("starting fdbserver");
-        let fdb = FdbOnHost {
-            child,
-            cluster_file,
-            _dir: dir,
-        };
-        let cli = home.join("bin/fdbcli");
-        let file = fdb.cluster_file.clone();
-        tests::wait::until(
-            "FoundationDB on its host to accept transactions",
-            Duration::from_secs(90),
-            || {
-                let (cli, file) = (cli.clone(), file.clone());
-                async move {
-                    tokio::task::spawn_blocking(move || {
-                        let run = |cmd: &str| {
-                            std::process::Command::new(&cli)
-                                .arg("-C")
-                                .arg(&file)
-                                .args(["--timeout", "5", "--exec", cmd])
-                                .output()
-                                .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
-                                .unwrap_or_default()
-                        };
-                        let status = run("status minimal");
-                        if status.contains("database is available") {
-                            return Some(());
-                        }
-                        // A fresh server has no database yet (its status
-                        // may just time out): create one; an existing one
-                        // refuses and nothing changes.
-                        run("configure new single memory");
-                        std::thread::sleep(Duration::from_millis(500));
-                        None
-                    })
-                    .await
-                    .ok()
-                    .flatten()
-                }
-            },
-        )
-        .await;
-        fdb
-    }
-}
-
-impl Drop for FdbOnHost {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// Polls a node's `/healthz` until it answers `status`.
 async fn health_becomes(node: &tests::node::Node, status: u16) {
     let url = node.url("/healthz");
@@ -441,7 +354,8 @@ async fn a_node_cut_from_foundationdb_stands_by_and_its_clients_move() {
         eprintln!("NOTICE: no network namespaces here: lost-store test skipped");
         return;
     };
-    let fdb = FdbOnHost::start(&net.hosts[0]).await;
+    let addr = format!("{}:4500", net.hosts[0].addr);
+    let fdb = tests::fdb::LocalFdb::start(Some(&net.hosts[0].ns), &addr, None).await;
     let file = fdb.cluster_file.to_string_lossy().into_owned();
     let cluster = TestCluster::start_on(
         &net.hosts[1..],

@@ -360,3 +360,70 @@ async fn a_plaintext_transport_on_a_public_address_refuses_to_start() {
         "the refusal says what to do: {stderr}"
     );
 }
+
+/// FoundationDB's own TLS: a server that accepts only TLS connections from
+/// certificates of its CA, and a node configured through FoundationDB's
+/// `FDB_TLS_*` variables that stores and delivers through it. Runs in the
+/// FoundationDB suite (`PARLEY_TEST_STORE=fdb`).
+#[tokio::test]
+async fn a_node_speaks_tls_to_foundationdb() {
+    if !matches!(
+        tests::store::TestStore::from_env(),
+        tests::store::TestStore::Fdb { .. }
+    ) {
+        eprintln!("NOTICE: FoundationDB over TLS runs in the FoundationDB suite: skipped");
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let certs_dir = dir.path().join("certs");
+    certs(&certs_dir, &["fdb", "n1"], &[]);
+    let files = |name: &str| tests::fdb::FdbTls {
+        cert: certs_dir.join(format!("{name}.pem")),
+        key: certs_dir.join(format!("{name}.key")),
+        ca: certs_dir.join("ca.pem"),
+    };
+    let addr = format!("127.0.0.1:{}", free_port());
+    let fdb = tests::fdb::LocalFdb::start(None, &addr, Some(&files("fdb"))).await;
+    let cluster_file = std::fs::read_to_string(&fdb.cluster_file).expect("cluster file");
+    assert!(cluster_file.trim_end().ends_with(":tls"), "{cluster_file}");
+
+    let cookie = format!("tls-test-cookie-{}", free_port());
+    let mut node = Node::new("n1", dir.path(), &cookie, Timing::default())
+        .env(
+            "PARLEY_FDB_CLUSTER_FILE",
+            &fdb.cluster_file.to_string_lossy(),
+        )
+        .env("PARLEY_FDB_KEY_PREFIX", &format!("tls{}", free_port()));
+    for (k, v) in files("n1").env() {
+        node = node.env(k, &v);
+    }
+    node.start().await;
+    let api = Api::new(node.http);
+    let alice = api.user("alice").await;
+    let bob = api.user("bob").await;
+    let mut a = Ws::connect(&node.ws_url(&alice.token))
+        .await
+        .expect("alice");
+    let b = Ws::connect(&node.ws_url(&bob.token)).await.expect("bob");
+    a.wait_for("hello", T, |f| f["type"] == "hello").await;
+    b.wait_for("hello", T, |f| f["type"] == "hello").await;
+    let (conv, seq) = a.send_direct(&bob, "m1", "stored over tls").await;
+    b.wait_for("the message", T, |f| {
+        f["type"] == "message" && f["seq"] == seq
+    })
+    .await;
+    let (status, history) = api
+        .call(
+            "GET",
+            &format!("/api/conversations/{conv}/messages"),
+            Some(&bob.token),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{history}");
+    assert!(history.to_string().contains("stored over tls"), "{history}");
+    assert!(
+        node.log_text().contains("\"foundationdb\""),
+        "the node stored in FoundationDB"
+    );
+}
