@@ -104,6 +104,11 @@ struct Cli {
     /// `peers` defaults to `0`.
     #[arg(long, global = true)]
     server_cpus: Option<String>,
+    /// TLS everywhere: the started nodes speak mutual TLS to each other
+    /// and HTTPS/WSS to the generator (a throwaway CA made with `parley
+    /// certs`), to measure what it costs.
+    #[arg(long, global = true)]
+    tls: bool,
     /// The nodes' log filter (`PARLEY_LOG`); more than `warn` costs CPU.
     #[arg(long, global = true, default_value = "warn")]
     node_log: String,
@@ -248,6 +253,7 @@ fn main() -> Result<()> {
             nofile: matches!(cli.scenario, Scenario::Abuse(_)).then_some(1024),
             default_limits: matches!(cli.scenario, Scenario::Abuse(_)),
             cpus: server_cpus,
+            tls: cli.tls,
         },
         source_ips: cli.source_ips,
         concurrency: cli.concurrency.max(1),

@@ -520,7 +520,8 @@ async fn connect_clients(
             token: u.token.clone(),
         })
         .collect();
-    let (conns, stats) = ws::connect_all(targets, env.concurrency).await;
+    let (conns, stats) =
+        ws::connect_all_with(targets, env.concurrency, servers.tls_connector()?).await;
     if stats.failed > 0 {
         bail!(
             "{} of {} connections failed: {}",
@@ -638,6 +639,7 @@ pub async fn direct(env: &Env, args: &DirectArgs) -> Result<Report> {
     put(&mut report.fields, "pairs", pairs);
     put(&mut report.fields, "connections", clients.len());
     put(&mut report.fields, "body_bytes", args.load.body_bytes);
+    put(&mut report.fields, "tls", env.settings.tls);
     put(&mut report.fields, "window_s", args.load.duration);
     put(&mut report.fields, "ack_delivered", args.load.ack_delivered);
     run_steps(&servers, clients, &args.load, &mut report).await?;
@@ -685,6 +687,7 @@ async fn fanout_with(env: &Env, args: &FanoutArgs, login_burst: bool) -> Result<
     put(&mut report.fields, "groups", groups);
     put(&mut report.fields, "connections", clients.len());
     put(&mut report.fields, "body_bytes", args.load.body_bytes);
+    put(&mut report.fields, "tls", env.settings.tls);
     put(&mut report.fields, "window_s", args.load.duration);
     put(&mut report.fields, "ack_delivered", args.load.ack_delivered);
     run_steps(&servers, clients, &args.load, &mut report).await?;

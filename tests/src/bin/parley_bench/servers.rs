@@ -38,6 +38,8 @@ pub struct NodeSettings {
     pub default_limits: bool,
     /// CPUs to pin the nodes to (`taskset -c` list); none: unpinned.
     pub cpus: Option<String>,
+    /// Mutual TLS between the nodes, HTTPS/WSS to them.
+    pub tls: bool,
 }
 
 /// Where the generator's nodes keep their state.
@@ -88,6 +90,8 @@ pub struct Servers {
     fdb_prefix: Option<String>,
     keep: bool,
     http: reqwest::Client,
+    /// The CA of the nodes' certificates, when they speak TLS.
+    tls_ca: Option<PathBuf>,
     /// The store's own processes (`--store-pid`: a FoundationDB server),
     /// for their CPU and the bytes they write.
     pub store_pids: Vec<u32>,
@@ -151,7 +155,29 @@ impl Servers {
             .tempdir()
             .context("temporary directory")?;
         let config = dir.path().join("bench.toml");
-        std::fs::write(&config, config_toml(settings)).context("writing the node config")?;
+        let mut toml = config_toml(settings);
+        let tls_ca = if settings.tls {
+            let certs = dir.path().join("certs");
+            let out = Command::new(&settings.bin)
+                .arg("certs")
+                .arg("--dir")
+                .arg(&certs)
+                .args(["--name", "bench", "--host", "127.0.0.1"])
+                .output()
+                .context("running parley certs")?;
+            if !out.status.success() {
+                bail!("parley certs: {}", String::from_utf8_lossy(&out.stderr));
+            }
+            let (cert, key) = (certs.join("bench.pem"), certs.join("bench.key"));
+            toml.push_str(&format!(
+                "\n[tls]\ncert = {cert:?}\nkey = {key:?}\nca = {:?}\ngateway_cert = {cert:?}\ngateway_key = {key:?}\n",
+                certs.join("ca.pem")
+            ));
+            Some(certs.join("ca.pem"))
+        } else {
+            None
+        };
+        std::fs::write(&config, toml).context("writing the node config")?;
         let mut nodes = Vec::new();
         for i in 0..n {
             let name = node_name(i);
@@ -179,9 +205,26 @@ impl Servers {
             dir: Some(dir),
             fdb_prefix,
             keep,
-            http: reqwest::Client::new(),
+            http: match &tls_ca {
+                Some(ca) => https_client(ca)?,
+                None => reqwest::Client::new(),
+            },
+            tls_ca,
             store_pids: Vec::new(),
         })
+    }
+
+    /// A connector for WSS clients of our nodes, when they speak TLS.
+    pub fn tls_connector(&self) -> Result<Option<tokio_rustls::TlsConnector>> {
+        self.tls_ca.as_deref().map(tls_connector).transpose()
+    }
+
+    fn scheme(&self) -> &'static str {
+        if self.tls_ca.is_some() {
+            "https"
+        } else {
+            "http"
+        }
     }
 
     /// A node someone else runs.
@@ -197,6 +240,7 @@ impl Servers {
             target_pid: pid,
             dir: None,
             fdb_prefix: None,
+            tls_ca: None,
             store_pids: Vec::new(),
             keep: false,
             http: reqwest::Client::new(),
@@ -296,7 +340,7 @@ impl Servers {
     }
 
     async fn await_healthy(&mut self, i: usize) -> Result<()> {
-        let url = format!("http://{}/healthz", self.nodes[i].http);
+        let url = format!("{}://{}/healthz", self.scheme(), self.nodes[i].http);
         let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
         loop {
             if let Ok(r) = self.http.get(&url).send().await {
@@ -404,7 +448,7 @@ impl Servers {
     pub async fn metrics_of(&self, addr: SocketAddr) -> Result<HashMap<String, f64>> {
         let text = self
             .http
-            .get(format!("http://{addr}/metrics"))
+            .get(format!("{}://{addr}/metrics", self.scheme()))
             .timeout(Duration::from_secs(10))
             .send()
             .await?
@@ -478,6 +522,31 @@ impl Drop for Servers {
 /// many sessions on one user), a deep outbound queue (a burst to a
 /// 1000-member group must not look like a slow consumer), long idle
 /// timeouts.
+/// An HTTPS client trusting only the CA in `ca`.
+fn https_client(ca: &std::path::Path) -> Result<reqwest::Client> {
+    let pem = std::fs::read(ca).context("reading the CA")?;
+    Ok(reqwest::Client::builder()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(reqwest::Certificate::from_pem(&pem)?)
+        .build()?)
+}
+
+/// A TLS connector trusting only the CA in `ca`.
+fn tls_connector(ca: &std::path::Path) -> Result<tokio_rustls::TlsConnector> {
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls::pki_types::CertificateDer::pem_file_iter(ca)? {
+        roots.add(cert?)?;
+    }
+    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    Ok(tokio_rustls::TlsConnector::from(std::sync::Arc::new(config)))
+}
+
 fn config_toml(settings: &NodeSettings) -> String {
     if settings.default_limits {
         return format!(

@@ -12,10 +12,10 @@ use hdrhistogram::Histogram;
 use tokio::net::{TcpSocket, TcpStream};
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 /// A connected, authenticated client socket.
-pub type Ws = WebSocketStream<TcpStream>;
+pub type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 /// The run's time origin: every stamp is microseconds since it.
 pub fn base() -> Instant {
@@ -42,6 +42,16 @@ impl SourceIps {
 
 /// Connects `ws://{addr}/ws?token=` from `src`, and waits for `hello`.
 pub async fn connect(addr: SocketAddr, src: Option<Ipv4Addr>, token: &str) -> Result<Ws> {
+    connect_with(addr, src, token, None).await
+}
+
+/// [`connect`], over TLS (`wss://`) with `tls`.
+pub async fn connect_with(
+    addr: SocketAddr,
+    src: Option<Ipv4Addr>,
+    token: &str,
+    tls: Option<&tokio_rustls::TlsConnector>,
+) -> Result<Ws> {
     let socket = TcpSocket::new_v4()?;
     if let Some(ip) = src {
         socket
@@ -51,7 +61,15 @@ pub async fn connect(addr: SocketAddr, src: Option<Ipv4Addr>, token: &str) -> Re
     let stream = socket.connect(addr).await.context("TCP connect")?;
     stream.set_nodelay(true)?;
     let config = WebSocketConfig::default().read_buffer_size(16 * 1024);
-    let url = format!("ws://{addr}/ws?token={token}");
+    let (stream, scheme) = match tls {
+        None => (MaybeTlsStream::Plain(stream), "ws"),
+        Some(tls) => {
+            let name = rustls::pki_types::ServerName::IpAddress(addr.ip().into());
+            let stream = tls.connect(name, stream).await.context("TLS handshake")?;
+            (MaybeTlsStream::Rustls(stream), "wss")
+        }
+    };
+    let url = format!("{scheme}://{addr}/ws?token={token}");
     let (mut ws, _) = tokio_tungstenite::client_async_with_config(url, stream, Some(config))
         .await
         .context("WebSocket upgrade")?;
@@ -183,6 +201,15 @@ pub async fn connect_all(
     targets: Vec<Target>,
     concurrency: usize,
 ) -> (Vec<Option<Ws>>, ConnectStats) {
+    connect_all_with(targets, concurrency, None).await
+}
+
+/// [`connect_all`], over TLS with `tls`.
+pub async fn connect_all_with(
+    targets: Vec<Target>,
+    concurrency: usize,
+    tls: Option<tokio_rustls::TlsConnector>,
+) -> (Vec<Option<Ws>>, ConnectStats) {
     let started = Instant::now();
     let sem = Arc::new(tokio::sync::Semaphore::new(concurrency.max(1)));
     let hist = Arc::new(Mutex::new(histogram()));
@@ -212,15 +239,16 @@ pub async fn connect_all(
         let Ok(permit) = sem.clone().acquire_owned().await else {
             break;
         };
-        let (hist, first_error, failed, done) = (
+        let (hist, first_error, failed, done, tls) = (
             hist.clone(),
             first_error.clone(),
             failed.clone(),
             done.clone(),
+            tls.clone(),
         );
         handles.push(tokio::spawn(async move {
             let t0 = Instant::now();
-            let result = connect(t.addr, t.src, &t.token).await;
+            let result = connect_with(t.addr, t.src, &t.token, tls.as_ref()).await;
             drop(permit);
             done.fetch_add(1, Ordering::Relaxed);
             match result {
