@@ -53,6 +53,9 @@ pub enum LabError {
     /// The nodes did not all answer `/healthz` in time.
     #[error("lab: {0}")]
     NotReady(String),
+    /// The nodes' throwaway certificates could not be made.
+    #[error("lab: certificates: {0}")]
+    Certs(String),
 }
 
 /// A fresh random secret (hex), for the cookie and the lab token.

@@ -155,6 +155,22 @@ impl Supervisor {
                 child: None,
             });
         }
+        // The nodes speak mutual TLS to each other, as a deployment's
+        // would, with throwaway certificates of a CA made for this lab.
+        let certs = dir.path().join("certs");
+        let ca = crate::certs::Authority::open_or_create(&certs)
+            .map_err(|e| LabError::Certs(e.to_string()))?;
+        let now = time::OffsetDateTime::now_utc();
+        for node in &nodes {
+            ca.issue(
+                &certs,
+                &node.name,
+                &["127.0.0.1".to_owned(), "localhost".to_owned()],
+                now - time::Duration::minutes(5),
+                now + time::Duration::days(7),
+            )
+            .map_err(|e| LabError::Certs(e.to_string()))?;
+        }
         let supervisor = Self {
             exe,
             dir,
@@ -195,6 +211,7 @@ impl Supervisor {
             .open(&log_path)
             .map_err(io_err)?;
         let log2 = log.try_clone().map_err(io_err)?;
+        let certs = self.dir.path().join("certs");
         let mut cmd = Command::new(&self.exe);
         // The lab's own PARLEY_* settings (a config file, a data dir) are
         // not the nodes': only the log filter passes through.
@@ -213,6 +230,9 @@ impl Supervisor {
             .env("PARLEY_HEARTBEAT_MS", "500")
             .env("PARLEY_LEASE_TTL_MS", "2000")
             .env("PARLEY_ADMIN_TOKEN", &self.token)
+            .env("PARLEY_TLS_CERT", certs.join(format!("{}.pem", node.name)))
+            .env("PARLEY_TLS_KEY", certs.join(format!("{}.key", node.name)))
+            .env("PARLEY_TLS_CA", certs.join("ca.pem"))
             .env(super::LAB_CHILD_ENV, "1")
             // A pipe the node never reads until it ends: when the lab
             // dies, even by SIGKILL, the node sees end of file and leaves.

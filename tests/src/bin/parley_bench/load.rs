@@ -22,7 +22,7 @@ use tokio_tungstenite::tungstenite::Message;
 use super::pacer::{Pacer, Schedule};
 use super::procs::{round1, round2, CpuMeter};
 use super::report::{latency_fields, put, Fields, Report};
-use super::seed::{par_map, Seeder, User};
+use super::seed::{par_map, User};
 use super::servers::{metrics_delta, Servers};
 use super::ws::{self, histogram, stamp_of, Frame, SourceIps, Target, Ws};
 use super::Env;
@@ -701,7 +701,7 @@ async fn login_burst_of(servers: &Servers, users: &[User], report: &mut Report) 
         .http_addrs()
         .first()
         .ok_or_else(|| anyhow::anyhow!("no server to log in to"))?;
-    let http = Seeder::http(addr);
+    let http = servers.api_seeder(addr);
     let names: Vec<String> = users.iter().map(|u| u.name.clone()).collect();
     let n = names.len();
     let started = Instant::now();

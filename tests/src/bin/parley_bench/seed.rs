@@ -50,8 +50,8 @@ pub enum Seeder {
     Store(ChatStore),
     /// Through the HTTP API of a running node.
     Http {
-        /// Its gateway.
-        addr: SocketAddr,
+        /// Its gateway's URL (`http://` or `https://`, no path).
+        base: String,
         /// The client.
         http: reqwest::Client,
     },
@@ -91,9 +91,15 @@ impl Seeder {
     /// Seeds through `addr`'s API.
     pub fn http(addr: SocketAddr) -> Self {
         Seeder::Http {
-            addr,
+            base: format!("http://{addr}"),
             http: reqwest::Client::new(),
         }
+    }
+
+    /// Seeds through the API at `base` with `http` (an HTTPS client of a
+    /// node speaking TLS, say).
+    pub fn http_at(base: String, http: reqwest::Client) -> Self {
+        Seeder::Http { base, http }
     }
 
     /// Registers `n` users `{prefix}u{i}` and gets each a token.
@@ -258,10 +264,10 @@ impl Seeder {
         token: Option<&str>,
         body: Option<Value>,
     ) -> Result<(u16, Value)> {
-        let Seeder::Http { addr, http } = self else {
+        let Seeder::Http { base, http } = self else {
             bail!("not an HTTP seeder");
         };
-        http_call(http, *addr, method, path, token, body).await
+        http_call_at(http, base, method, path, token, body).await
     }
 
     /// `POST /api/register`; the new user's id.
@@ -314,8 +320,20 @@ pub async fn http_call(
     token: Option<&str>,
     body: Option<Value>,
 ) -> Result<(u16, Value)> {
+    http_call_at(http, &format!("http://{addr}"), method, path, token, body).await
+}
+
+/// [`http_call`] to the gateway at `base` (`http(s)://host:port`).
+async fn http_call_at(
+    http: &reqwest::Client,
+    base: &str,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<Value>,
+) -> Result<(u16, Value)> {
     let method = reqwest::Method::from_bytes(method.as_bytes())?;
-    let mut req = http.request(method, format!("http://{addr}{path}"));
+    let mut req = http.request(method, format!("{base}{path}"));
     if let Some(token) = token {
         req = req.bearer_auth(token);
     }

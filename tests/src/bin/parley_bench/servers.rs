@@ -219,6 +219,11 @@ impl Servers {
         self.tls_ca.as_deref().map(tls_connector).transpose()
     }
 
+    /// A seeder through `addr`'s API, over HTTPS when our nodes speak TLS.
+    pub fn api_seeder(&self, addr: SocketAddr) -> super::seed::Seeder {
+        super::seed::Seeder::http_at(format!("{}://{addr}", self.scheme()), self.http.clone())
+    }
+
     fn scheme(&self) -> &'static str {
         if self.tls_ca.is_some() {
             "https"
@@ -544,7 +549,9 @@ fn tls_connector(ca: &std::path::Path) -> Result<tokio_rustls::TlsConnector> {
     .with_safe_default_protocol_versions()?
     .with_root_certificates(roots)
     .with_no_client_auth();
-    Ok(tokio_rustls::TlsConnector::from(std::sync::Arc::new(config)))
+    Ok(tokio_rustls::TlsConnector::from(std::sync::Arc::new(
+        config,
+    )))
 }
 
 fn config_toml(settings: &NodeSettings) -> String {

@@ -133,10 +133,7 @@ pub async fn run(env: &Env, args: &StormArgs) -> Result<Report> {
     let conns: Vec<(Ws, String)> = par_map(jobs, env.concurrency, move |(i, name)| {
         let (lh, th) = (lh.clone(), th.clone());
         let addr = addrs2[i % addrs2.len()];
-        let seeder = Seeder::Http {
-            addr,
-            http: http.clone(),
-        };
+        let seeder = Seeder::http_at(format!("http://{addr}"), http.clone());
         async move {
             let start = Instant::now();
             let (_, token) = seeder.login_http(&name).await?;
