@@ -41,6 +41,13 @@ pub struct Metrics {
     /// Peers this node has an authenticated transport connection to (a
     /// peer whose certificate or cookie is refused never counts).
     pub peers_connected: Gauge,
+    /// WebSocket sends answered `unavailable` at once because the peer
+    /// they were routed to stopped serving (instead of at the answer
+    /// timeout).
+    pub answers_lost_with_peer: Counter,
+    /// Replies to sessions on a node this one cannot reach, handed to
+    /// another peer to pass on (a partition that is not transitive).
+    pub replies_relayed: Counter,
     /// Connections to peers dropped because the peer answered no probe
     /// for a lease lifetime (a cut link: its lease still renews).
     pub peers_cut_off: Counter,
@@ -131,6 +138,8 @@ impl Metrics {
             conversations: Gauge::default(),
             live_nodes: Gauge::default(),
             peers_connected: Gauge::default(),
+            answers_lost_with_peer: Counter::default(),
+            replies_relayed: Counter::default(),
             slow_consumers: Counter::default(),
             sessions_superseded: Counter::default(),
             bad_peer_messages: Counter::default(),
@@ -228,6 +237,16 @@ impl Metrics {
             "peers_connected",
             "Peers with an authenticated transport connection",
             m.peers_connected.clone(),
+        );
+        r.register(
+            "answers_lost_with_peer",
+            "WebSocket sends answered unavailable at once: their peer stopped serving",
+            m.answers_lost_with_peer.clone(),
+        );
+        r.register(
+            "replies_relayed",
+            "Replies passed on through another peer: their node was out of reach",
+            m.replies_relayed.clone(),
         );
         r.register(
             "slow_consumers",

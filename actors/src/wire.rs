@@ -122,6 +122,18 @@ pub enum ClusterMsg {
         /// The frame.
         frame: String,
     },
+    /// A JSON frame for one session on a third node, which the sender
+    /// cannot reach but the receiver may: the answer to a send reaches its
+    /// client across a partition that is not transitive (A reaches B, B
+    /// reaches C, C does not reach A). Relayed once, never further.
+    RelayToSession {
+        /// The node the session lives on.
+        node: String,
+        /// The session's id there.
+        session_id: u64,
+        /// The frame.
+        frame: String,
+    },
 }
 
 fn config() -> bincode::config::Configuration {

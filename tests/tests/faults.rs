@@ -200,6 +200,108 @@ async fn a_minority_and_a_majority_both_keep_sending_through_a_split() {
     across_a_cut(&split, |net| split.cut(net)).await;
 }
 
+/// A partition that is not transitive: n2 and n3 cannot reach each other,
+/// both reach n1. A client on n3 sends to a conversation whose home is n2
+/// while n1 sees all three and n3 sees n1 and itself: n3 hands the send to
+/// n1, n1 to n2, n2 commits, and n2 cannot answer n3 directly. The answer
+/// is relayed through n1, so the client gets its `sent` during the cut
+/// (without the relay it waited for the heal, resending every answer
+/// timeout: what the seeded fault schedule of tests/history.rs found).
+#[tokio::test]
+async fn an_answer_crosses_a_partition_that_is_not_transitive() {
+    let Some(net) = hosts(3) else {
+        return;
+    };
+    let config = tempfile::tempdir().expect("tempdir");
+    let path = config.path().join("parley.toml");
+    std::fs::write(&path, "[gateway]\nanswer_timeout_secs = 2\n").expect("config");
+    let path = path.to_string_lossy().into_owned();
+    let cluster =
+        TestCluster::start_on(&net.hosts, Timing::default(), &[("PARLEY_CONFIG", &path)]).await;
+    let names: Vec<&str> = cluster.nodes.iter().map(|n| n.name.as_str()).collect();
+    let api = Api::new(cluster.nodes[0].http);
+    let alice = api.user("alice").await;
+    let bob = api.user("bob").await;
+    // A group homed on n2 while all three serve, and on n1 for n3 once n3
+    // has cut n2 off.
+    let mut conv = None;
+    for i in 0..200 {
+        let c = api.group(&alice, &format!("g{i}"), &[&bob]).await;
+        let all = actors::placement::conversation_home(c, names.iter().copied());
+        let without_n2 = actors::placement::conversation_home(c, [names[0], names[2]]);
+        if all == Some(names[1]) && without_n2 == Some(names[0]) {
+            conv = Some(c);
+            break;
+        }
+    }
+    let conv = conv.expect("a conversation placed as the test needs");
+    let mut a = connect(&cluster, 2, &alice).await;
+    send_until_sent(&mut a, conv, "before", T).await;
+
+    net.cut(1, 2);
+    // Both ends notice (a lease lifetime of silence) and drop the link.
+    for node in [1, 2] {
+        tests::wait::until("the cut to be noticed", T, || async {
+            (cluster.nodes[node].metric("parley_peers_connected").await == Some(1.0)).then_some(())
+        })
+        .await;
+    }
+    // n3 now hands the conversation to n1, which still sees n2 as its
+    // home; the answer comes back through n1. Well within the cut (held
+    // until after this), and far below what waiting for the heal took.
+    let during = send_until_sent(&mut a, conv, "during", Duration::from_secs(6)).await;
+    let relayed = cluster.nodes[1]
+        .metric("parley_replies_relayed_total")
+        .await;
+    assert!(
+        relayed.is_some_and(|n| n >= 1.0),
+        "n2 relayed the answer: {relayed:?}"
+    );
+    net.heal(1, 2);
+    assert_eq!(stored_at(&api, &alice, conv, "during").await, vec![during]);
+}
+
+/// A send handed to a peer that then stops serving (here: hung past its
+/// lease) is answered `unavailable` as soon as this node sees the peer go,
+/// not at the answer timeout (30 s here): the resend goes to the
+/// conversation's new home at once, and is stored once.
+#[tokio::test]
+async fn a_send_whose_home_stops_serving_is_answered_when_it_goes() {
+    let cluster = TestCluster::start_with_config(2, "[gateway]\nanswer_timeout_secs = 30\n").await;
+    let names: Vec<&str> = cluster.nodes.iter().map(|n| n.name.as_str()).collect();
+    let api = Api::new(cluster.nodes[0].http);
+    let alice = api.user("alice").await;
+    let bob = api.user("bob").await;
+    let mut conv = None;
+    for i in 0..100 {
+        let c = api.group(&alice, &format!("g{i}"), &[&bob]).await;
+        if actors::placement::conversation_home(c, names.iter().copied()) == Some(names[1]) {
+            conv = Some(c);
+            break;
+        }
+    }
+    let conv = conv.expect("a conversation homed on n2");
+    let mut a = connect(&cluster, 0, &alice).await;
+    send_until_sent(&mut a, conv, "before", T).await;
+
+    cluster.nodes[1].pause();
+    let started = std::time::Instant::now();
+    a.send(json!({"type":"send","conv_id": conv,"client_msg_id":"during","body":"during"}))
+        .await;
+    let first = answer(&a, "during", 0).await;
+    let waited = started.elapsed();
+    eprintln!("during: first answered after {waited:?}: {first}");
+    assert_eq!(first["type"], "error", "{first}");
+    assert_eq!(first["code"], "unavailable", "{first}");
+    assert!(
+        waited < Duration::from_secs(15),
+        "answered when n2 stopped serving ({waited:?}), not at the 30 s answer timeout"
+    );
+    let seq = send_until_sent(&mut a, conv, "during", T).await;
+    cluster.nodes[1].resume();
+    assert_eq!(stored_at(&api, &alice, conv, "during").await, vec![seq]);
+}
+
 /// Which nodes stand on either side of a split; clients connect to the
 /// first of each side.
 struct Split {

@@ -20,7 +20,8 @@
 //! "Faults and the clients' histories").
 //!
 //! The seed is printed; `PARLEY_FAULTS_SEED=<n>` replays a schedule and
-//! `PARLEY_FAULTS_ROUNDS=<n>` lengthens it (the long version:
+//! `PARLEY_FAULTS_ROUNDS=<n>` lengthens it, `PARLEY_FAULTS_LOGS=1` prints
+//! the node logs at the end (the long version:
 //! `PARLEY_FAULTS_ROUNDS=100 cargo test -p tests --test history --
 //! --nocapture`). Network namespaces need root; without them the test
 //! prints a notice and passes locally, and fails in CI.
@@ -268,6 +269,9 @@ async fn seeded_faults_lose_duplicate_and_reorder_nothing() {
         let window = a.started..a.healed + Duration::from_secs(1);
         let mut sends = 0;
         let mut longest = Duration::ZERO;
+        // The slowest send: when it was first tried (from the fault's
+        // start), how often, on which conversation.
+        let mut slowest = (Duration::ZERO, 0, 0);
         for log in &logs {
             for attempt in log.attempts.values() {
                 if !window.contains(&attempt.first) {
@@ -277,15 +281,23 @@ async fn seeded_faults_lose_duplicate_and_reorder_nothing() {
                 let Some(ack) = &attempt.ack else {
                     fail(&cluster, "an unacknowledged send after the drain");
                 };
-                longest = longest.max(ack.at.saturating_duration_since(attempt.first));
+                let waited = ack.at.saturating_duration_since(attempt.first);
+                if waited > longest {
+                    longest = waited;
+                    slowest = (attempt.first - a.started, attempt.tries, attempt.conv);
+                }
             }
         }
         eprintln!(
             "[faults] round {}: {:?} held {:.1?}: {sends} sends first tried meanwhile, \
-             longest wait for `sent` {longest:.1?}",
+             longest wait for `sent` {longest:.1?} (first tried {:.1?} into the fault, \
+             {} tries, conversation {})",
             a.round,
             a.fault,
-            a.healed - a.started
+            a.healed - a.started,
+            slowest.0,
+            slowest.1,
+            slowest.2
         );
         let entry = by_kind.entry(a.fault.kind()).or_default();
         entry.0 += 1;
@@ -300,4 +312,7 @@ async fn seeded_faults_lose_duplicate_and_reorder_nothing() {
         eprintln!("| {kind} | {times} | {sends} | {longest:.1?} |");
     }
     assert_eq!(stats.acked, stats.sent, "every send acknowledged");
+    if std::env::var_os("PARLEY_FAULTS_LOGS").is_some() {
+        eprintln!("{}", cluster.logs());
+    }
 }

@@ -220,7 +220,7 @@ impl Cluster {
             self.fanout(members.clone(), vec![frame.to_json().into()])
                 .await;
         }
-        self.route(conv_id, ConvCommand::Changed(change)).await
+        self.route(conv_id, ConvCommand::Changed(change)).await;
     }
 }
 

@@ -112,9 +112,39 @@ impl Cluster {
                 session_id: to.session_id,
                 frame,
             };
-            if !self.send_remote(&to.node, &msg) {
-                tracing::debug!(node = %to.node, "reply to an unreachable node dropped");
+            if self.send_remote(&to.node, &msg) {
+                return;
             }
+            let ClusterMsg::ToSession { session_id, frame } = msg else {
+                return;
+            };
+            self.relay_reply(&to.node, session_id, frame);
+        }
+    }
+
+    /// Hands a reply for a session on `node`, which this node cannot
+    /// reach, to another serving peer that may (the sender connected
+    /// through it): a cut between two nodes only must not keep the answer
+    /// to a send from its client until the link heals.
+    fn relay_reply(&self, node: &str, session_id: u64, frame: String) {
+        let me = self.node_name();
+        let via = self
+            .serving_nodes()
+            .into_iter()
+            .find(|n| n != me && n != node && self.host_of(n).is_some());
+        let Some(via) = via else {
+            tracing::debug!(%node, "reply to an unreachable node dropped");
+            return;
+        };
+        let msg = ClusterMsg::RelayToSession {
+            node: node.to_owned(),
+            session_id,
+            frame,
+        };
+        if self.send_remote(&via, &msg) {
+            self.metrics().replies_relayed.inc();
+        } else {
+            tracing::debug!(%node, %via, "reply to an unreachable node dropped");
         }
     }
 
@@ -215,7 +245,7 @@ impl Cluster {
     pub(crate) async fn dispatch_local(&self, msg: ClusterMsg) {
         match msg {
             ClusterMsg::Conversation { conv_id, hops, cmd } => {
-                self.route_hops(conv_id, hops, cmd).await
+                self.route_hops(conv_id, hops, cmd).await;
             }
             ClusterMsg::Fanout { user_ids, frames } => {
                 self.metrics().peer_fanouts_received.inc();
@@ -227,6 +257,22 @@ impl Cluster {
                 }
             }
             ClusterMsg::ToSession { session_id, frame } => self.reply_local(session_id, frame),
+            ClusterMsg::RelayToSession {
+                node,
+                session_id,
+                frame,
+            } => {
+                if node == self.node_name() {
+                    self.reply_local(session_id, frame);
+                } else {
+                    // Once: a relay that cannot reach the node either drops
+                    // it (the client resends; its session catches up).
+                    let msg = ClusterMsg::ToSession { session_id, frame };
+                    if !self.send_remote(&node, &msg) {
+                        tracing::debug!(%node, "relayed reply to an unreachable node dropped");
+                    }
+                }
+            }
         }
     }
 

@@ -28,6 +28,10 @@ use crate::store_pool::StorePool;
 use crate::supervisor::Supervisor;
 use crate::Error;
 
+/// Peer losses a connection may fall behind by before it answers all its
+/// remotely routed sends at once (a lagging receiver).
+const PEERS_LOST_BACKLOG: usize = 16;
+
 /// The running cluster machinery of a node; [`ClusterRuntime::shutdown`]
 /// stops it gracefully.
 pub struct ClusterRuntime {
@@ -108,6 +112,7 @@ impl Cluster {
                 activating: std::sync::Mutex::new(HashMap::new()),
                 live: RwLock::new(BTreeSet::from([config.node_name.clone()])),
                 placed_on: RwLock::new(Vec::new()),
+                peers_lost: tokio::sync::broadcast::channel(PEERS_LOST_BACKLOG).0,
                 incarnation: rand::random(),
                 leaving: std::sync::atomic::AtomicBool::new(false),
                 standby: StandbyFlag::default(),

@@ -71,6 +71,9 @@ struct Inner {
     live: RwLock<BTreeSet<String>>,
     /// The reachable live nodes at the last re-homing check.
     placed_on: RwLock<Vec<String>>,
+    /// Names of peers as they stop serving (cut off, dead, gone): a
+    /// connection answers at once the sends it routed to one of them.
+    peers_lost: tokio::sync::broadcast::Sender<String>,
     incarnation: u64,
     /// Set when the node starts leaving: it serves no conversation any more.
     leaving: std::sync::atomic::AtomicBool,
@@ -104,6 +107,13 @@ impl Cluster {
     /// The node's event channel.
     pub fn events(&self) -> &Events {
         &self.inner.events
+    }
+
+    /// Tells of every peer that stops serving (cut off, dead, gone), by
+    /// name. Rare events: a receiver per connection costs nothing while
+    /// the cluster is whole.
+    pub fn peers_lost(&self) -> tokio::sync::broadcast::Receiver<String> {
+        self.inner.peers_lost.subscribe()
     }
 
     /// The running conversation actors' epochs, last seqs and backlogs.

@@ -100,30 +100,40 @@ impl Cluster {
     }
 
     /// Routes a command to the conversation's actor, wherever it lives.
-    pub async fn route(&self, conv_id: ConvId, cmd: ConvCommand) {
+    /// Returns the peer it went to, if it left this node (the answer then
+    /// depends on that peer: see [`Cluster::peers_lost`]).
+    pub async fn route(&self, conv_id: ConvId, cmd: ConvCommand) -> Option<String> {
         self.route_hops(conv_id, 0, cmd).await
     }
 
-    pub(crate) async fn route_hops(&self, conv_id: ConvId, hops: u8, cmd: ConvCommand) {
+    pub(crate) async fn route_hops(
+        &self,
+        conv_id: ConvId,
+        hops: u8,
+        cmd: ConvCommand,
+    ) -> Option<String> {
         let home = self.home_of(conv_id);
         // Past the hop limit a node serves the conversation itself, unless
         // it is leaving: then it must not start actors it would abandon.
         let leaving = self.inner.leaving.load(Ordering::Relaxed);
         if home == self.node_name() || (hops >= MAX_HOPS && !leaving) {
-            return self.deliver_to_conversation(conv_id, cmd).await;
+            self.deliver_to_conversation(conv_id, cmd).await;
+            return None;
         }
         let msg = ClusterMsg::Conversation {
             conv_id,
             hops: hops + 1,
             cmd,
         };
-        if !self.send_remote(&home, &msg) {
-            // The home just became unreachable: serve it here; fencing
-            // keeps it safe if the other one is still alive somewhere.
-            if let ClusterMsg::Conversation { cmd, .. } = msg {
-                self.deliver_to_conversation(conv_id, cmd).await;
-            }
+        if self.send_remote(&home, &msg) {
+            return Some(home);
         }
+        // The home just became unreachable: serve it here; fencing keeps
+        // it safe if the other one is still alive somewhere.
+        if let ClusterMsg::Conversation { cmd, .. } = msg {
+            self.deliver_to_conversation(conv_id, cmd).await;
+        }
+        None
     }
 
     /// Records the live members and moves away the conversations whose
@@ -149,6 +159,8 @@ impl Cluster {
             self.inner
                 .events
                 .emit(ClusterEvent::NodeLost { peer: peer.clone() });
+            // No receiver (no connection) is fine.
+            let _ = self.inner.peers_lost.send(peer.clone());
         }
         tracing::info!(nodes = ?serving, "membership changed");
         let convs: Vec<(ConvId, ActorRef<ConvMsg>)> = {

@@ -27,6 +27,8 @@ struct Waiting {
     client_msg_id: String,
     reference: String,
     deadline: Instant,
+    /// The peer the send went to, if it left this node.
+    via: Option<String>,
 }
 
 /// The connection's sends awaiting an answer, oldest first (every send gets
@@ -52,8 +54,9 @@ impl Unanswered {
         self.waiting.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Notes a routed send, answered in frames by `client_msg_id` (`sent`)
-    /// or `reference` (`error`), due by `deadline`.
+    /// Notes a send about to be routed, answered in frames by
+    /// `client_msg_id` (`sent`) or `reference` (`error`), due by
+    /// `deadline`.
     pub(crate) fn expect(&self, client_msg_id: &str, reference: &str, deadline: Instant) {
         let mut waiting = self.lock();
         if waiting.len() >= MAX_TRACKED {
@@ -63,8 +66,39 @@ impl Unanswered {
             client_msg_id: client_msg_id.to_owned(),
             reference: reference.to_owned(),
             deadline,
+            via: None,
         });
         self.len.store(waiting.len(), Ordering::Relaxed);
+    }
+
+    /// Notes that the send `reference` went to the peer `via`, if it is
+    /// still waiting.
+    pub(crate) fn routed_via(&self, reference: &str, via: String) {
+        let mut waiting = self.lock();
+        if let Some(w) = waiting.iter_mut().rev().find(|w| w.reference == reference) {
+            w.via = Some(via);
+        }
+    }
+
+    /// Takes the sends that went to `peer` (to any peer, with `None`): a
+    /// peer that stopped serving will not answer them. Their references,
+    /// to answer.
+    pub(crate) fn lost(&self, peer: Option<&str>) -> Vec<String> {
+        let mut waiting = self.lock();
+        let mut gone = Vec::new();
+        waiting.retain(|w| {
+            let lost = match (&w.via, peer) {
+                (Some(via), Some(peer)) => via == peer,
+                (Some(_), None) => true,
+                (None, _) => false,
+            };
+            if lost {
+                gone.push(w.reference.clone());
+            }
+            !lost
+        });
+        self.len.store(waiting.len(), Ordering::Relaxed);
+        gone
     }
 
     /// Strikes off the sends a frame about to be written answers.
@@ -139,6 +173,24 @@ mod tests {
         assert!(u.expired(later(19)).is_empty());
         assert_eq!(u.expired(later(35)), vec!["r2".to_owned(), "m3".to_owned()]);
         assert_eq!(u.next_deadline(), None);
+    }
+
+    #[test]
+    fn the_sends_a_lost_peer_held_are_taken_at_once() {
+        let later = Instant::now() + Duration::from_secs(10);
+        let u = Unanswered::default();
+        u.expect("m1", "m1", later);
+        u.expect("m2", "m2", later);
+        u.expect("m3", "m3", later);
+        u.expect("m4", "m4", later);
+        u.routed_via("m1", "n2".into());
+        u.routed_via("m2", "n3".into());
+        u.routed_via("m4", "n2".into());
+        // m3 stayed on this node: no peer's loss concerns it.
+        assert_eq!(u.lost(Some("n2")), vec!["m1".to_owned(), "m4".to_owned()]);
+        assert!(u.lost(Some("n2")).is_empty());
+        assert_eq!(u.lost(None), vec!["m2".to_owned()]);
+        assert_eq!(u.expired(later), vec!["m3".to_owned()]);
     }
 
     #[test]

@@ -178,6 +178,7 @@ async fn run(state: AppState, sink: Sink, mut stream: Stream, who: Identity, ses
     };
     let mut writer = writer;
     let mut session_running = true;
+    let mut peers_lost = reader.state.cluster.peers_lost();
     loop {
         let due = reader.unanswered.next_deadline();
         let incoming = tokio::select! {
@@ -185,6 +186,17 @@ async fn run(state: AppState, sink: Sink, mut stream: Stream, who: Identity, ses
             // A send's answer is overdue: never leave it hanging.
             _ = overdue(due) => {
                 reader.answer_overdue();
+                continue;
+            }
+            // A peer stopped serving: what we routed to it is lost.
+            lost = peers_lost.recv() => {
+                match lost {
+                    Ok(peer) => reader.answer_lost(Some(&peer)),
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                        reader.answer_lost(None)
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => {}
+                }
                 continue;
             }
             // The session died without closing (a panic): nothing can reach
@@ -313,10 +325,30 @@ impl Reader<'_> {
             .expect(&message.client_msg_id, &reference, Instant::now() + timeout);
         let cmd = ConvCommand::Send {
             from,
-            reference: Some(reference),
+            reference: Some(reference.clone()),
             message,
         };
-        self.state.cluster.route(conv_id, cmd).await;
+        if let Some(peer) = self.state.cluster.route(conv_id, cmd).await {
+            self.unanswered.routed_via(&reference, peer);
+        }
+    }
+
+    /// Answers at once the sends routed to a peer that stopped serving
+    /// (`None`: to any peer, when this connection missed which): that
+    /// peer will not answer, and the conversation is served elsewhere now,
+    /// so the client's resend goes through without waiting out the answer
+    /// timeout.
+    fn answer_lost(&self, peer: Option<&str>) {
+        for reference in self.unanswered.lost(peer) {
+            self.state.cluster.metrics().answers_lost_with_peer.inc();
+            tracing::debug!(reference, ?peer, "its home node stopped serving");
+            let e = Error::Refused {
+                code: actors::frames::ErrorCode::Unavailable,
+                message: "its home node became unreachable: resend with the same client_msg_id"
+                    .into(),
+            };
+            self.reply(e.frame(Some(reference)));
+        }
     }
 
     /// Answers the sends whose answer is overdue: the home node may be
