@@ -31,6 +31,7 @@ pub mod frames;
 pub mod host;
 pub mod indexer;
 pub mod lease_clock;
+pub mod link_filter;
 pub mod membership;
 pub mod metrics;
 pub mod outbound;

@@ -214,7 +214,7 @@ async fn tick(
             connected.remove(&peer);
             // Dialed again after the usual pause, not at once.
             dialed.insert(peer, Instant::now());
-        } else {
+        } else if !cluster.links().is_cut(&peer) {
             crate::probe::ping(cluster.hosts_scope(), &me, &peer);
         }
     }

@@ -75,6 +75,8 @@ pub struct ProbeArgs {
     pub scope: String,
     /// Shared with the membership loop.
     pub heard: Arc<PeerHeard>,
+    /// Peers whose pings go unanswered (the lab's partitions).
+    pub links: Arc<crate::link_filter::LinkFilter>,
 }
 
 /// Answers peers' pings and notes their pongs.
@@ -126,8 +128,10 @@ impl Actor for ProbeActor {
             ProbeMsg::Ping(from) => {
                 let from = String::from_utf8_lossy(&from);
                 state.heard.heard(&from, now);
-                let pong = ProbeMsg::Pong(state.me.as_bytes().to_vec());
-                send(&state.scope, &from, pong);
+                if !state.links.is_cut(&from) {
+                    let pong = ProbeMsg::Pong(state.me.as_bytes().to_vec());
+                    send(&state.scope, &from, pong);
+                }
             }
             ProbeMsg::Pong(from) => state.heard.heard(&String::from_utf8_lossy(&from), now),
         }

@@ -65,6 +65,7 @@ impl ServicesState {
                     me: cluster.node_name().to_owned(),
                     scope: cluster.hosts_scope().to_owned(),
                     heard: self.args.heard.clone(),
+                    links: cluster.links().clone(),
                 };
                 Actor::spawn_linked(None, ProbeActor, args, supervisor)
                     .await?

@@ -62,6 +62,8 @@ use crate::http::{
         blocks::remove,
         admin::cluster,
         admin::events,
+        admin::cut_link,
+        admin::heal_link,
     ),
     modifiers(&BearerAuth)
 )]

@@ -406,6 +406,65 @@ async fn a_paused_node_is_resumed() {
     assert_no_violations(&inv);
 }
 
+/// A partition from the lab: node-1 and node-2 stop hearing each other
+/// (in-process link filters, both ways) while the traffic runs. Both drop
+/// the link within a lease and go on serving their own clients; after the
+/// heal they reconnect, and nothing acknowledged is lost, duplicated or
+/// reordered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partition_from_the_lab_is_noticed_and_healed() {
+    let _serial = SERIAL.lock().await;
+    let lab = Lab::start().await;
+    lab.start_traffic().await;
+    lab.until_acked(30).await;
+
+    let (status, body) = lab
+        .call("POST", "/api/lab/links/node-1/node-2/cut", None)
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let view = lab.admin_view("node-1").await;
+    assert_eq!(view["links_cut"], json!(["node-2"]), "{view}");
+    // Each drops the other (no answer to its probes) and no longer places
+    // conversations on it; node-3 still reaches both.
+    for (name, other) in [("node-1", "node-2"), ("node-2", "node-1")] {
+        until(
+            &format!("{name} to stop serving with {other}"),
+            WAIT,
+            || async {
+                let view = lab.admin_view(name).await;
+                let serving = view["serving_nodes"].as_array()?;
+                (!serving.iter().any(|n| n == other)).then_some(())
+            },
+        )
+        .await;
+    }
+    let during = lab.acked().await;
+    lab.until_acked(during + 60).await;
+
+    let (status, body) = lab
+        .call("POST", "/api/lab/links/node-1/node-2/heal", None)
+        .await;
+    assert_eq!(status, 200, "{body}");
+    until("node-1 to serve with node-2 again", WAIT, || async {
+        let view = lab.admin_view("node-1").await;
+        let serving = view["serving_nodes"].as_array()?;
+        serving.iter().any(|n| n == "node-2").then_some(())
+    })
+    .await;
+    // Bad requests change nothing.
+    let (status, _) = lab
+        .call("POST", "/api/lab/links/node-1/node-1/cut", None)
+        .await;
+    assert_eq!(status, 400);
+    let (status, _) = lab
+        .call("POST", "/api/lab/links/node-1/node-9/cut", None)
+        .await;
+    assert_eq!(status, 404);
+    let inv = lab.stop_traffic_and_drain().await;
+    eprintln!("invariants after the partition: {inv}");
+    assert_no_violations(&inv);
+}
+
 // ---------- the page in a browser (as in tests/web.rs) ----------
 
 use common::chromium::Browser;

@@ -117,6 +117,7 @@ impl Cluster {
                 leaving: std::sync::atomic::AtomicBool::new(false),
                 standby: StandbyFlag::default(),
                 faults,
+                links: Arc::default(),
                 // Random start: a restarted node does not reuse the ids of
                 // its previous life, so a late reply cannot reach a stranger.
                 next_session: AtomicU64::new(u64::from(rand::random::<u32>()) << 20),

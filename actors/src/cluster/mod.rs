@@ -82,6 +82,8 @@ struct Inner {
     standby: StandbyFlag,
     /// Panics a test may inject (debug builds only).
     faults: Arc<Faults>,
+    /// Peers this node's messages to are dropped (the lab's partitions).
+    links: Arc<crate::link_filter::LinkFilter>,
     next_session: AtomicU64,
     /// The supervisor every conversation and session actor is linked to.
     supervisor: std::sync::OnceLock<ractor::ActorCell>,
@@ -107,6 +109,11 @@ impl Cluster {
     /// The node's event channel.
     pub fn events(&self) -> &Events {
         &self.inner.events
+    }
+
+    /// The in-process link filter (the lab's partitions).
+    pub fn links(&self) -> &Arc<crate::link_filter::LinkFilter> {
+        &self.inner.links
     }
 
     /// Tells of every peer that stops serving (cut off, dead, gone), by

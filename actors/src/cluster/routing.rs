@@ -83,6 +83,10 @@ impl Cluster {
         let Some(host) = self.host_of(node) else {
             return false;
         };
+        if self.inner.links.is_cut(node) {
+            // Lost on the way, as on a cut link: the sender cannot tell.
+            return true;
+        }
         match msg.encode() {
             Ok(bytes) => {
                 let len = bytes.len() as u64;

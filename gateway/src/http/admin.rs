@@ -153,6 +153,9 @@ pub(crate) struct AdminCluster {
     pub sessions: usize,
     /// The conversation actors running on this node.
     pub conversations: Vec<AdminConversation>,
+    /// Peers this node's cluster messages to are dropped by its in-process
+    /// link filter (`PUT /api/admin/links/{peer}`).
+    pub links_cut: Vec<String>,
     /// Counters since this node started.
     pub metrics: AdminMetrics,
 }
@@ -206,6 +209,7 @@ pub(crate) async fn cluster_view(state: &AppState) -> Result<AdminCluster, Error
         serving_nodes: serving,
         sessions: cluster.sessions().len(),
         conversations,
+        links_cut: cluster.links().list(),
         metrics: AdminMetrics {
             messages_committed: m.messages_committed.get(),
             commit_batches: m.commit_batches.get(),
@@ -333,6 +337,50 @@ async fn stream_events(state: AppState, mut socket: WebSocket) {
             return;
         }
     }
+}
+
+/// `PUT /api/admin/links/{peer}` (admins only): this node drops every
+/// cluster message it sends to `peer` from now on, as a cut link would
+/// (the lab's partitions; see `actors::link_filter`). Both nodes: a
+/// two-way cut. 204.
+#[utoipa::path(put, path = "/api/admin/links/{peer}", tag = "admin",
+    params(("peer" = String, Path, description = "A peer's node name")),
+    responses(
+        (status = 204, description = "Cut"),
+        (status = 400, description = "This node's own name, or not a name", body = ErrorBody),
+        (status = 401, description = "No valid token", body = ErrorBody),
+        (status = 403, description = "Not an admin", body = ErrorBody),
+    ))]
+pub(crate) async fn cut_link(
+    State(state): State<AppState>,
+    _admin: Admin,
+    axum::extract::Path(peer): axum::extract::Path<String>,
+) -> Result<axum::http::StatusCode, Error> {
+    if peer == state.cluster.node_name() || peer.is_empty() || peer.len() > 64 {
+        return Err(Error::BadRequest(format!("cannot cut a link to {peer:?}")));
+    }
+    tracing::warn!(%peer, "link filter: dropping every cluster message to this peer");
+    state.cluster.links().cut(&peer);
+    Ok(axum::http::StatusCode::NO_CONTENT)
+}
+
+/// `DELETE /api/admin/links/{peer}` (admins only): heals what
+/// `PUT /api/admin/links/{peer}` cut. 204.
+#[utoipa::path(delete, path = "/api/admin/links/{peer}", tag = "admin",
+    params(("peer" = String, Path, description = "A peer's node name")),
+    responses(
+        (status = 204, description = "Healed (or was not cut)"),
+        (status = 401, description = "No valid token", body = ErrorBody),
+        (status = 403, description = "Not an admin", body = ErrorBody),
+    ))]
+pub(crate) async fn heal_link(
+    State(state): State<AppState>,
+    _admin: Admin,
+    axum::extract::Path(peer): axum::extract::Path<String>,
+) -> Result<axum::http::StatusCode, Error> {
+    tracing::warn!(%peer, "link filter: messages to this peer go through again");
+    state.cluster.links().heal(&peer);
+    Ok(axum::http::StatusCode::NO_CONTENT)
 }
 
 /// `POST /api/admin/faults/{name}` (debug builds only, admins only): arms

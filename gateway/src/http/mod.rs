@@ -104,7 +104,11 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/api/blocks", post(blocks::add).get(blocks::list))
         .route("/api/blocks/{user_id}", delete(blocks::remove))
         .route("/api/admin/cluster", get(admin::cluster))
-        .route("/api/admin/events", get(admin::events));
+        .route("/api/admin/events", get(admin::events))
+        .route(
+            "/api/admin/links/{peer}",
+            axum::routing::put(admin::cut_link).delete(admin::heal_link),
+        );
     // Injected panics, for the supervision tests: never in a release build.
     #[cfg(debug_assertions)]
     let router = router.route("/api/admin/faults/{name}", post(admin::arm_fault));

@@ -195,6 +195,7 @@ pub fn router(lab: Lab) -> Router {
         .route("/api/lab/traffic", post(start_traffic).delete(stop_traffic))
         .route("/api/lab/nodes/{name}/admin/cluster", get(admin_cluster))
         .route("/api/lab/nodes/{name}/{action}", post(node_action))
+        .route("/api/lab/links/{a}/{b}/{action}", post(link_action))
         .route("/api/lab/events", get(events))
         .with_state(lab)
 }
@@ -351,6 +352,88 @@ async fn stop_traffic(State(lab): State<Lab>, headers: HeaderMap) -> Response {
         lab.lab_event("traffic_stopped", None);
     }
     Json(lab.state().await).into_response()
+}
+
+/// `POST /api/lab/links/{a}/{b}/{cut|cut_one_way|heal}`: a partition
+/// between two nodes with their in-process link filters (the lab runs
+/// without root, so no real routes are cut): `cut` drops what each sends
+/// the other, `cut_one_way` only what `a` sends `b`, `heal` undoes both.
+async fn link_action(
+    State(lab): State<Lab>,
+    headers: HeaderMap,
+    Path((a, b, action)): Path<(String, String, String)>,
+) -> Response {
+    if let Some(r) = reject(&lab, &headers, None) {
+        return r;
+    }
+    let nodes = lab.inner.supervisor.snapshot();
+    let url_of = |name: &str| {
+        nodes
+            .iter()
+            .find(|n| n.name == name)
+            .map(|n| n.http.clone())
+    };
+    let (Some(url_a), Some(url_b)) = (url_of(&a), url_of(&b)) else {
+        return error(StatusCode::NOT_FOUND, "not_found", "no such node");
+    };
+    if a == b {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            "a link joins two nodes",
+        );
+    }
+    // (the node whose filter changes, its peer, cut or heal)
+    let steps: Vec<(&str, &str, bool)> = match action.as_str() {
+        "cut" => vec![
+            (url_a.as_str(), b.as_str(), true),
+            (url_b.as_str(), a.as_str(), true),
+        ],
+        "cut_one_way" => vec![(url_a.as_str(), b.as_str(), true)],
+        "heal" => vec![
+            (url_a.as_str(), b.as_str(), false),
+            (url_b.as_str(), a.as_str(), false),
+        ],
+        other => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                format!("unknown link action {other:?} (cut, cut_one_way, heal)"),
+            )
+        }
+    };
+    for (url, peer, cut) in steps {
+        let target = format!("{url}/api/admin/links/{peer}");
+        let req = if cut {
+            lab.inner.http.put(&target)
+        } else {
+            lab.inner.http.delete(&target)
+        };
+        match req.bearer_auth(&lab.inner.token).send().await {
+            Ok(r) if r.status().is_success() => {}
+            Ok(r) => {
+                return error(
+                    StatusCode::BAD_GATEWAY,
+                    "unavailable",
+                    format!("{target}: {}", r.status()),
+                )
+            }
+            Err(e) => {
+                return error(
+                    StatusCode::BAD_GATEWAY,
+                    "unavailable",
+                    format!("{target} did not answer: {e}"),
+                )
+            }
+        }
+    }
+    let kind = match action.as_str() {
+        "heal" => "link_healed",
+        "cut_one_way" => "link_cut_one_way",
+        _ => "link_cut",
+    };
+    lab.lab_event(kind, Some(&format!("{a}-{b}")));
+    Json(json!({"a": a, "b": b, "action": action})).into_response()
 }
 
 async fn admin_cluster(

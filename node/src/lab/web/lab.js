@@ -161,6 +161,13 @@ function renderNode(node) {
     li.textContent = `others see it ${live}`;
     c.peers.append(li);
   }
+  if (view && Array.isArray(view.links_cut) && view.links_cut.length > 0) {
+    const li = document.createElement("li");
+    li.className = "dot-dead";
+    li.textContent = `✂ drops what it sends to ${view.links_cut.join(", ")}`;
+    c.peers.append(li);
+  }
+  renderLinkStatus();
   c.convs.replaceChildren();
   if (view && Array.isArray(view.conversations)) {
     for (const conv of view.conversations.slice(0, 50)) {
@@ -174,6 +181,7 @@ function renderNode(node) {
 function renderState(state) {
   lastNodes = state.nodes || [];
   for (const node of lastNodes) renderNode(node);
+  renderLinkChoices();
   const t = state.traffic;
   $("traffic-status").textContent = t
     ? `${t.phase}: ${t.users} users, ${t.rate}/s, groups of ${t.group_size}`
@@ -331,6 +339,56 @@ function connect() {
     backoff = Math.min(backoff * 2, 5000);
   };
 }
+
+// ---------- partitions ----------
+/** Fills the two node pickers (keeping the choices). */
+function renderLinkChoices() {
+  for (const [id, fallback] of [["link-a", 0], ["link-b", 1]]) {
+    const select = $(id);
+    const chosen = select.value;
+    const names = lastNodes.map((n) => n.name);
+    if ([...select.options].map((o) => o.value).join() === names.join()) continue;
+    select.replaceChildren(...names.map((name) => {
+      const o = document.createElement("option");
+      o.value = name;
+      o.textContent = name;
+      return o;
+    }));
+    select.value = names.includes(chosen) ? chosen : (names[fallback] || "");
+  }
+}
+
+/** Says which links the nodes' filters cut now, from their own views. */
+function renderLinkStatus() {
+  const cuts = [];
+  for (const [name, view] of views) {
+    if (view && Array.isArray(view.links_cut)) {
+      for (const peer of view.links_cut) cuts.push(`${name} → ${peer}`);
+    }
+  }
+  $("links-status").textContent = cuts.length ? `cut: ${cuts.join(", ")}` : "no link cut";
+}
+
+async function link(action) {
+  const a = $("link-a").value;
+  const b = $("link-b").value;
+  if (!a || !b || a === b) {
+    $("links-status").textContent = "choose two different nodes";
+    return;
+  }
+  try {
+    await api("POST", `/api/lab/links/${encodeURIComponent(a)}/${encodeURIComponent(b)}/${action}`);
+    pollViews();
+  } catch (err) {
+    $("links-status").textContent = `${action} failed: ${err.message}`;
+  }
+}
+$("links-form").addEventListener("submit", (e) => {
+  e.preventDefault();
+  link("cut");
+});
+$("link-cut-one-way").addEventListener("click", () => link("cut_one_way"));
+$("link-heal").addEventListener("click", () => link("heal"));
 
 // ---------- traffic form ----------
 $("traffic-form").addEventListener("submit", async (e) => {
