@@ -1,6 +1,7 @@
 //! A history checker under a seeded random schedule of faults, in the
 //! manner of Jepsen: three nodes, each in a network namespace of its own
-//! on a bridge, sharing one store, under paced traffic from careful
+//! on a bridge, sharing one store (SQLite, or FoundationDB on a fourth
+//! host), under paced traffic from careful
 //! clients (`tests::traffic`: they resend what is unacknowledged with the
 //! same `client_msg_id` and reconnect elsewhere when their socket ends or
 //! stalls). One fault at a time, each healed before the next:
@@ -8,7 +9,10 @@
 //! - the link between two nodes cut both ways, or one way;
 //! - one node cut from all its peers;
 //! - a node killed (`SIGKILL`), restarted at the heal;
-//! - a node paused past its lease (`SIGSTOP`), resumed at the heal.
+//! - a node paused past its lease (`SIGSTOP`), resumed at the heal;
+//! - on FoundationDB (`PARLEY_TEST_STORE=fdb`; the database then runs in a
+//!   namespace of its own): a node cut from the database while its
+//!   clients and peers still reach it.
 //!
 //! At the end the checker reads every conversation's stored history and
 //! holds the clients' records against it: every acknowledged message is
@@ -69,6 +73,8 @@ enum Fault {
     Kill(usize),
     /// `SIGSTOP` past the lease, `SIGCONT` at the heal.
     Pause(usize),
+    /// The node's link to the database host, both ways (FoundationDB).
+    StoreCut(usize),
 }
 
 impl Fault {
@@ -79,23 +85,37 @@ impl Fault {
             Fault::Isolate(_) => "node cut from all peers",
             Fault::Kill(_) => "node killed (kill -9), restarted",
             Fault::Pause(_) => "node paused past its lease",
+            Fault::StoreCut(_) => "node cut from the database",
         }
     }
 
-    fn pick(rng: &mut Rng) -> Fault {
+    /// How many kinds of fault there are (with the database on a host of
+    /// its own, cuts from it too).
+    fn kinds(store_host: Option<usize>) -> u64 {
+        if store_host.is_some() {
+            6
+        } else {
+            5
+        }
+    }
+
+    /// A fault of kind `kind` (below [`Fault::kinds`]) on nodes at random.
+    fn pick(rng: &mut Rng, kind: u64) -> Fault {
         let a = rng.below(NODES as u64) as usize;
         let b = (a + 1 + rng.below(NODES as u64 - 1) as usize) % NODES;
-        match rng.below(5) {
+        match kind {
             0 => Fault::Cut(a, b),
             1 => Fault::CutOneWay(a, b),
             2 => Fault::Isolate(a),
             3 => Fault::Kill(a),
-            _ => Fault::Pause(a),
+            4 => Fault::Pause(a),
+            _ => Fault::StoreCut(a),
         }
     }
 
     fn apply(self, net: &Net, cluster: &mut TestCluster) {
         match self {
+            Fault::StoreCut(a) => net.cut(a, NODES),
             Fault::Cut(a, b) => net.cut(a, b),
             Fault::CutOneWay(a, b) => net.cut_one_way(a, b),
             Fault::Isolate(a) => (0..NODES).filter(|&b| b != a).for_each(|b| net.cut(a, b)),
@@ -106,6 +126,7 @@ impl Fault {
 
     async fn heal(self, net: &Net, cluster: &mut TestCluster) {
         match self {
+            Fault::StoreCut(a) => net.heal(a, NODES),
             Fault::Cut(a, b) | Fault::CutOneWay(a, b) => net.heal(a, b),
             Fault::Isolate(a) => (0..NODES).filter(|&b| b != a).for_each(|b| net.heal(a, b)),
             Fault::Kill(a) => cluster.nodes[a].start().await,
@@ -128,14 +149,11 @@ fn env_u64(name: &str) -> Option<u64> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn seeded_faults_lose_duplicate_and_reorder_nothing() {
-    if matches!(TestStore::from_env(), TestStore::Fdb { .. }) {
-        eprintln!(
-            "NOTICE: the fault schedule runs on the embedded store (FoundationDB listens on \
-             loopback, out of the namespaces' reach; tests/faults.rs cuts a node from it): skipped"
-        );
-        return;
-    }
-    let net = match Net::create(NODES) {
+    // On FoundationDB the database runs on a fourth host, so that a node
+    // can be cut from it.
+    let on_fdb = matches!(TestStore::from_env(), TestStore::Fdb { .. });
+    let hosts = if on_fdb { NODES + 1 } else { NODES };
+    let net = match Net::create(hosts) {
         Ok(net) => net,
         Err(e) => {
             assert!(
@@ -163,8 +181,23 @@ async fn seeded_faults_lose_duplicate_and_reorder_nothing() {
     let path = config.path().join("parley.toml");
     std::fs::write(&path, "[gateway]\nanswer_timeout_secs = 2\n").expect("config");
     let path = path.to_string_lossy().into_owned();
-    let mut cluster =
-        TestCluster::start_on(&net.hosts, Timing::default(), &[("PARLEY_CONFIG", &path)]).await;
+    let fdb = match on_fdb {
+        true => {
+            let db = &net.hosts[NODES];
+            let addr = format!("{}:4500", db.addr);
+            Some(tests::fdb::LocalFdb::start(Some(&db.ns), &addr, None).await)
+        }
+        false => None,
+    };
+    let fdb_file = fdb
+        .as_ref()
+        .map(|f| f.cluster_file.to_string_lossy().into_owned());
+    let mut env = vec![("PARLEY_CONFIG", path.as_str())];
+    if let Some(file) = &fdb_file {
+        env.push(("PARLEY_FDB_CLUSTER_FILE", file));
+    }
+    let mut cluster = TestCluster::start_on(&net.hosts[..NODES], Timing::default(), &env).await;
+    let store_host = on_fdb.then_some(NODES);
 
     // Six users, two per node; a group of all of them and a direct chat
     // between each user and the next (on another node).
@@ -205,12 +238,22 @@ async fn seeded_faults_lose_duplicate_and_reorder_nothing() {
         fail(&cluster, &e);
     }
 
+    let mut kinds_first: Vec<u64> = (0..Fault::kinds(store_host)).collect();
+    for i in (1..kinds_first.len()).rev() {
+        let j = rng.below(i as u64 + 1) as usize;
+        kinds_first.swap(i, j);
+    }
     let mut applied = Vec::new();
     for round in 1..=rounds {
         // Traffic for a random while, then a fault held for a random
         // while: the schedule, not waits for conditions.
         tokio::time::sleep(Duration::from_millis(500 + rng.below(1000))).await;
-        let fault = Fault::pick(&mut rng);
+        // Every kind once first, in a seeded order; then at random.
+        let kind = match kinds_first.get(round - 1) {
+            Some(&kind) => kind,
+            None => rng.below(Fault::kinds(store_host)),
+        };
+        let fault = Fault::pick(&mut rng, kind);
         let hold = Duration::from_millis(1000 + rng.below(3000));
         let started = Instant::now();
         fault.apply(&net, &mut cluster);
