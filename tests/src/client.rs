@@ -279,6 +279,48 @@ impl Ws {
         )
     }
 
+    /// Sends `id` (its own body) to `conv` until it is acknowledged, as a
+    /// careful client does: again with the same `client_msg_id` after each
+    /// `error` naming it and at least every `resend_every`. Returns its
+    /// seq; panics past `within`.
+    pub async fn send_until_sent(
+        &mut self,
+        conv: u64,
+        id: &str,
+        resend_every: Duration,
+        within: Duration,
+    ) -> u64 {
+        let start = std::time::Instant::now();
+        let frame = json!({"type":"send","conv_id": conv,"client_msg_id": id,"body": id});
+        let mut errors = 0;
+        let mut last_try = std::time::Instant::now();
+        self.send(frame.clone()).await;
+        loop {
+            let answers: Vec<Value> = self
+                .frames()
+                .into_iter()
+                .filter(|f| {
+                    (f["type"] == "sent" && f["client_msg_id"] == id)
+                        || (f["type"] == "error" && f["ref"] == id)
+                })
+                .collect();
+            if let Some(sent) = answers.iter().find(|f| f["type"] == "sent") {
+                eprintln!("{id}: acknowledged after {:?}", start.elapsed());
+                return sent["seq"].as_u64().expect("seq");
+            }
+            if answers.len() > errors || last_try.elapsed() >= resend_every {
+                errors = answers.len();
+                last_try = std::time::Instant::now();
+                self.send(frame.clone()).await;
+            }
+            assert!(
+                start.elapsed() < within,
+                "{id} not acknowledged within {within:?} ({errors} errors)"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
     /// Sends a frame carrying a `client_msg_id` (a send, an edit, a
     /// deletion, a reaction) and waits (up to 20 s) for its answer: the
     /// `sent` or `error` frame naming it (by `client_msg_id` or `ref`).

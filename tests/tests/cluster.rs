@@ -46,23 +46,7 @@ async fn send_reliably(
     every: Duration,
     deadline: Duration,
 ) -> u64 {
-    let start = Instant::now();
-    loop {
-        ws.send(json!({"type":"send","conv_id": conv,"client_msg_id": id,"body": id}))
-            .await;
-        let until = Instant::now() + every;
-        while Instant::now() < until {
-            if let Some(f) = ws
-                .of_type("sent")
-                .into_iter()
-                .find(|f| f["client_msg_id"] == id)
-            {
-                return f["seq"].as_u64().expect("seq");
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        assert!(start.elapsed() < deadline, "{id} never acknowledged");
-    }
+    ws.send_until_sent(conv, id, every, deadline).await
 }
 
 /// Which node runs the conversation actors (its metrics say so).

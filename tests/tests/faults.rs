@@ -141,36 +141,10 @@ fn hosts(n: usize) -> Option<Net> {
 }
 
 /// Sends `id` until it is acknowledged, as a careful client does: after
-/// each `error` naming it, again with the same `client_msg_id`. Returns
-/// its seq.
+/// each `error` naming it (the answer timeout bounds the wait for one),
+/// again with the same `client_msg_id`. Returns its seq.
 async fn send_until_sent(ws: &mut Ws, conv: u64, id: &str, within: Duration) -> u64 {
-    let start = std::time::Instant::now();
-    let frame = json!({"type":"send","conv_id": conv,"client_msg_id": id,"body": id});
-    ws.send(frame.clone()).await;
-    let mut errors = 0;
-    loop {
-        let answers: Vec<Value> = ws
-            .frames()
-            .into_iter()
-            .filter(|f| {
-                (f["type"] == "sent" && f["client_msg_id"] == id)
-                    || (f["type"] == "error" && f["ref"] == id)
-            })
-            .collect();
-        if let Some(sent) = answers.iter().find(|f| f["type"] == "sent") {
-            eprintln!("{id}: acknowledged after {:?}", start.elapsed());
-            return sent["seq"].as_u64().expect("seq");
-        }
-        if answers.len() > errors {
-            errors = answers.len();
-            ws.send(frame.clone()).await;
-        }
-        assert!(
-            start.elapsed() < within,
-            "{id} not acknowledged within {within:?} ({errors} errors)"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    ws.send_until_sent(conv, id, within, within).await
 }
 
 /// The link between two nodes is cut both ways while both still renew
