@@ -191,10 +191,11 @@ function renderList() {
     const pending = c && c.pending.size > 0;
     const lm = chat.last_message;
     let status = null;
-    if (pending) status = 'pending';
+    const waitingOne = pending ? [.../** @type {Conv} */ (c).pending.values()].pop() : null;
+    if (waitingOne) status = waitingOne.failed ? 'failed' : 'pending';
     else if (lm && lm.sender === me) status = statusOf(chat.conv_id, lm.seq) || chat.last_message_status || 'sent';
     const peer = chat.kind === 'direct' && chat.peer ? livePresence(chat.peer.id) : null;
-    const waiting = pending ? [.../** @type {Conv} */ (c).pending.values()].pop() : null;
+    const waiting = waitingOne;
     const last = waiting ? `You: ${waiting.body}`
       : lm ? `${chat.kind === 'group' || lm.sender === me ? `${userName(lm.sender)}: ` : ''}${lm.deleted || lm.preview === '' ? 'This message was deleted' : lm.preview}`
       : 'No messages yet';
@@ -268,8 +269,14 @@ function renderConv() {
     };
   });
   for (const p of c.pending.values()) {
-    msgs.push({ kind: 'msg', seq: null, cmid: p.client_msg_id, sender: me, body: p.body, at: p.created_at,
-      status: p.failed ? 'failed' : 'pending', error: p.failed, quote: quoteOf(c, p, overlay) });
+    const item = { kind: 'msg', seq: null, cmid: p.client_msg_id, sender: me, body: p.body, at: p.created_at,
+      status: p.failed ? 'failed' : 'pending', error: p.failed, quote: quoteOf(c, p, overlay),
+      retry: p.failed ? () => retryFailed(p) : null, discard: p.failed ? () => discardFailed(p) : null,
+      copy: p.failed ? () => copyText(p.body) : null };
+    // A failed message stays where it was written; a pending one is
+    // about to be stored after everything else.
+    const at = p.failed ? msgs.findIndex((m) => m.seq !== null && m.at > p.created_at) : -1;
+    if (at >= 0) msgs.splice(at, 0, item); else msgs.push(item);
   }
   // Events older than the loaded history wait until it is scrolled to.
   const oldestAt = !c.hasMore || !msgs.length ? 0 : msgs[0].at;
@@ -828,8 +835,10 @@ function onFrame(f) {
         if (RETRYABLE.has(f.code)) {
           setTimeout(() => sendPending(p), f.retry_after_ms || 1000);
         } else {
+          // Kept (in the outbox too, so a reload shows it) until the user
+          // retries or discards it.
           p.failed = f.message || f.code;
-          outbox.remove(p.client_msg_id).catch(() => {});
+          outbox.put(p).catch(() => {});
         }
       }
       render();
@@ -871,6 +880,40 @@ function sendPending(p) {
   const frame = { type: 'send', conv_id: p.conv_id, client_msg_id: p.client_msg_id, body: p.body };
   if (p.reply_to) frame.reply_to = p.reply_to;
   S.conn.send(frame);
+}
+
+/**
+ * Sends a failed message again: a new client_msg_id, since the server
+ * refused the old one for good (too long, not a member, …); if it refuses
+ * again, it fails again with the new reason.
+ * @param {any} p
+ */
+async function retryFailed(p) {
+  const c = conv(p.conv_id);
+  c.pending.delete(p.client_msg_id);
+  outbox.remove(p.client_msg_id).catch(() => {});
+  const item = { ...p, client_msg_id: newId(), failed: undefined, created_at: Date.now() };
+  c.pending.set(item.client_msg_id, item);
+  render();
+  try { await outbox.put(item); } catch { /* private mode: memory only */ }
+  sendPending(item);
+}
+
+/** Forgets a failed message. @param {any} p */
+function discardFailed(p) {
+  conv(p.conv_id).pending.delete(p.client_msg_id);
+  outbox.remove(p.client_msg_id).catch(() => {});
+  render();
+}
+
+/** Copies a text to the clipboard, saying whether it worked. @param {string} text */
+async function copyText(text) {
+  try {
+    await navigator.clipboard.writeText(text);
+    toast('Copied');
+  } catch {
+    toast('Could not copy: select the text instead');
+  }
 }
 
 /** Sends an edit, delete or reaction from the outbox (the same client_msg_id each time). @param {any} op @returns {boolean} */

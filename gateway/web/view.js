@@ -130,7 +130,8 @@ export function withLinks(text) {
  * @typedef {{kind: 'msg', seq: number | null, cmid: string, sender: number, body: string, at: number,
  *            status: string | null, error?: string, deleted?: boolean, edited?: boolean,
  *            quote?: Quote | null, reactions?: Chip[], mentioned?: boolean, canEdit?: boolean,
- *            canDelete?: boolean, picker?: boolean, opPending?: boolean, flash?: boolean}
+ *            canDelete?: boolean, picker?: boolean, opPending?: boolean, flash?: boolean,
+ *            retry?: (() => void) | null, copy?: (() => void) | null, discard?: (() => void) | null}
  *           | {kind: 'event', text: string, at: number}} Item
  */
 
@@ -146,6 +147,11 @@ export function withLinks(text) {
 function action(key, label, glyph, onclick, cls) {
   return h('button', { type: 'button', class: `act${cls ? ` ${cls}` : ''}`, 'data-key': key, 'aria-label': label, title: label, onclick },
     h('span', { 'aria-hidden': 'true' }, glyph));
+}
+
+/** A message action labelled in words (rare choices, no glyph to learn). */
+function textAction(key, label, onclick, cls) {
+  return h('button', { type: 'button', class: `act text${cls ? ` ${cls}` : ''}`, 'data-key': key, 'aria-label': label, onclick }, label);
 }
 
 /**
@@ -179,6 +185,13 @@ function messageParts(it, ctx) {
   }
   parts.push(h('span', { class: 'body' }, ...withMentions(it.body, ctx.meName)));
   if (it.error) parts.push(h('span', { class: 'error small', role: 'alert' }, ` (not sent: ${it.error})`));
+  if (it.retry) {
+    // A failed message: send it again, copy its text, or let it go.
+    parts.push(h('div', { class: 'actions failed-actions', role: 'group', 'aria-label': 'Message not sent' },
+      textAction(`${it.cmid}:retry`, 'Retry', it.retry),
+      textAction(`${it.cmid}:copy`, 'Copy', it.copy || (() => {})),
+      textAction(`${it.cmid}:discard`, 'Discard', it.discard || (() => {}), 'danger')));
+  }
   if (seq === null) return parts;
   if (it.reactions && it.reactions.length) {
     parts.push(h('div', { class: 'reactions', role: 'group', 'aria-label': 'Reactions' },

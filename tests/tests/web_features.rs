@@ -312,3 +312,113 @@ async fn reply_react_edit_delete_mute_and_search_in_the_browser() {
     page.close().await;
     bob_ws.close().await;
 }
+
+/// A message the server refuses for good is not a dead end: it stays
+/// where it was written, marked failed with the reason, in the chat list
+/// too; it survives a reload; Retry sends it again (once the reason is
+/// gone), Discard lets it go for good.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_message_can_be_retried_copied_or_discarded() {
+    let Some(driver) = driver().await else { return };
+    let cluster = TestCluster::start(1).await;
+    let node = &cluster.nodes[0];
+    let api = Api::new(node.http);
+    let alice = api.user("alice").await;
+    let bob = api.user("bob").await;
+    api.direct(&alice, &bob).await;
+
+    let page = Browser::open(&driver, 1100, 760).await;
+    page.goto(&node.url("/")).await;
+    page.sign_in("alice", false).await;
+    page.open_chat("bob").await;
+    page.type_in("#composer-input", "before the block").await;
+    page.click("#send-btn").await;
+    page.seq_of("before the block").await;
+
+    // Bob blocks alice: her next messages are refused (`forbidden`).
+    let (status, body) = api
+        .call(
+            "POST",
+            "/api/blocks",
+            Some(&bob.token),
+            Some(json!({"user_id": alice.id})),
+        )
+        .await;
+    assert!(status == 200 || status == 201, "{status} {body}");
+    for text in ["first refused", "second refused"] {
+        page.type_in("#composer-input", text).await;
+        page.click("#send-btn").await;
+    }
+    let failed = |text: &str| {
+        format!(
+            "const m = [...document.querySelectorAll('.msg.mine')].find(e => e.textContent.includes({text:?})); \
+             return !!m && m.dataset.status === 'failed' && !!m.querySelector('.failed-actions') && m.textContent.includes('not sent');"
+        )
+    };
+    page.until(
+        "the first refused message marked failed",
+        &failed("first refused"),
+    )
+    .await;
+    page.until(
+        "the second refused message marked failed",
+        &failed("second refused"),
+    )
+    .await;
+    page.until(
+        "the chat list to say the last message failed",
+        "const row = [...document.querySelectorAll('.chat-item')].find(b => b.querySelector('.chat-name').textContent === 'bob'); \
+         return !!row && !!row.querySelector('.tick[data-status=\"failed\"]');",
+    )
+    .await;
+    page.shot("failed-message").await;
+
+    // A reload keeps them (the outbox remembers the failure).
+    page.goto(&node.url("/")).await;
+    page.open_chat("bob").await;
+    page.until(
+        "the first failed message after a reload",
+        &failed("first refused"),
+    )
+    .await;
+
+    // Discard: gone, and still gone after another reload.
+    page.js(
+        "const m = [...document.querySelectorAll('.msg.mine')].find(e => e.textContent.includes('second refused')); \
+         m.querySelector('button[aria-label=\"Discard\"]').click();",
+    )
+    .await;
+    page.until(
+        "the discarded message gone",
+        "return ![...document.querySelectorAll('.msg')].some(e => e.textContent.includes('second refused'));",
+    )
+    .await;
+
+    // Bob unblocks; Retry sends the first again and it is stored once.
+    let (status, body) = api
+        .call(
+            "DELETE",
+            &format!("/api/blocks/{}", alice.id),
+            Some(&bob.token),
+            None,
+        )
+        .await;
+    assert!(status == 200 || status == 204, "{status} {body}");
+    page.js(
+        "const m = [...document.querySelectorAll('.msg.mine')].find(e => e.textContent.includes('first refused')); \
+         m.querySelector('button[aria-label=\"Retry\"]').click();",
+    )
+    .await;
+    let seq = page.seq_of("first refused").await;
+    page.goto(&node.url("/")).await;
+    page.open_chat("bob").await;
+    page.seq_of("first refused").await;
+    let left = page
+        .js("return [...document.querySelectorAll('.msg')].filter(e => e.textContent.includes('refused')).map(e => e.dataset.seq || 'unsent');")
+        .await;
+    assert_eq!(
+        left,
+        json!([seq.to_string()]),
+        "only the retried message, stored once"
+    );
+}
