@@ -375,7 +375,11 @@ function chips(m, o, me) {
     if (t.add) users.add(me); else users.delete(me);
     sets.set(t.emoji, users);
   }
-  return [...sets].filter(([, users]) => users.size > 0).map(([emoji, users]) => ({ emoji, count: users.size, mine: users.has(me) }));
+  return [...sets].filter(([, users]) => users.size > 0).map(([emoji, users]) => ({
+    emoji, count: users.size, mine: users.has(me),
+    // Who reacted, you first.
+    who: [...users].sort((a, b) => (b === me ? 1 : 0) - (a === me ? 1 : 0)).map((u) => (u === me ? 'you' : userName(u))),
+  }));
 }
 
 /** The quote of a reply: from the quoted message if loaded (its current text), else the server's `reply`. */

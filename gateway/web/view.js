@@ -125,7 +125,7 @@ export function withLinks(text) {
 }
 
 /**
- * @typedef {{emoji: string, count: number, mine: boolean}} Chip
+ * @typedef {{emoji: string, count: number, mine: boolean, who?: string[]}} Chip
  * @typedef {{seq: number, name: string, text: string, deleted: boolean, loaded: boolean}} Quote
  * @typedef {{kind: 'msg', seq: number | null, cmid: string, sender: number, body: string, at: number,
  *            status: string | null, error?: string, deleted?: boolean, edited?: boolean,
@@ -198,7 +198,8 @@ function messageParts(it, ctx) {
       ...it.reactions.map((r) => h('button', {
         type: 'button', class: `chip${r.mine ? ' mine' : ''}`, 'data-key': `${seq}:rx:${r.emoji}`, 'data-emoji': r.emoji,
         'aria-pressed': r.mine ? 'true' : 'false',
-        'aria-label': `${r.emoji} ${r.count}${r.mine ? ', you reacted; remove' : '; react'}`,
+        title: `${r.emoji} ${(r.who || []).join(', ')}`,
+        'aria-label': `${r.emoji} ${r.count}: ${(r.who || []).join(', ')}${r.mine ? '; remove yours' : '; react'}`,
         onclick: () => ctx.react(seq, r.emoji, !r.mine),
       }, h('span', { class: 'chip-emoji', 'aria-hidden': 'true' }, r.emoji), ` ${r.count}`))));
   }

@@ -107,6 +107,14 @@ async fn reply_react_edit_delete_mute_and_search_in_the_browser() {
         ))
         .await;
     assert_eq!(chip, json!("👍 1"));
+    // Who reacted: in the chip's tooltip and its accessible name.
+    assert_eq!(
+        page.js(&format!(
+            "return document.querySelector('.msg[data-seq=\"{seq}\"] .chip').title"
+        ))
+        .await,
+        json!("👍 bob")
+    );
     assert_eq!(
         page.js(&format!("return document.querySelector('.msg[data-seq=\"{seq}\"] .chip').getAttribute('aria-pressed')")).await,
         json!("false"),
@@ -130,6 +138,13 @@ async fn reply_react_edit_delete_mute_and_search_in_the_browser() {
         "const c = document.querySelector('.msg[data-seq=\"{seq}\"] .chip'); return !!c && c.getAttribute('aria-pressed') === 'true' && c.textContent.includes('2');"
     ))
     .await;
+    assert_eq!(
+        page.js(&format!(
+            "return document.querySelector('.msg[data-seq=\"{seq}\"] .chip').title"
+        ))
+        .await,
+        json!("👍 you, bob")
+    );
     page.click_js(&format!("[data-key=\"{reply}:react\"]"))
         .await;
     page.click_js(&format!(
