@@ -71,6 +71,8 @@ const S = {
   picker: null,
   /** Where the focus goes after the picker opened or closed. @type {{seq: number, sel: string} | null} */
   pickerFocus: null,
+  /** The message that is the timeline's tab stop (its client_msg_id). @type {string | null} */
+  activeMsg: null,
   /** A message to scroll to once shown, and one briefly highlighted.
    * @type {{conv: number, seq: number} | null} */
   focus: null,
@@ -312,6 +314,7 @@ function renderConv() {
   }));
   box.scrollTop = atBottom || c.stickBottom ? box.scrollHeight : box.scrollHeight - fromBottom;
   c.stickBottom = false;
+  rovingTimeline(box);
   if (focusKey) {
     const el = /** @type {HTMLElement | undefined} */ ([...box.querySelectorAll('[data-key]')].find((e) => /** @type {HTMLElement} */ (e).dataset.key === focusKey));
     if (el) el.focus({ preventScroll: true });
@@ -850,6 +853,59 @@ function onFrame(f) {
     }
     default:
       break;
+  }
+}
+
+// ---------- keyboard in the timeline ----------
+// The timeline is one stop of the Tab order, not four buttons per
+// message: one message is tabbable (the one last focused, else the
+// newest), Up and Down move between messages, and Tab walks through the
+// actions of the focused message only, then on to the composer.
+
+/** What a message may hold that Tab would stop at. */
+const TABBABLE = 'button, a[href]';
+
+/** Gives the timeline its single tab stop. @param {HTMLElement} box */
+function rovingTimeline(box) {
+  const msgs = /** @type {HTMLElement[]} */ ([...box.querySelectorAll('.msg')]);
+  const active = msgs.find((m) => m.dataset.cmid === S.activeMsg) || msgs[msgs.length - 1];
+  for (const m of msgs) {
+    m.tabIndex = m === active ? 0 : -1;
+    const inside = m.contains(document.activeElement);
+    for (const el of m.querySelectorAll(TABBABLE)) /** @type {HTMLElement} */ (el).tabIndex = inside ? 0 : -1;
+  }
+}
+
+/** Focus entered a message: it becomes the timeline's tab stop, its actions tabbable. @param {FocusEvent} ev */
+function onTimelineFocusIn(ev) {
+  const m = /** @type {HTMLElement | null} */ (/** @type {HTMLElement} */ (ev.target).closest('.msg'));
+  if (!m) return;
+  S.activeMsg = m.dataset.cmid || null;
+  for (const other of $('messages').querySelectorAll('.msg')) {
+    const o = /** @type {HTMLElement} */ (other);
+    o.tabIndex = o === m ? 0 : -1;
+    for (const el of o.querySelectorAll(TABBABLE)) /** @type {HTMLElement} */ (el).tabIndex = o === m ? 0 : -1;
+  }
+}
+
+/** Focus left a message for good: its actions leave the Tab order. @param {FocusEvent} ev */
+function onTimelineFocusOut(ev) {
+  const m = /** @type {HTMLElement | null} */ (/** @type {HTMLElement} */ (ev.target).closest('.msg'));
+  const to = /** @type {Node | null} */ (ev.relatedTarget);
+  if (!m || (to && m.contains(to))) return;
+  for (const el of m.querySelectorAll(TABBABLE)) /** @type {HTMLElement} */ (el).tabIndex = -1;
+}
+
+/** Up and Down from a message move to the previous or next one. @param {KeyboardEvent} ev */
+function onTimelineKey(ev) {
+  if (ev.key !== 'ArrowUp' && ev.key !== 'ArrowDown') return;
+  const t = /** @type {HTMLElement} */ (ev.target);
+  if (!t.classList.contains('msg')) return;
+  const msgs = /** @type {HTMLElement[]} */ ([...$('messages').querySelectorAll('.msg')]);
+  const next = msgs[msgs.indexOf(t) + (ev.key === 'ArrowUp' ? -1 : 1)];
+  if (next) {
+    ev.preventDefault();
+    next.focus();
   }
 }
 
@@ -1503,6 +1559,9 @@ function wire() {
     }
   });
 
+  $('messages').addEventListener('focusin', onTimelineFocusIn);
+  $('messages').addEventListener('focusout', onTimelineFocusOut);
+  $('messages').addEventListener('keydown', onTimelineKey);
   $('messages').addEventListener('scroll', () => {
     if (S.open === null) return;
     const c = conv(S.open);

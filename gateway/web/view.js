@@ -264,7 +264,7 @@ export function timeline(items, ctx) {
     frag.append(h('div', {
       class: `msg${mine ? ' mine' : ''}${first ? ' first' : ''}${it.deleted ? ' deleted' : ''}`
         + `${it.mentioned ? ' mentioned' : ''}${it.flash ? ' flash' : ''}${it.quote && !it.deleted ? ' has-quote' : ''}`,
-      'data-seq': it.seq ?? null, 'data-cmid': it.cmid, 'data-status': mine ? status : null,
+      'data-seq': it.seq ?? null, 'data-cmid': it.cmid, 'data-key': `msg:${it.cmid}`, 'data-status': mine ? status : null,
       'data-deleted': it.deleted ? 'true' : null, 'data-edited': it.edited ? 'true' : null,
     },
     first && ctx.group && !mine ? h('span', { class: 'who' }, ctx.name(it.sender)) : null,

@@ -437,3 +437,81 @@ async fn a_failed_message_can_be_retried_copied_or_discarded() {
         "only the retried message, stored once"
     );
 }
+
+/// The keyboard reaches the composer past any number of messages: the
+/// timeline is one stop of the Tab order (a message), Up and Down move
+/// between messages, and Tab from a message walks its actions only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_keyboard_reaches_the_composer_past_the_messages() {
+    const TAB: &str = "\u{E004}";
+    const UP: &str = "\u{E013}";
+    let Some(driver) = driver().await else { return };
+    let cluster = TestCluster::start(1).await;
+    let node = &cluster.nodes[0];
+    let api = Api::new(node.http);
+    let alice = api.user("alice").await;
+    let bob = api.user("bob").await;
+    let conv = api.direct(&alice, &bob).await;
+    let mut bob_ws = Ws::connect(&node.ws_url(&bob.token)).await.expect("bob");
+    bob_ws
+        .wait_for("hello", WAIT, |f| f["type"] == "hello")
+        .await;
+    for i in 0..8 {
+        bob_ws
+            .request(json!({"type": "send", "conv_id": conv, "client_msg_id": format!("m{i}"), "body": format!("message {i}")}))
+            .await;
+    }
+    let page = Browser::open(&driver, 1100, 760).await;
+    page.goto(&node.url("/")).await;
+    page.sign_in("alice", false).await;
+    page.open_chat("bob").await;
+    page.seq_of("message 7").await;
+
+    // From the last control of the conversation's header, Tab: the log,
+    // the newest message and its own actions, then the composer: the same
+    // few stops however many messages there are (8 here, 4 buttons each).
+    page.js("document.getElementById('mute-btn').focus()").await;
+    let mut path = Vec::new();
+    for _ in 0..10 {
+        page.press(TAB).await;
+        let at = page.focused().await;
+        path.push(at.clone());
+        if at == json!("composer-input") {
+            break;
+        }
+    }
+    let messages: Vec<&Value> = path
+        .iter()
+        .filter(|k| k.as_str().is_some_and(|k| k.starts_with("msg:")))
+        .collect();
+    assert_eq!(
+        path.last(),
+        Some(&json!("composer-input")),
+        "Tab path: {path:?}"
+    );
+    assert_eq!(
+        messages,
+        vec![&json!("msg:m7")],
+        "one message on the way: {path:?}"
+    );
+    assert!(path.len() <= 7, "Tab path: {path:?}");
+
+    // Back to the timeline, Up twice: the message two above.
+    page.js("document.querySelector('.msg[data-cmid=\"m7\"]').focus()")
+        .await;
+    page.press(UP).await;
+    page.press(UP).await;
+    assert_eq!(page.focused().await, json!("msg:m5"));
+    // Tab from a message walks its own actions (Reply first).
+    page.press(TAB).await;
+    let action = page.focused().await;
+    assert!(
+        action.as_str().is_some_and(|k| k.ends_with(":reply")),
+        "the focused message's first action: {action}"
+    );
+    // and Shift+Tab goes back to it; the last message focused stays the stop.
+    page.js("document.getElementById('composer-input').focus()")
+        .await;
+    page.press("\u{E008}\u{E004}").await;
+    assert_eq!(page.focused().await, json!("msg:m5"));
+}

@@ -113,6 +113,23 @@ impl Browser {
             .expect("click");
     }
 
+    /// Presses a key (WebDriver key codes: `\u{E004}` Tab, `\u{E013}` Up,
+    /// `\u{E015}` Down) in the element that has the focus.
+    pub async fn press(&self, key: &str) {
+        let el = self
+            .client
+            .active_element()
+            .await
+            .expect("the focused element");
+        el.send_keys(key).await.expect("a key press");
+    }
+
+    /// The focused element's id, or its `data-key` (messages, their actions).
+    pub async fn focused(&self) -> Value {
+        self.js("const e = document.activeElement; return e ? (e.id || e.dataset.key || e.tagName) : null;")
+            .await
+    }
+
     /// Saves a PNG under target/web-screenshots/.
     pub async fn shot(&self, name: &str) {
         let dir = std::env::var_os("CARGO_TARGET_DIR")
