@@ -282,7 +282,8 @@ function renderConv() {
   }
   // Events older than the loaded history wait until it is scrolled to.
   const oldestAt = !c.hasMore || !msgs.length ? 0 : msgs[0].at;
-  const events = c.events.filter((e) => e.at >= oldestAt).sort((a, b) => a.at - b.at);
+  const events = c.events.filter((e) => e.at >= oldestAt).sort((a, b) => a.at - b.at)
+    .map((e) => (e.text !== undefined ? e : { kind: 'event', at: e.at, text: eventText(e.action, e.user, e.by) }));
   /** @type {any[]} */
   const items = [];
   let e = 0;
@@ -490,7 +491,8 @@ async function loadMeta(id) {
     if (detail.conversation.kind === 'group') {
       const { events } = await api.get(`/api/groups/${id}/history`);
       const live = c.events.filter((ev) => ev.live === 'group');
-      c.events = [...events.map((ev) => ({ kind: 'event', at: ev.at, text: eventText(ev.action, ev.user_id, ev.by) })), ...live];
+      // The text is written at render time: the names may arrive later.
+      c.events = [...events.map((ev) => ({ kind: 'event', at: ev.at, action: ev.action, user: ev.user_id, by: ev.by })), ...live];
     }
     render();
   } catch (e) {
@@ -791,7 +793,7 @@ function onFrame(f) {
     case 'member_joined':
     case 'member_left': {
       const c = conv(f.conv_id);
-      c.events.push({ kind: 'event', at: Date.now(), text: eventText(f.type === 'member_joined' ? 'added' : f.user_id === f.by ? 'left' : 'removed', f.user_id, f.by) });
+      c.events.push({ kind: 'event', at: Date.now(), action: f.type === 'member_joined' ? 'added' : f.user_id === f.by ? 'left' : 'removed', user: f.user_id, by: f.by });
       if (f.type === 'member_left' && f.user_id === me) {
         // Say so: a chat that just vanishes looks like a bug.
         const gone = S.chats.get(f.conv_id);

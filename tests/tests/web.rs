@@ -238,6 +238,19 @@ async fn a_group_of_three_with_membership_events_and_member_status() {
     )
     .await;
 
+    // After a reload the membership events still name people (the names
+    // arrive after the history: the text follows them). Hugo's page knows
+    // no one's name until it asks.
+    let home = hugo.js("return location.origin + '/'").await;
+    hugo.goto(home.as_str().expect("the page's origin")).await;
+    hugo.open_chat("climbing").await;
+    hugo.until(
+        "the membership events named after a reload",
+        "const t = [...document.querySelectorAll('.event')].map(e => e.textContent); \
+         return t.some(x => x === 'gina added you') && t.some(x => x === 'gina added ines') && !t.some(x => /user \\d/.test(x));",
+    )
+    .await;
+
     hugo.open_chat("climbing").await;
     ines.open_chat("climbing").await;
     gina.send("who's in on saturday?").await;
