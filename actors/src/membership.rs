@@ -116,7 +116,23 @@ pub async fn run(
                 // node sharing it is in the same place.
                 let full = matches!(&e, crate::Error::Storage(s) if s.is_storage_full());
                 if !full && last_beat.elapsed() >= ttl {
-                    cluster.lose_store();
+                    // A process that was frozen (SIGSTOP, a paused VM) sees
+                    // its store call time out the moment it runs again,
+                    // though the store is fine: ask once more, briefly,
+                    // before standing by. A read: the next heartbeat must
+                    // still find the lease as it was (expired, if it was),
+                    // to hand off and rejoin.
+                    let store = cluster.storage().clone();
+                    let again =
+                        tokio::time::timeout(ttl / 4, store.run(|store| store.leases())).await;
+                    if matches!(again, Ok(Ok(Ok(_)))) {
+                        tracing::info!(
+                            "the store answers: this process stalled, the store did not"
+                        );
+                        last_beat = Instant::now();
+                    } else {
+                        cluster.lose_store();
+                    }
                 }
             }
         }
